@@ -1,0 +1,234 @@
+//! Messages: validating what a person sent, and the stored form.
+//!
+//! A stored message is kept in Redis as the exact JSON the API returns, so listing and
+//! streaming copy bytes instead of re-encoding every message.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Longest author name, in characters (Unicode scalar values).
+pub const MAX_AUTHOR_CHARS: usize = 64;
+/// Longest message text, in characters.
+pub const MAX_TEXT_CHARS: usize = 1_000;
+
+/// Why a request body was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// Not JSON at all: 400.
+    #[error("{0}")]
+    Malformed(String),
+    /// JSON of the wrong shape or with invalid values: 422.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl InputError {
+    /// Classifies a serde_json error: syntax problems are malformed, shape problems invalid.
+    pub fn from_json(err: &serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        match err.classify() {
+            Category::Data => Self::Invalid(format!("invalid body: {err}")),
+            Category::Syntax | Category::Eof | Category::Io => {
+                Self::Malformed(format!("malformed JSON: {err}"))
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMessageBody {
+    author: String,
+    text: String,
+}
+
+/// A message that passed validation: trimmed, within limits, free of control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    author: String,
+    text: String,
+}
+
+impl NewMessage {
+    /// Parses and validates a request body.
+    pub fn from_json(body: &[u8]) -> Result<Self, InputError> {
+        let body: NewMessageBody =
+            serde_json::from_slice(body).map_err(|err| InputError::from_json(&err))?;
+        Self::new(&body.author, &body.text)
+    }
+
+    /// Validates an author and a text.
+    pub fn new(author: &str, text: &str) -> Result<Self, InputError> {
+        let author = author.trim();
+        // Windows line endings are normalised so the limit counts what people see.
+        let text = text.trim().replace("\r\n", "\n");
+        check_length("author", author, MAX_AUTHOR_CHARS)?;
+        check_length("text", &text, MAX_TEXT_CHARS)?;
+        if author.chars().any(char::is_control) {
+            return Err(InputError::Invalid(
+                "author must not contain control characters".into(),
+            ));
+        }
+        if text.chars().any(|c| c.is_control() && c != '\n') {
+            return Err(InputError::Invalid(
+                "text must not contain control characters other than newline".into(),
+            ));
+        }
+        Ok(Self {
+            author: author.to_owned(),
+            text,
+        })
+    }
+
+    /// The validated author.
+    pub fn author(&self) -> &str {
+        &self.author
+    }
+
+    /// The validated text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The stored JSON without its id: everything after `{"id":N,`. The id is only known
+    /// inside the atomic append, which prepends it.
+    pub fn json_tail(&self, created_at: OffsetDateTime) -> String {
+        #[derive(Serialize)]
+        struct Tail<'a> {
+            author: &'a str,
+            text: &'a str,
+            created_at: &'a str,
+        }
+        let created_at = created_at
+            .format(&Rfc3339)
+            .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"));
+        let object = serde_json::to_string(&Tail {
+            author: &self.author,
+            text: &self.text,
+            created_at: &created_at,
+        })
+        .expect("serialising strings to JSON cannot fail");
+        // `{"author":...}` → `"author":...}`
+        object[1..].to_owned()
+    }
+
+    /// True when `stored` holds the same author and text: an idempotent replay.
+    pub fn same_content_as(&self, stored: &StoredMessage) -> bool {
+        self.author == stored.author && self.text == stored.text
+    }
+}
+
+/// Builds the full stored JSON from an id and a [`NewMessage::json_tail`].
+pub fn stored_json(id: u64, tail: &str) -> String {
+    format!("{{\"id\":{id},{tail}")
+}
+
+fn check_length(field: &str, value: &str, max: usize) -> Result<(), InputError> {
+    let chars = value.chars().count();
+    if chars == 0 {
+        return Err(InputError::Invalid(format!("{field} must not be empty")));
+    }
+    if chars > max {
+        return Err(InputError::Invalid(format!(
+            "{field} must be at most {max} characters, got {chars}"
+        )));
+    }
+    Ok(())
+}
+
+/// A message as stored and served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    /// Unique, ascending id.
+    pub id: u64,
+    /// Who wrote it.
+    pub author: String,
+    /// What they wrote.
+    pub text: String,
+    /// When the backend accepted it, RFC 3339.
+    pub created_at: String,
+}
+
+impl StoredMessage {
+    /// Parses the stored JSON.
+    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_valid_message_is_trimmed() {
+        let message = NewMessage::new("  Mary ", " Hello\r\nJohn ").unwrap();
+        assert_eq!(message.author(), "Mary");
+        assert_eq!(message.text(), "Hello\nJohn");
+    }
+
+    #[test]
+    fn limits_count_characters_not_bytes() {
+        assert!(NewMessage::new(&"é".repeat(64), "x").is_ok());
+        assert!(NewMessage::new(&"é".repeat(65), "x").is_err());
+        assert!(NewMessage::new("a", &"字".repeat(1000)).is_ok());
+        assert!(NewMessage::new("a", &"字".repeat(1001)).is_err());
+    }
+
+    #[test]
+    fn blank_fields_are_invalid() {
+        assert!(matches!(
+            NewMessage::new("   ", "x"),
+            Err(InputError::Invalid(_))
+        ));
+        assert!(matches!(
+            NewMessage::new("a", "\n \n"),
+            Err(InputError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn control_characters_are_refused_except_newline_in_text() {
+        assert!(NewMessage::new("a\u{7}", "x").is_err());
+        assert!(NewMessage::new("a\nb", "x").is_err());
+        assert!(NewMessage::new("a", "x\ty").is_err());
+        assert!(NewMessage::new("a", "x\u{0}y").is_err());
+        assert!(NewMessage::new("a", "x\ny").is_ok());
+    }
+
+    #[test]
+    fn malformed_json_and_wrong_shapes_are_told_apart() {
+        assert!(matches!(
+            NewMessage::from_json(b"{"),
+            Err(InputError::Malformed(_))
+        ));
+        assert!(matches!(
+            NewMessage::from_json(b"nope"),
+            Err(InputError::Malformed(_))
+        ));
+        assert!(matches!(
+            NewMessage::from_json(br#"{"author":"a"}"#),
+            Err(InputError::Invalid(_))
+        ));
+        assert!(matches!(
+            NewMessage::from_json(br#"{"author":1,"text":"x"}"#),
+            Err(InputError::Invalid(_))
+        ));
+        assert!(matches!(
+            NewMessage::from_json(br#"{"author":"a","text":"x","admin":true}"#),
+            Err(InputError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn the_stored_json_round_trips_with_escapes() {
+        let message = NewMessage::new("<b>\"Mary\"</b>", "line\nbreak \\ done").unwrap();
+        let created = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let json = stored_json(42, &message.json_tail(created));
+        let stored = StoredMessage::from_json(&json).unwrap();
+        assert_eq!(stored.id, 42);
+        assert!(message.same_content_as(&stored));
+        assert_eq!(stored.created_at, "2023-11-14T22:13:20Z");
+    }
+}

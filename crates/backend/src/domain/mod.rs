@@ -1,0 +1,8 @@
+//! The guestbook's own rules, free of HTTP and Redis: what a valid message and a valid
+//! idempotency key are, and how a stored message looks.
+
+pub mod idempotency;
+pub mod message;
+
+pub use idempotency::IdempotencyKey;
+pub use message::{InputError, NewMessage, StoredMessage};

@@ -1,0 +1,33 @@
+//! `GET /data`: seed 002's endpoint, subject to the injected failure and latency.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::app::AppState;
+
+/// `/data`.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/data", get(data))
+}
+
+async fn data(State(app): State<AppState>) -> Response {
+    let faults = app.faults.http();
+    if faults.delay_ms > 0 && fastrand::f64() < faults.delay_rate {
+        tracing::debug!(delay_ms = faults.delay_ms, "injecting latency");
+        tokio::time::sleep(Duration::from_millis(faults.delay_ms)).await;
+    }
+    if faults.failure_rate > 0.0 && fastrand::f64() < faults.failure_rate {
+        tracing::debug!(status = faults.status_code, "injecting a failure");
+        let status =
+            StatusCode::from_u16(faults.status_code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (status, Json(json!({"error": "Injected failure"}))).into_response();
+    }
+    Json(json!({"message": "OK", "note": "BackendService healthy"})).into_response()
+}

@@ -1,0 +1,31 @@
+//! `GET /health/dependencies`: a diagnostic view of each dependency, for people and
+//! dashboards. No probe uses it (seed 004): a Redis outage must not take every replica out
+//! of its Service, because the replicas can still answer, with a clear 503.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::app::AppState;
+
+/// `/health/dependencies`.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/health/dependencies", get(dependencies))
+}
+
+async fn dependencies(State(app): State<AppState>) -> Json<Value> {
+    let primary = match app.store.ping().await {
+        Ok(rtt) => json!({"status": "up", "latency_ms": rtt.as_secs_f64() * 1e3}),
+        Err(err) => json!({"status": "down", "error": err.to_string()}),
+    };
+    Json(json!({
+        "redis_primary": primary,
+        "live_updates": {
+            "status": if app.feed.is_following() { "following" } else { "reconnecting" },
+            "last_id": app.feed.last_id(),
+        },
+        "append_strategy": app.store.strategy().as_str(),
+    }))
+}

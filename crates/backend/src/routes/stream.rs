@@ -1,0 +1,156 @@
+//! `GET /api/messages/stream`: Server-Sent Events, one `message` event per new message.
+//!
+//! A subscriber resumes from `Last-Event-ID` (sent by browsers on reconnect) or `?after=ID`
+//! (for the first connection). It first subscribes to the process's [`Feed`], then replays
+//! what it missed from Redis, then forwards live messages, skipping any id it already sent:
+//! subscribing before replaying leaves no gap, and the id check leaves no duplicate. A
+//! subscriber that falls behind the feed's buffer catches up from Redis the same way.
+//!
+//! [`Feed`]: crate::store::feed::Feed
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use serde::Deserialize;
+use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::routes::extract::ValidQuery;
+use crate::store::{MAX_PAGE, RawMessage, Store};
+
+/// Events buffered per subscriber before back-pressure reaches the pump.
+const SUBSCRIBER_BUFFER: usize = 64;
+/// Keep-alive comment interval: below common proxy idle timeouts (60 s).
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StreamQuery {
+    after: Option<u64>,
+}
+
+pub(crate) async fn stream(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    ValidQuery(query): ValidQuery<StreamQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let permit = Arc::clone(&app.stream_permits)
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Busy("too many live-update connections"))?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|value| {
+            value
+                .to_str()
+                .ok()
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be a message id".into()))
+        })
+        .transpose()?;
+    let (feed, newest) = app.feed.subscribe();
+    let resume_after = last_event_id.or(query.after);
+    let (sender, receiver) = mpsc::channel(SUBSCRIBER_BUFFER);
+    let gone = sender.clone();
+    let pump = Pump {
+        store: app.store.clone(),
+        sender,
+        _permit: permit,
+    };
+    let draining = app.lifecycle.draining();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = draining => {}
+            () = gone.closed() => {}
+            () = pump.run(feed, resume_after, newest) => {}
+        }
+    });
+    Ok(Sse::new(ReceiverStream::new(receiver)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+}
+
+/// Moves messages from Redis and the feed to one subscriber.
+struct Pump {
+    store: Store,
+    sender: mpsc::Sender<Result<Event, Infallible>>,
+    /// Held for the subscriber's lifetime: bounds concurrent streams.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Pump {
+    async fn run(
+        self,
+        mut feed: broadcast::Receiver<Arc<RawMessage>>,
+        resume_after: Option<u64>,
+        newest: u64,
+    ) {
+        // Without a resume point, start at what the feed had already passed on.
+        let mut last_sent = match resume_after {
+            Some(after) => match self.catch_up(after).await {
+                Some(last) => last,
+                None => return,
+            },
+            None => newest,
+        };
+        loop {
+            match feed.recv().await {
+                Ok(message) => {
+                    if message.id > last_sent {
+                        if !self.send(&message).await {
+                            return;
+                        }
+                        last_sent = message.id;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                    tracing::debug!(
+                        skipped,
+                        "live-update subscriber lagged; catching up from Redis"
+                    );
+                    match self.catch_up(last_sent).await {
+                        Some(last) => last_sent = last,
+                        None => return,
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Sends everything after `after` from Redis; returns the last id sent, or `None` when the
+    /// subscriber is gone or Redis failed (the client reconnects with `Last-Event-ID`).
+    async fn catch_up(&self, mut after: u64) -> Option<u64> {
+        loop {
+            let page = match self.store.list(after, MAX_PAGE).await {
+                Ok(page) => page,
+                Err(err) => {
+                    tracing::warn!(error = %err, "live-update catch-up failed; ending the stream");
+                    return None;
+                }
+            };
+            let full = page.len() == MAX_PAGE;
+            for message in &page {
+                if !self.send(message).await {
+                    return None;
+                }
+                after = message.id;
+            }
+            if !full {
+                return Some(after);
+            }
+        }
+    }
+
+    async fn send(&self, message: &RawMessage) -> bool {
+        let event = Event::default()
+            .event("message")
+            .id(message.id.to_string())
+            .data(&message.json);
+        self.sender.send(Ok(event)).await.is_ok()
+    }
+}

@@ -1,0 +1,184 @@
+//! Every backend setting, parsed once at start (each an environment variable with an equal
+//! `--kebab-case` flag). The application never reads the environment itself.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use guestbook_common::ShutdownArgs;
+use guestbook_common::cli::{Validate, parse_bool};
+use guestbook_common::telemetry::LogFormat;
+
+use crate::store::AppendStrategy;
+
+/// The guestbook API over Redis.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "guestbook-backend", version, about)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen_addr: SocketAddr,
+
+    /// Redis primary (writes); `rediss://` for TLS.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+
+    /// How an append is made atomic: lua, watch, lock, or naive (unsafe, loses messages).
+    #[arg(long, env = "APPEND_STRATEGY", value_enum, default_value_t = AppendStrategy::Lua)]
+    pub append_strategy: AppendStrategy,
+
+    /// Permits APPEND_STRATEGY=naive, which loses messages under concurrency.
+    #[arg(long, env = "ALLOW_UNSAFE", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub allow_unsafe: bool,
+
+    /// Enables the fault-injection endpoints under /config/*.
+    #[arg(long, env = "FAULT_INJECTION", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub fault_injection: bool,
+
+    /// Bearer token for /config/* and DELETE /api/messages; when unset, DELETE answers 404.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Retention cap: the oldest messages beyond it are trimmed.
+    #[arg(long, env = "MAX_MESSAGES", default_value_t = 10_000)]
+    pub max_messages: u64,
+
+    /// How long an Idempotency-Key is remembered, in seconds.
+    #[arg(long, env = "IDEMPOTENCY_TTL_SECS", default_value_t = 86_400)]
+    pub idempotency_ttl_secs: u64,
+
+    /// Time limit of every Redis call, in milliseconds; past it the request answers 503.
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 1_000)]
+    pub redis_timeout_ms: u64,
+
+    /// Dedicated connections for the watch strategy (WATCH needs a connection of its own).
+    #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 16)]
+    pub redis_pool_size: usize,
+
+    /// Optimistic attempts of the watch strategy before answering 503.
+    #[arg(long, env = "WATCH_MAX_ATTEMPTS", default_value_t = 16)]
+    pub watch_max_attempts: u32,
+
+    /// Lifetime of the lock strategy's lock, in milliseconds.
+    #[arg(long, env = "LOCK_TTL_MS", default_value_t = 2_000)]
+    pub lock_ttl_ms: u64,
+
+    /// Longest wait to acquire the lock, in milliseconds, before answering 503.
+    #[arg(long, env = "LOCK_WAIT_MS", default_value_t = 2_000)]
+    pub lock_wait_ms: u64,
+
+    /// Live-update (Server-Sent Events) connections allowed at once.
+    #[arg(long, env = "MAX_STREAM_CLIENTS", default_value_t = 1_024)]
+    pub max_stream_clients: usize,
+
+    /// Name of the guestbook; its keys share the hash tag `{guestbook:NAME}`.
+    #[arg(long, env = "GUESTBOOK_NAME", default_value = "default")]
+    pub guestbook_name: String,
+
+    /// Log format: auto (JSON unless a terminal), json or pretty.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub shutdown: ShutdownArgs,
+}
+
+impl Settings {
+    /// Settings with every default and the given Redis URL: the starting point of tests.
+    pub fn for_tests(redis_url: &str) -> Self {
+        let mut settings = Self::parse_from(["guestbook-backend"]);
+        settings.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        settings.redis_url = redis_url.to_owned();
+        settings.shutdown.shutdown_delay_secs = 0;
+        settings.shutdown.drain_timeout_secs = 5;
+        settings
+    }
+
+    /// The per-call Redis time limit.
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
+}
+
+impl Validate for Settings {
+    fn validate(&self) -> Result<(), String> {
+        if self.append_strategy == AppendStrategy::Naive && !self.allow_unsafe {
+            return Err("APPEND_STRATEGY=naive loses messages under concurrency; \
+                        set ALLOW_UNSAFE=true to run it anyway"
+                .into());
+        }
+        redis::Client::open(self.redis_url.as_str())
+            .map_err(|err| format!("REDIS_URL is not a Redis URL: {err}"))?;
+        if self
+            .admin_token
+            .as_deref()
+            .is_some_and(|token| token.len() < 16)
+        {
+            return Err("ADMIN_TOKEN must be at least 16 characters".into());
+        }
+        if self.max_messages == 0 {
+            return Err("MAX_MESSAGES must be at least 1".into());
+        }
+        if !(1..=600_000).contains(&self.redis_timeout_ms) {
+            return Err("REDIS_TIMEOUT_MS must be between 1 and 600000".into());
+        }
+        if self.redis_pool_size == 0 {
+            return Err("REDIS_POOL_SIZE must be at least 1".into());
+        }
+        if self.watch_max_attempts == 0 {
+            return Err("WATCH_MAX_ATTEMPTS must be at least 1".into());
+        }
+        if self.lock_ttl_ms == 0 {
+            return Err("LOCK_TTL_MS must be at least 1".into());
+        }
+        if self.idempotency_ttl_secs == 0 {
+            return Err("IDEMPOTENCY_TTL_SECS must be at least 1".into());
+        }
+        let name_ok = !self.guestbook_name.is_empty()
+            && self.guestbook_name.len() <= 64
+            && self
+                .guestbook_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !name_ok {
+            return Err("GUESTBOOK_NAME must be 1-64 characters of [A-Za-z0-9_-]".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Settings, String> {
+        let settings = Settings::try_parse_from(
+            std::iter::once("guestbook-backend").chain(args.iter().copied()),
+        )
+        .map_err(|err| err.to_string())?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(parse(&[]).is_ok());
+    }
+
+    #[test]
+    fn naive_is_refused_unless_unsafe_is_allowed() {
+        assert!(parse(&["--append-strategy", "naive"]).is_err());
+        assert!(parse(&["--append-strategy", "naive", "--allow-unsafe", "true"]).is_ok());
+    }
+
+    #[test]
+    fn a_short_admin_token_is_refused() {
+        assert!(parse(&["--admin-token", "short"]).is_err());
+    }
+
+    #[test]
+    fn a_bad_guestbook_name_is_refused() {
+        assert!(parse(&["--guestbook-name", "a b"]).is_err());
+        assert!(parse(&["--guestbook-name", "x}y"]).is_err());
+    }
+}

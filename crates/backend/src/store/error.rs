@@ -1,0 +1,89 @@
+//! What can go wrong between the backend and Redis.
+
+use std::time::Duration;
+
+use crate::faults::InjectedFailure;
+
+/// A failed store operation. Every variant but [`StoreError::Corrupt`] and
+/// [`StoreError::Redis`] is transient: the caller may retry (with the same idempotency key).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis could not be reached or the connection broke.
+    #[error("Redis is unavailable")]
+    Unavailable(#[source] redis::RedisError),
+    /// A Redis call did not answer within its time limit.
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Fault injection failed the call on purpose.
+    #[error(transparent)]
+    Injected(#[from] InjectedFailure),
+    /// The optimistic (watch) strategy lost every attempt to concurrent writers.
+    #[error("append gave up after {attempts} conflicting attempts")]
+    Contention {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The lock strategy could not get the lock in time.
+    #[error("lock not acquired within {0:?}")]
+    LockTimeout(Duration),
+    /// A newer lock holder touched the data; this holder's lock had expired.
+    #[error("write fenced off: token {token} was superseded")]
+    Fenced {
+        /// The stale token.
+        token: u64,
+    },
+    /// No pooled connection could be had in time.
+    #[error("no Redis connection available: {0}")]
+    Pool(String),
+    /// Redis holds something this program did not write.
+    #[error("unexpected data in Redis: {0}")]
+    Corrupt(String),
+    /// Any other error reply from Redis.
+    #[error("Redis error")]
+    Redis(#[source] redis::RedisError),
+}
+
+impl StoreError {
+    /// True when retrying later may succeed (the HTTP layer answers 503 + Retry-After).
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, Self::Corrupt(_) | Self::Redis(_))
+    }
+
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "unavailable",
+            Self::Timeout(_) => "timeout",
+            Self::Injected(_) => "injected",
+            Self::Contention { .. } => "contention",
+            Self::LockTimeout(_) => "lock_timeout",
+            Self::Fenced { .. } => "fenced",
+            Self::Pool(_) => "pool",
+            Self::Corrupt(_) => "corrupt",
+            Self::Redis(_) => "redis",
+        }
+    }
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(err: redis::RedisError) -> Self {
+        use redis::ErrorKind;
+        let overloaded_or_moving = matches!(
+            err.code(),
+            Some(
+                "LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "READONLY" | "OOM"
+            )
+        );
+        if err.is_io_error()
+            || err.is_connection_dropped()
+            || err.is_connection_refusal()
+            || err.is_timeout()
+            || overloaded_or_moving
+            || matches!(err.kind(), ErrorKind::Io)
+        {
+            Self::Unavailable(err)
+        } else {
+            Self::Redis(err)
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! The one place every Redis call passes through: injected faults, the time limit, and the
+//! latency metric. A call that exceeds its limit becomes [`StoreError::Timeout`], so a paused
+//! or unreachable Redis turns into a prompt 503 rather than a hung request.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::faults::Faults;
+use crate::store::error::StoreError;
+use crate::store::metrics::{OpLabels, StoreMetrics};
+
+/// Wraps Redis calls with faults, a timeout and a latency observation.
+#[derive(Clone)]
+pub struct Hop {
+    faults: Arc<Faults>,
+    timeout: Duration,
+    metrics: StoreMetrics,
+}
+
+impl Hop {
+    /// A hop with the given per-call time limit.
+    pub fn new(faults: Arc<Faults>, timeout: Duration, metrics: StoreMetrics) -> Self {
+        Self {
+            faults,
+            timeout,
+            metrics,
+        }
+    }
+
+    /// The per-call time limit.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Runs one Redis call. `call` is not polled before injected faults have been applied,
+    /// so an injected failure never reaches Redis.
+    pub async fn call<T, E, F>(&self, op: &'static str, call: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, E>>,
+        StoreError: From<E>,
+    {
+        let started = Instant::now();
+        let guarded = async {
+            self.faults.before_redis_call().await?;
+            call.await.map_err(StoreError::from)
+        };
+        let outcome = match tokio::time::timeout(self.timeout, guarded).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        };
+        self.metrics
+            .redis_call_seconds
+            .get_or_create(&OpLabels { op })
+            .observe(started.elapsed().as_secs_f64());
+        outcome
+    }
+}

@@ -1,0 +1,337 @@
+//! The guestbook's storage in Redis.
+//!
+//! Messages live in one Redis stream per guestbook (the *log*), whose entry ids are
+//! `<message id>-0`: ascending ids, range reads by id (`XRANGE`), a retention cap
+//! (`MAXLEN`), and a tail every backend replica can follow (`XREAD BLOCK`, see [`feed`]).
+//!
+//! One logical append touches four keys: the id sequence, the log, the idempotency record and
+//! (through `MAXLEN`) the retention cap. [`AppendStrategy`] selects how that is made atomic;
+//! see each module under [`strategy`] for the design and its costs.
+//!
+//! Connections: single commands and scripts share one multiplexed connection, which pipelines
+//! concurrent requests over one socket (≈ 3× a pool's throughput, see BASELINES.md). Only the
+//! `watch` strategy takes pooled connections, because WATCH state belongs to a connection.
+
+pub mod error;
+pub mod feed;
+pub mod hop;
+pub mod keys;
+pub mod metrics;
+pub mod strategy;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+pub use error::StoreError;
+pub use keys::Keys;
+pub use metrics::StoreMetrics;
+pub use strategy::AppendStrategy;
+
+use crate::domain::{IdempotencyKey, NewMessage};
+use crate::faults::Faults;
+use crate::settings::Settings;
+use hop::Hop;
+use metrics::AppendLabels;
+
+/// Largest page a single read returns (the API's `limit` maximum).
+pub const MAX_PAGE: usize = 1_000;
+
+/// A message as stored: its id and its exact JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMessage {
+    /// The message id.
+    pub id: u64,
+    /// The message as the API serves it.
+    pub json: String,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// A new message was written.
+    Created(RawMessage),
+    /// The idempotency key was seen before; this is what it stored (possibly another body).
+    Existing(RawMessage),
+}
+
+/// Tunables of the append strategies.
+#[derive(Debug, Clone)]
+pub struct AppendLimits {
+    /// Retention cap.
+    pub max_messages: u64,
+    /// Idempotency record lifetime, in seconds.
+    pub idempotency_ttl_secs: u64,
+    /// Attempts of the watch strategy.
+    pub watch_max_attempts: u32,
+    /// Lock lifetime.
+    pub lock_ttl: Duration,
+    /// Longest wait for the lock.
+    pub lock_wait: Duration,
+}
+
+/// Shared state of the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) client: redis::Client,
+    pub(crate) conn: ConnectionManager,
+    pub(crate) pool: Option<deadpool_redis::Pool>,
+    pub(crate) hop: Hop,
+    pub(crate) keys: Keys,
+    pub(crate) strategy: AppendStrategy,
+    pub(crate) limits: AppendLimits,
+    pub(crate) metrics: StoreMetrics,
+    /// Queues this process's lock contenders locally, so only one task per process polls the
+    /// Redis lock (fair FIFO here instead of a polling storm against Redis).
+    pub(crate) local_lock: tokio::sync::Mutex<()>,
+}
+
+impl Store {
+    /// Builds the store. Connects lazily: a backend whose Redis is down still starts, stays
+    /// live and ready (seed 004), and answers data requests with 503 until Redis returns.
+    pub fn new(
+        settings: &Settings,
+        faults: Arc<Faults>,
+        metrics: StoreMetrics,
+    ) -> Result<Self, StoreError> {
+        let client = redis::Client::open(settings.redis_url.as_str()).map_err(StoreError::Redis)?;
+        let timeout = settings.redis_timeout();
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            // Reconnect attempts are cheap and bounded; each request's own timeout bounds its wait.
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(StoreError::Redis)?;
+        let pool = match settings.append_strategy {
+            AppendStrategy::Watch => Some(strategy::watch::pool(settings)?),
+            _ => None,
+        };
+        let limits = AppendLimits {
+            max_messages: settings.max_messages,
+            idempotency_ttl_secs: settings.idempotency_ttl_secs,
+            watch_max_attempts: settings.watch_max_attempts,
+            lock_ttl: Duration::from_millis(settings.lock_ttl_ms),
+            lock_wait: Duration::from_millis(settings.lock_wait_ms),
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                conn,
+                pool,
+                hop: Hop::new(faults, timeout, metrics.clone()),
+                keys: Keys::new(&settings.guestbook_name),
+                strategy: settings.append_strategy,
+                limits,
+                metrics,
+                local_lock: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The strategy in use.
+    pub fn strategy(&self) -> AppendStrategy {
+        self.inner.strategy
+    }
+
+    /// The key names.
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.inner.client
+    }
+
+    /// Appends a message exactly once per idempotency key.
+    pub async fn append(
+        &self,
+        message: &NewMessage,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<AppendOutcome, StoreError> {
+        let tail = message.json_tail(time::OffsetDateTime::now_utc());
+        let inner = &*self.inner;
+        let outcome = match inner.strategy {
+            AppendStrategy::Lua => strategy::lua::append(inner, &tail, key).await,
+            AppendStrategy::Watch => strategy::watch::append(inner, &tail, key).await,
+            AppendStrategy::Lock => strategy::lock::append(inner, &tail, key).await,
+            AppendStrategy::Naive => strategy::naive::append(inner, &tail, key).await,
+        };
+        let label = match &outcome {
+            Ok(AppendOutcome::Created(_)) => "created",
+            Ok(AppendOutcome::Existing(_)) => "replayed",
+            Err(err) => err.label(),
+        };
+        inner
+            .metrics
+            .appends
+            .get_or_create(&AppendLabels {
+                strategy: inner.strategy.as_str(),
+                outcome: label,
+            })
+            .inc();
+        outcome
+    }
+
+    /// Messages with ids above `after`, ascending, at most `limit` (≤ [`MAX_PAGE`]).
+    pub async fn list(&self, after: u64, limit: usize) -> Result<Vec<RawMessage>, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let inner = &*self.inner;
+        if inner.strategy == AppendStrategy::Naive {
+            return strategy::naive::list(inner, after, limit).await;
+        }
+        let start = if after == 0 {
+            "-".to_owned()
+        } else {
+            format!("({after}-0")
+        };
+        let mut conn = inner.conn.clone();
+        let entries: Vec<(String, Vec<String>)> = inner
+            .hop
+            .call(
+                "xrange",
+                redis::cmd("XRANGE")
+                    .arg(&inner.keys.log)
+                    .arg(start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(limit)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        entries
+            .into_iter()
+            .map(|(id, fields)| log_entry(&id, fields))
+            .collect()
+    }
+
+    /// Deletes every message and idempotency record; returns how many messages were removed.
+    /// The id sequence is kept, so ids never repeat and live-update clients can resume.
+    pub async fn clear(&self) -> Result<u64, StoreError> {
+        let inner = &*self.inner;
+        let mut conn = inner.conn.clone();
+        let removed: u64 = if inner.strategy == AppendStrategy::Naive {
+            strategy::naive::clear(inner).await?
+        } else {
+            let (len, _): (u64, u64) = inner
+                .hop
+                .call(
+                    "clear",
+                    redis::pipe()
+                        .atomic()
+                        .cmd("XLEN")
+                        .arg(&inner.keys.log)
+                        .cmd("DEL")
+                        .arg(&inner.keys.log)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            len
+        };
+        let pattern = inner.keys.idempotency_pattern();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = inner
+                .hop
+                .call(
+                    "scan",
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1_000)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            if !keys.is_empty() {
+                let _: u64 = inner
+                    .hop
+                    .call(
+                        "unlink",
+                        redis::cmd("UNLINK").arg(&keys).query_async(&mut conn),
+                    )
+                    .await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        Ok(removed)
+    }
+
+    /// Round-trip time of a PING, for `/health/dependencies` (never for a probe).
+    pub async fn ping(&self) -> Result<Duration, StoreError> {
+        let started = Instant::now();
+        let mut conn = self.inner.conn.clone();
+        let _: String = self
+            .inner
+            .hop
+            .call("ping", redis::cmd("PING").query_async(&mut conn))
+            .await?;
+        Ok(started.elapsed())
+    }
+}
+
+/// Decodes one stream entry (`"<id>-0"`, `["m", json]`).
+pub(crate) fn log_entry(entry_id: &str, fields: Vec<String>) -> Result<RawMessage, StoreError> {
+    let id = entry_id
+        .strip_suffix("-0")
+        .and_then(|id| id.parse::<u64>().ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("log entry id {entry_id:?}")))?;
+    let mut fields = fields.into_iter();
+    match (fields.next().as_deref(), fields.next()) {
+        (Some("m"), Some(json)) => Ok(RawMessage { id, json }),
+        _ => Err(StoreError::Corrupt(format!(
+            "log entry {entry_id} has no message field"
+        ))),
+    }
+}
+
+/// Reads the id out of stored JSON (`{"id":N,...`), for records written by a script.
+pub(crate) fn raw_message(json: String) -> Result<RawMessage, StoreError> {
+    let id = json
+        .strip_prefix("{\"id\":")
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|id| id.parse::<u64>().ok())
+        .ok_or_else(|| StoreError::Corrupt("stored message without an id".into()))?;
+    Ok(RawMessage { id, json })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_entries_decode_and_bad_ones_are_corrupt() {
+        let ok = log_entry("42-0", vec!["m".into(), "{\"id\":42}".into()]).unwrap();
+        assert_eq!(ok.id, 42);
+        assert!(matches!(
+            log_entry("42-1", vec!["m".into(), "{}".into()]),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            log_entry("42-0", vec!["x".into()]),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn raw_messages_carry_their_id() {
+        assert_eq!(
+            raw_message("{\"id\":7,\"author\":\"a\"}".into())
+                .unwrap()
+                .id,
+            7
+        );
+        assert!(raw_message("{\"author\":\"a\"}".into()).is_err());
+    }
+}

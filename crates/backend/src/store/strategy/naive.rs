@@ -1,0 +1,122 @@
+//! The `naive` strategy: seed 000's bug, kept on purpose.
+//!
+//! The whole guestbook is one JSON array under one key. An append GETs it, pushes the new
+//! message in the application, and SETs it back. Two appends that overlap both read the same
+//! array and the second SET erases the first's message. Refused at start unless
+//! `ALLOW_UNSAFE=true`; it exists so the test suite can prove its lost-write check can fail.
+
+use crate::domain::IdempotencyKey;
+use crate::domain::message::{StoredMessage, stored_json};
+use crate::store::{AppendOutcome, Inner, RawMessage, StoreError, raw_message};
+
+async fn read_all(store: &Inner) -> Result<Vec<StoredMessage>, StoreError> {
+    let mut conn = store.conn.clone();
+    let blob: Option<String> = store
+        .hop
+        .call(
+            "naive_get",
+            redis::cmd("GET")
+                .arg(&store.keys.naive)
+                .query_async(&mut conn),
+        )
+        .await?;
+    match blob {
+        None => Ok(Vec::new()),
+        Some(blob) => serde_json::from_str(&blob)
+            .map_err(|err| StoreError::Corrupt(format!("naive guestbook value: {err}"))),
+    }
+}
+
+pub(crate) async fn append(
+    store: &Inner,
+    tail: &str,
+    key: Option<&IdempotencyKey>,
+) -> Result<AppendOutcome, StoreError> {
+    let mut conn = store.conn.clone();
+    let record = key.map(|key| store.keys.idempotency(key.as_str()));
+    if let Some(record) = &record {
+        let existing: Option<String> = store
+            .hop
+            .call(
+                "naive_get",
+                redis::cmd("GET").arg(record).query_async(&mut conn),
+            )
+            .await?;
+        if let Some(existing) = existing {
+            return Ok(AppendOutcome::Existing(raw_message(existing)?));
+        }
+    }
+    let mut messages = read_all(store).await?;
+    let id = messages.last().map_or(0, |last| last.id) + 1;
+    let json = stored_json(id, tail);
+    let message = StoredMessage::from_json(&json)
+        .map_err(|err| StoreError::Corrupt(format!("new message: {err}")))?;
+    messages.push(message);
+    let excess = messages
+        .len()
+        .saturating_sub(usize::try_from(store.limits.max_messages).unwrap_or(usize::MAX));
+    messages.drain(..excess);
+    let blob = serde_json::to_string(&messages)
+        .map_err(|err| StoreError::Corrupt(format!("encoding the guestbook: {err}")))?;
+    let _: () = store
+        .hop
+        .call(
+            "naive_set",
+            redis::cmd("SET")
+                .arg(&store.keys.naive)
+                .arg(blob)
+                .query_async(&mut conn),
+        )
+        .await?;
+    if let Some(record) = &record {
+        let _: () = store
+            .hop
+            .call(
+                "naive_set",
+                redis::cmd("SET")
+                    .arg(record)
+                    .arg(&json)
+                    .arg("EX")
+                    .arg(store.limits.idempotency_ttl_secs)
+                    .query_async(&mut conn),
+            )
+            .await?;
+    }
+    Ok(AppendOutcome::Created(RawMessage { id, json }))
+}
+
+pub(crate) async fn list(
+    store: &Inner,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<RawMessage>, StoreError> {
+    read_all(store)
+        .await?
+        .into_iter()
+        .filter(|message| message.id > after)
+        .take(limit)
+        .map(|message| {
+            let json = serde_json::to_string(&message)
+                .map_err(|err| StoreError::Corrupt(format!("encoding a message: {err}")))?;
+            Ok(RawMessage {
+                id: message.id,
+                json,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn clear(store: &Inner) -> Result<u64, StoreError> {
+    let count = u64::try_from(read_all(store).await?.len()).unwrap_or(u64::MAX);
+    let mut conn = store.conn.clone();
+    let _: u64 = store
+        .hop
+        .call(
+            "naive_del",
+            redis::cmd("DEL")
+                .arg(&store.keys.naive)
+                .query_async(&mut conn),
+        )
+        .await?;
+    Ok(count)
+}

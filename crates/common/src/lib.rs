@@ -1,0 +1,18 @@
+//! Service plumbing shared by `guestbook-backend` and `guestbook-client`.
+//!
+//! - [`cli`]: parses settings once at start; a bad setting is one line on stderr and exit code 2.
+//! - [`telemetry`]: `tracing` set up for JSON or human logs, and the request-id / trace layers.
+//! - [`lifecycle`]: the process's shutting-down state and the signal that starts it.
+//! - [`server`]: serves a router until shutdown: unready at once, keep serving for a delay, drain.
+//! - [`probes`]: shallow `/liveness` and `/readiness` that never look at a dependency.
+//! - [`metrics`]: the Prometheus registry, the per-route HTTP histogram and `/metrics`.
+
+pub mod cli;
+pub mod lifecycle;
+pub mod metrics;
+pub mod probes;
+pub mod server;
+pub mod telemetry;
+
+pub use lifecycle::{Lifecycle, ShutdownArgs};
+pub use metrics::Metrics;

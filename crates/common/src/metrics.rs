@@ -1,0 +1,150 @@
+//! Prometheus metrics: the shared registry, the HTTP request histogram and `/metrics`.
+//!
+//! Requests are labelled by route template (`MatchedPath`), never the raw URI: a raw path
+//! would let any caller create unbounded label sets.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{FromRef, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Latency buckets in seconds: dense between 50 ms and 2 s, where the HPA (300 ms),
+/// readiness (400 ms) and shedding (800 ms) thresholds of seed 001 sit.
+pub const LATENCY_BUCKETS: [f64; 22] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4,
+    0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 5.0,
+];
+
+/// Labels of one HTTP request observation.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// HTTP method.
+    pub method: String,
+    /// Route template, or `unmatched`.
+    pub route: String,
+    /// Response status code.
+    pub status: u16,
+}
+
+/// The registry plus the HTTP metrics every service records.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    requests: Family<HttpLabels, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+}
+
+impl Metrics {
+    /// Adds the HTTP metrics to `registry` (which already holds the service's own) and freezes it.
+    pub fn new(mut registry: Registry) -> Self {
+        let requests = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request duration by method, route template and status",
+            requests.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "http_requests_in_flight",
+            "HTTP requests being served",
+            in_flight.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            requests,
+            in_flight,
+        }
+    }
+
+    /// Renders the registry in the OpenMetrics text format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    fn observe(&self, labels: &HttpLabels, seconds: f64) {
+        self.requests.get_or_create(labels).observe(seconds);
+    }
+}
+
+/// A histogram with [`LATENCY_BUCKETS`].
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// `/metrics`.
+pub fn routes<S>() -> Router<S>
+where
+    Metrics: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new().route("/metrics", get(render))
+}
+
+async fn render(State(metrics): State<Metrics>) -> Response {
+    match metrics.encode() {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "metrics encoding failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// Middleware recording every request's duration; add it with `Router::layer` so the route
+/// template is known.
+pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let response = {
+        let _in_flight = InFlight::enter(&metrics.in_flight);
+        next.run(request).await
+    };
+    let labels = HttpLabels {
+        method,
+        route,
+        status: response.status().as_u16(),
+    };
+    metrics.observe(&labels, started.elapsed().as_secs_f64());
+    response
+}
+
+/// Keeps the in-flight gauge right when a request future is dropped (client gone).
+struct InFlight<'a>(&'a Gauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
