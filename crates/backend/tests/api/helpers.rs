@@ -1,0 +1,454 @@
+//! Test harness: a private `redis-server` per test on a free loopback port (killed on drop),
+//! backends in-process on port 0, and a client that speaks the API.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use guestbook_backend::store::AppendStrategy;
+use guestbook_backend::{Application, Settings};
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+/// A real Redis, started for one test.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    appendonly: bool,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("the OS hands out a free loopback port")
+}
+
+impl RedisServer {
+    /// Starts Redis without persistence.
+    pub async fn start() -> Self {
+        Self::launch(false).await
+    }
+
+    /// Starts Redis with an append-only file fsynced on every write, so that every
+    /// acknowledged write survives kill -9.
+    pub async fn start_durable() -> Self {
+        Self::launch(true).await
+    }
+
+    async fn launch(appendonly: bool) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory for Redis");
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            dir,
+            appendonly,
+        };
+        server.spawn().await;
+        server
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", if self.appendonly { "yes" } else { "no" }])
+            .args(["--appendfsync", "always", "--dir"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        self.child = Some(child);
+        let client = redis::Client::open(self.url()).expect("valid URL");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on port {}",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis is running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
+    /// SIGSTOP: Redis keeps its sockets open and answers nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// kill -9, then wait for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts Redis again on the same port and directory (it reloads its append-only file).
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    /// A connection for assertions made directly against Redis.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("valid URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("test Redis reachable")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGKILL ends even a SIGSTOPped process.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Settings for a test backend against `redis`.
+pub fn settings(redis: &RedisServer, strategy: AppendStrategy) -> Settings {
+    let mut settings = Settings::for_tests(&redis.url());
+    settings.append_strategy = strategy;
+    settings.allow_unsafe = strategy == AppendStrategy::Naive;
+    settings.fault_injection = true;
+    settings.admin_token = Some(ADMIN_TOKEN.to_owned());
+    settings
+}
+
+/// The admin token of test backends.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A backend serving in this process.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    stop: Option<oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestApp {
+    /// Builds and starts a backend.
+    pub async fn spawn(settings: Settings) -> Self {
+        let app = Application::build(settings)
+            .await
+            .expect("the backend builds");
+        let addr: SocketAddr = app.local_addr().expect("bound");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            base: format!("http://{addr}"),
+            stop: Some(stop),
+            served: Some(served),
+        }
+    }
+
+    /// Starts shutdown and waits for the server to finish.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.served.take() {
+            Some(served) => served.await.expect("server task"),
+            None => Ok(()),
+        }
+    }
+
+    /// A URL on this backend.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A reqwest client with a generous hang guard (never a latency assertion).
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("client builds")
+}
+
+/// A message as the API returns it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Message {
+    pub id: u64,
+    pub author: String,
+    pub text: String,
+    pub created_at: String,
+}
+
+#[derive(Deserialize)]
+struct Page {
+    messages: Vec<Message>,
+}
+
+/// Posts one message; returns the status, the replay header, and the body.
+pub async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    author: &str,
+    text: &str,
+    key: Option<&str>,
+) -> reqwest::Result<(u16, bool, serde_json::Value)> {
+    let mut request = client
+        .post(format!("{base}/api/messages"))
+        .json(&serde_json::json!({"author": author, "text": text}));
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let replayed = response.headers().get("idempotent-replayed").is_some();
+    let body = response.json().await.unwrap_or(serde_json::Value::Null);
+    Ok((status, replayed, body))
+}
+
+/// Reads the whole guestbook, page by page.
+pub async fn read_all(client: &reqwest::Client, base: &str) -> Vec<Message> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page: Page = client
+            .get(format!("{base}/api/messages?after={after}&limit=1000"))
+            .send()
+            .await
+            .expect("list answers")
+            .error_for_status()
+            .expect("list succeeds")
+            .json()
+            .await
+            .expect("list is JSON");
+        let Some(last) = page.messages.last() else {
+            break;
+        };
+        after = last.id;
+        let full = page.messages.len() == 1000;
+        all.extend(page.messages);
+        if !full {
+            break;
+        }
+    }
+    all
+}
+
+/// One message the load sent, and what the backend acknowledged.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub key: String,
+    pub text: String,
+    pub acked_id: Option<u64>,
+}
+
+/// How the load treats 503 answers.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    pub count: usize,
+    pub in_flight: usize,
+    /// Attempts per message (same key each time); 1 means no retry.
+    pub attempts: u32,
+    pub retry_pause: Duration,
+}
+
+/// Sends `load.count` distinct messages, spread round-robin over `bases`, `load.in_flight`
+/// at a time, each with its own idempotency key, retrying transient failures with that key.
+pub async fn send_messages(
+    client: &reqwest::Client,
+    bases: &[String],
+    run: &str,
+    load: Load,
+) -> Vec<Sent> {
+    futures_util::stream::iter(0..load.count)
+        .map(|i| {
+            let client = client.clone();
+            let bases = bases.to_vec();
+            let key = format!("{run}-{i}");
+            let text = format!("message {i} of run {run}");
+            async move {
+                let mut acked_id = None;
+                for attempt in 0..load.attempts {
+                    // A retry may land on another replica, as behind a load balancer.
+                    let base = &bases[(i + attempt as usize) % bases.len()];
+                    match post(&client, base, "loadtest", &text, Some(&key)).await {
+                        Ok((201 | 200, _, body)) => {
+                            acked_id = body["id"].as_u64();
+                            break;
+                        }
+                        Ok((503, _, _)) | Err(_) => tokio::time::sleep(load.retry_pause).await,
+                        Ok((status, _, body)) => panic!("unexpected {status} for {key}: {body}"),
+                    }
+                }
+                Sent {
+                    key,
+                    text,
+                    acked_id,
+                }
+            }
+        })
+        .buffer_unordered(load.in_flight)
+        .collect()
+        .await
+}
+
+/// What a read-back found about the acknowledged messages.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    pub acknowledged: usize,
+    pub lost: Vec<String>,
+    pub duplicated: Vec<String>,
+    pub wrong_id: Vec<String>,
+    pub ids_not_unique_ascending: bool,
+}
+
+impl Verdict {
+    /// True when every acknowledged message is present exactly once, under its acked id,
+    /// and ids are unique and ascending.
+    pub fn exactly_once(&self) -> bool {
+        self.lost.is_empty()
+            && self.duplicated.is_empty()
+            && self.wrong_id.is_empty()
+            && !self.ids_not_unique_ascending
+    }
+}
+
+/// Compares what was acknowledged with what the guestbook holds.
+pub fn verify(sent: &[Sent], stored: &[Message]) -> Verdict {
+    let mut by_text: HashMap<&str, Vec<u64>> = HashMap::new();
+    for message in stored {
+        by_text
+            .entry(message.text.as_str())
+            .or_default()
+            .push(message.id);
+    }
+    let mut verdict = Verdict::default();
+    for item in sent {
+        let Some(acked) = item.acked_id else { continue };
+        verdict.acknowledged += 1;
+        match by_text.get(item.text.as_str()).map(Vec::as_slice) {
+            None | Some([]) => verdict.lost.push(item.key.clone()),
+            Some([id]) if *id == acked => {}
+            Some([_]) => verdict.wrong_id.push(item.key.clone()),
+            Some(_) => verdict.duplicated.push(item.key.clone()),
+        }
+    }
+    verdict.ids_not_unique_ascending = stored.windows(2).any(|pair| pair[0].id >= pair[1].id);
+    verdict
+}
+
+/// Every idempotency record in Redis, by key, with the message id it stored.
+pub async fn idempotency_records(redis: &RedisServer) -> BTreeMap<String, u64> {
+    let mut conn = redis.connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("{guestbook:default}:idem:*")
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    let mut records = BTreeMap::new();
+    for key in keys {
+        let json: String = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("GET");
+        let message: Message = serde_json::from_str(&json).expect("a record holds a message");
+        records.insert(key, message.id);
+    }
+    records
+}
+
+/// Reads Server-Sent Events from `url` until `want` events arrived; returns (id, data) pairs.
+pub async fn read_events(
+    client: &reqwest::Client,
+    url: &str,
+    last_event_id: Option<u64>,
+    want: usize,
+    ready: Option<oneshot::Sender<()>>,
+) -> Vec<(u64, String)> {
+    let mut request = client.get(url);
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id.to_string());
+    }
+    let response = request.send().await.expect("stream connects");
+    assert_eq!(response.status().as_u16(), 200, "stream status");
+    if let Some(ready) = ready {
+        let _ = ready.send(());
+    }
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    while events.len() < want {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("stream open")
+            .expect("stream readable");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut id = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(value) = line.strip_prefix("id:") {
+                    id = value.trim().parse::<u64>().ok();
+                } else if let Some(value) = line.strip_prefix("data:") {
+                    data = Some(value.trim().to_owned());
+                }
+            }
+            if let (Some(id), Some(data)) = (id, data) {
+                events.push((id, data));
+            }
+        }
+    }
+    events
+}

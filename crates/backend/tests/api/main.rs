@@ -1,0 +1,14 @@
+//! Black-box tests of guestbook-backend: real HTTP on loopback against a real `redis-server`
+//! started per test on a free port.
+
+mod helpers;
+
+mod admin;
+mod exactly_once;
+mod faults;
+mod fencing;
+mod idempotency;
+mod outages;
+mod settings;
+mod stream;
+mod validation;

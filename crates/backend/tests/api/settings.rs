@@ -1,0 +1,127 @@
+//! The binary itself: bad settings stop it with one line and exit code 2; SIGTERM drains it
+//! with readiness failing first, then exit code 0.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::{RedisServer, http};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_guestbook-backend");
+
+fn run_with(env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(BINARY);
+    command.env_clear().stdin(Stdio::null());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("the binary runs")
+}
+
+#[test]
+fn bad_settings_exit_2_with_one_line() {
+    for (case, env) in [
+        (
+            "naive without ALLOW_UNSAFE",
+            vec![("APPEND_STRATEGY", "naive")],
+        ),
+        ("unknown strategy", vec![("APPEND_STRATEGY", "fastest")]),
+        ("bad listen address", vec![("LISTEN_ADDR", "localhost")]),
+        ("bad Redis URL", vec![("REDIS_URL", "http://example")]),
+        ("zero retention", vec![("MAX_MESSAGES", "0")]),
+        ("short admin token", vec![("ADMIN_TOKEN", "abc")]),
+        ("not a boolean", vec![("FAULT_INJECTION", "perhaps")]),
+    ] {
+        let output = run_with(&env);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{case}: {stderr}");
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{case}: one line, got {stderr:?}"
+        );
+        assert!(stderr.starts_with("error: "), "{case}: {stderr:?}");
+    }
+}
+
+#[test]
+fn help_lists_every_setting_with_its_environment_variable() {
+    let output = Command::new(BINARY).arg("--help").output().expect("runs");
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&output.stdout);
+    for name in [
+        "LISTEN_ADDR",
+        "REDIS_URL",
+        "APPEND_STRATEGY",
+        "ALLOW_UNSAFE",
+        "FAULT_INJECTION",
+        "ADMIN_TOKEN",
+        "MAX_MESSAGES",
+        "SHUTDOWN_DELAY_SECS",
+        "DRAIN_TIMEOUT_SECS",
+    ] {
+        assert!(help.contains(name), "--help mentions {name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_fails_readiness_first_then_drains_and_exits_0() {
+    let redis = RedisServer::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut child = tokio::process::Command::new(BINARY)
+        .env_clear()
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("REDIS_URL", redis.url())
+        .env("SHUTDOWN_DELAY_SECS", "1")
+        .env("DRAIN_TIMEOUT_SECS", "5")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawns");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = http();
+    let mut up = false;
+    for _ in 0..100 {
+        if client.get(format!("{base}/liveness")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "the backend came up");
+
+    let pid = child.id().expect("running").to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // During the shutdown delay: unready, but still serving.
+    let ready = client
+        .get(format!("{base}/readiness"))
+        .send()
+        .await
+        .expect("still serving");
+    assert_eq!(ready.status().as_u16(), 503);
+    let body: serde_json::Value = ready.json().await.expect("json");
+    assert_eq!(body["reason"], "shutting_down");
+    let data = client
+        .get(format!("{base}/data"))
+        .send()
+        .await
+        .expect("still serving");
+    assert_eq!(data.status().as_u16(), 200);
+
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("exits")
+        .expect("status");
+    assert_eq!(status.code(), Some(0));
+}

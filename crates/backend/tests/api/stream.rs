@@ -1,0 +1,124 @@
+//! Live updates over Server-Sent Events, across replicas, resumable without loss.
+
+use guestbook_backend::store::AppendStrategy;
+use tokio::sync::oneshot;
+
+use crate::helpers::{RedisServer, TestApp, http, post, read_events, settings};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_posted_to_one_instance_reaches_a_stream_on_another() {
+    // Arrange
+    let redis = RedisServer::start().await;
+    let writer = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let reader = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let client = http();
+    let (ready, connected) = oneshot::channel();
+    let url = reader.url("/api/messages/stream");
+    let listening = {
+        let client = client.clone();
+        tokio::spawn(async move { read_events(&client, &url, None, 30, Some(ready)).await })
+    };
+    connected.await.expect("stream connected");
+
+    // Act
+    for i in 0..30 {
+        let (status, _, _) = post(&client, &writer.base, "a", &format!("live {i}"), None)
+            .await
+            .expect("post");
+        assert_eq!(status, 201);
+    }
+    let events = listening.await.expect("reader task");
+
+    // Assert: all 30, in order, no gap, no duplicate.
+    let ids: Vec<u64> = events.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, (1..=30).collect::<Vec<_>>());
+    let first: serde_json::Value =
+        serde_json::from_str(&events[0].1).expect("data is the message JSON");
+    assert_eq!(first["text"], "live 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_resumes_from_last_event_id_without_loss() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let client = http();
+    for i in 0..1_500 {
+        post(&client, &app.base, "a", &format!("m{i}"), None)
+            .await
+            .expect("post");
+    }
+
+    // Resume after 10: everything from 11 on, across more than one catch-up page.
+    let events = read_events(
+        &client,
+        &app.url("/api/messages/stream"),
+        Some(10),
+        1_490,
+        None,
+    )
+    .await;
+
+    let ids: Vec<u64> = events.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, (11..=1_500).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_resumes_from_the_after_query_for_first_connections() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let client = http();
+    for i in 0..5 {
+        post(&client, &app.base, "a", &format!("m{i}"), None)
+            .await
+            .expect("post");
+    }
+
+    let events = read_events(
+        &client,
+        &app.url("/api/messages/stream?after=0"),
+        None,
+        5,
+        None,
+    )
+    .await;
+
+    assert_eq!(
+        events.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+}
+
+#[tokio::test]
+async fn a_bad_last_event_id_is_refused() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let response = http()
+        .get(app.url("/api/messages/stream"))
+        .header("Last-Event-ID", "not-a-number")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status().as_u16(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_streams_end_when_the_server_drains_so_shutdown_does_not_hang() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let client = http();
+    let response = client
+        .get(app.url("/api/messages/stream"))
+        .send()
+        .await
+        .expect("connects");
+    assert_eq!(response.status().as_u16(), 200);
+
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(4), app.shutdown()).await;
+
+    assert!(
+        matches!(stopped, Ok(Ok(()))),
+        "shutdown finished before the 5 s drain timeout: {stopped:?}"
+    );
+    let rest = tokio::time::timeout(std::time::Duration::from_secs(4), response.bytes()).await;
+    assert!(rest.is_ok(), "the stream ended");
+}
