@@ -4,6 +4,9 @@ use guestbook_backend::store::AppendStrategy;
 
 use crate::helpers::{RedisServer, TestApp, http, read_all, settings};
 
+/// (case, content type, idempotency key, body, expected status)
+type Case = (&'static str, Option<&'static str>, Option<&'static str>, Vec<u8>, u16);
+
 #[tokio::test]
 async fn invalid_posts_are_refused_with_the_right_status_and_write_nothing() {
     let redis = RedisServer::start().await;
@@ -12,8 +15,7 @@ async fn invalid_posts_are_refused_with_the_right_status_and_write_nothing() {
     let long_author = "a".repeat(65);
     let long_text = "t".repeat(1001);
     let huge = format!(r#"{{"author":"a","text":"{}"}}"#, "x".repeat(17 * 1024));
-    let cases: Vec<(&str, Option<&str>, Option<&str>, Vec<u8>, u16)> = vec![
-        // (case, content type, idempotency key, body, expected status)
+    let cases: Vec<Case> = vec![
         (
             "malformed JSON",
             Some("application/json"),
