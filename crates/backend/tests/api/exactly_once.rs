@@ -101,6 +101,13 @@ async fn the_check_detects_the_naive_strategy_losing_messages() {
     let stored = read_all(&client, &bases[0]).await;
 
     let verdict = verify(&sent, &stored);
+    eprintln!(
+        "naive: {} acknowledged, {} stored, {} lost, {} duplicated",
+        verdict.acknowledged,
+        stored.len(),
+        verdict.lost.len(),
+        verdict.duplicated.len()
+    );
     assert!(!verdict.exactly_once(), "naive must be caught: {verdict:?}");
     assert!(
         !verdict.lost.is_empty(),

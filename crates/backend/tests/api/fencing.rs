@@ -1,16 +1,69 @@
 //! The lock strategy's fencing token: a holder whose lock expired while it was slowed down
 //! cannot write after a newer holder.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use guestbook_backend::store::AppendStrategy;
 
-use crate::helpers::{Load, RedisServer, TestApp, http, read_all, send_messages, settings, verify};
+use crate::helpers::{
+    ADMIN_TOKEN, Load, RedisServer, Sent, TestApp, http, post, read_all, send_messages, settings,
+    verify,
+};
+
+async fn fenced_writes(client: &reqwest::Client, app: &TestApp) -> f64 {
+    let metrics = client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("guestbook_fenced_writes_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("the fenced-writes counter is exported")
+}
+
+/// Appends through `base` until `stop` is set, each message retried with its key until acked.
+async fn keep_appending(
+    client: reqwest::Client,
+    base: String,
+    writer: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<Sent> {
+    let mut sent = Vec::new();
+    let mut i = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let key = format!("fast-{writer}-{i}");
+        let text = format!("fast message {writer}/{i}");
+        let mut acked_id = None;
+        for _ in 0..100 {
+            match post(&client, &base, "fast", &text, Some(&key)).await {
+                Ok((200 | 201, _, body)) => {
+                    acked_id = body["id"].as_u64();
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+        sent.push(Sent {
+            key,
+            text,
+            acked_id,
+        });
+        i += 1;
+    }
+    sent
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_paused_past_its_lock_ttl_is_fenced_off_and_nothing_is_lost() {
-    // Arrange: two backends share Redis; every Redis call of the first is delayed longer than
-    // the lock lives, so its lock expires between its acquire and its read.
+    // Arrange: two backends share Redis. Every Redis call of the slow one is delayed 400 ms,
+    // four times its 100 ms lock TTL: its lock always expires between its acquire and its read.
     let redis = RedisServer::start().await;
     let mut slow_settings = settings(&redis, AppendStrategy::Lock);
     slow_settings.lock_ttl_ms = 100;
@@ -22,59 +75,65 @@ async fn a_holder_paused_past_its_lock_ttl_is_fenced_off_and_nothing_is_lost() {
     let client = http();
     let configured = client
         .post(slow.url("/config/redis"))
-        .bearer_auth(crate::helpers::ADMIN_TOKEN)
-        .body(r#"{"delay_ms": 150}"#)
+        .bearer_auth(ADMIN_TOKEN)
+        .body(r#"{"delay_ms": 400}"#)
         .send()
         .await
         .expect("config answers");
     assert_eq!(configured.status().as_u16(), 200);
 
-    // Act: a few appends through the slow holder while the fast one appends steadily.
+    // Act: the fast backend appends without pause (so it takes the lock as soon as the slow
+    // holder's expires) until the slow holder has been fenced, at most 30 s; meanwhile a few
+    // appends go through the slow holder, retried with their keys until acknowledged.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            tokio::spawn(keep_appending(
+                client.clone(),
+                fast.base.clone(),
+                writer,
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
     let slow_load = Load {
-        count: 6,
-        in_flight: 6,
-        attempts: 20,
-        retry_pause: Duration::from_millis(50),
-    };
-    let fast_load = Load {
-        count: 300,
-        in_flight: 8,
-        attempts: 50,
-        retry_pause: Duration::from_millis(20),
+        count: 3,
+        in_flight: 3,
+        attempts: 60,
+        retry_pause: Duration::from_millis(100),
     };
     let slow_bases = [slow.base.clone()];
-    let fast_bases = [fast.base.clone()];
-    let (slow_sent, fast_sent) = tokio::join!(
-        send_messages(&client, &slow_bases, "slow", slow_load),
-        send_messages(&client, &fast_bases, "fast", fast_load),
-    );
+    let slow_sending = tokio::spawn({
+        let client = client.clone();
+        async move { send_messages(&client, &slow_bases, "slow", slow_load).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fenced_writes(&client, &slow).await < 1.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut sent = slow_sending.await.expect("slow load");
+    for writer in writers {
+        sent.extend(writer.await.expect("fast writer"));
+    }
 
     // Assert: fencing happened, and everything acknowledged is there exactly once.
-    let metrics = client
-        .get(slow.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let fenced: f64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("guestbook_fenced_writes_total "))
-        .and_then(|value| value.trim().parse().ok())
-        .expect("the fenced-writes counter is exported");
-    assert!(
-        fenced >= 1.0,
-        "the slow holder was fenced at least once:\n{metrics}"
-    );
-
+    let fenced = fenced_writes(&client, &slow).await;
+    assert!(fenced >= 1.0, "the slow holder was fenced at least once");
     let stored = read_all(&client, &fast.base).await;
-    let sent: Vec<_> = slow_sent.into_iter().chain(fast_sent).collect();
     let verdict = verify(&sent, &stored);
     assert!(verdict.exactly_once(), "{verdict:?}");
-    let unacknowledged_stored = stored.len() - verdict.acknowledged;
     assert_eq!(
-        unacknowledged_stored, 0,
+        sent.iter()
+            .filter(|s| s.key.starts_with("slow"))
+            .filter(|s| s.acked_id.is_some())
+            .count(),
+        3,
+        "the slow holder's appends succeed once it is alone"
+    );
+    assert_eq!(
+        stored.len(),
+        verdict.acknowledged,
         "no fenced write slipped into the log"
     );
 }

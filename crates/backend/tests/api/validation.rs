@@ -5,7 +5,13 @@ use guestbook_backend::store::AppendStrategy;
 use crate::helpers::{RedisServer, TestApp, http, read_all, settings};
 
 /// (case, content type, idempotency key, body, expected status)
-type Case = (&'static str, Option<&'static str>, Option<&'static str>, Vec<u8>, u16);
+type Case = (
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    Vec<u8>,
+    u16,
+);
 
 #[tokio::test]
 async fn invalid_posts_are_refused_with_the_right_status_and_write_nothing() {
