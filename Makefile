@@ -1,0 +1,42 @@
+# The task list. `make` (or `make help`) lists the targets; .ci/run calls fmt-check, lint, test.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+.PHONY: help fmt fmt-check lint test build run run-backend bench ci
+
+help: ## list the targets
+	@echo "usage: make TARGET [VAR=value ...]"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "run:   REDIS_URL (unset: a private redis-server), REDIS_PORT=6390, LISTEN_ADDR=127.0.0.1:8080"
+	@echo "bench: DURATION=5 STRATEGIES='lua watch lock' INSTANCES='1 3' CONNECTIONS='1 16 64 256'"
+
+fmt: ## format the code
+	cargo fmt --all
+
+fmt-check: ## fail if the code is not formatted
+	cargo fmt --all -- --check
+
+lint: ## clippy on every target, warnings are errors
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+test: ## every test (needs redis-server on PATH)
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "make test: redis-server is not on PATH; the tests start their own." >&2; \
+	  echo "Install it (Debian: apt-get install -y redis-server) and run make test again." >&2; \
+	  exit 1; }
+	cargo test --workspace --locked
+
+build: ## release build
+	cargo build --release --locked
+
+run: build ## the backend on 127.0.0.1:8080 with its own redis-server (fault injection on)
+	scripts/run-backend.sh
+
+run-backend: run ## the same as run until the client service exists
+
+bench: build ## append benchmark beside redis-benchmark; a full run rewrites BENCHMARKS.md
+	scripts/bench-appends.sh
+
+ci: fmt-check lint test ## what .ci/run checks

@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# Appends per second and p50/p99 of each safe append strategy, beside redis-benchmark running
+# the same Lua script (EVALSHA) and a plain RPUSH against the same Redis, in the same run.
+#
+# It starts a private redis-server and guestbook-backend instances on 127.0.0.1, drives
+# POST /api/messages with wrk (scripts/wrk/post-message.lua), and stops everything it started
+# (and nothing else) when it exits. It builds nothing: `make bench` builds the release binary.
+#
+# Output: a markdown table on stdout; one JSON object per measurement in
+# target/bench/appends.jsonl; logs in target/bench/logs/; and, for a run of the full matrix,
+# the generated sections of BENCHMARKS.md.
+#
+# Settings (environment; defaults in brackets):
+#   STRATEGIES   [lua watch lock]    INSTANCES [1 3]    CONNECTIONS [1 16 64 256]
+#   DURATION     [5] seconds per row WARMUP    [1] seconds per backend start (not recorded)
+#   IDEMPOTENCY  [0] 1 = a unique Idempotency-Key on every request
+#   REDIS_PORT   [6391]              BASE_PORT [18081] (instance i listens on BASE_PORT + i)
+#   RB_CLIENTS   [64]                RB_REQUESTS [200000]   (redis-benchmark)
+#   MAX_MESSAGES [10000]             WRK_TIMEOUT [10s]
+#   BIN          [target/release/guestbook-backend]
+#   BENCHMARKS_MD  file whose generated sections are rewritten; by default BENCHMARKS.md for a
+#                  run of the full default matrix and nothing for a partial run; "" = never.
+#
+# Quick smoke run:
+#   DURATION=1 CONNECTIONS="16" STRATEGIES=lua INSTANCES=1 scripts/bench-appends.sh
+#
+# How 3 instances are driven: one wrk process with one thread per instance; the Lua script
+# points each thread at its own port (wrk's `thread.addr`). wrk gives every thread the same
+# number of connections, so the connections are rounded down to a multiple of the thread
+# count (16 → 15 with 3 threads); the table shows what was really in flight.
+
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+DEFAULT_STRATEGIES="lua watch lock"
+DEFAULT_INSTANCES="1 3"
+DEFAULT_CONNECTIONS="1 16 64 256"
+STRATEGIES=${STRATEGIES:-$DEFAULT_STRATEGIES}
+INSTANCES=${INSTANCES:-$DEFAULT_INSTANCES}
+CONNECTIONS=${CONNECTIONS:-$DEFAULT_CONNECTIONS}
+DURATION=${DURATION:-5}
+WARMUP=${WARMUP:-1}
+IDEMPOTENCY=${IDEMPOTENCY:-0}
+REDIS_PORT=${REDIS_PORT:-6391}
+BASE_PORT=${BASE_PORT:-18081}
+RB_CLIENTS=${RB_CLIENTS:-64}
+RB_REQUESTS=${RB_REQUESTS:-200000}
+MAX_MESSAGES=${MAX_MESSAGES:-10000}
+WRK_TIMEOUT=${WRK_TIMEOUT:-10s}
+BIN=${BIN:-target/release/guestbook-backend}
+
+OUT_DIR=target/bench
+LOG_DIR=$OUT_DIR/logs
+JSONL=$OUT_DIR/appends.jsonl
+WRK_SCRIPT=scripts/wrk/post-message.lua
+APPEND_LUA=crates/backend/src/store/scripts/append.lua
+REPORT=(python3 scripts/bench_report.py)
+
+if [[ -z ${BENCHMARKS_MD+set} ]]; then
+  if [[ $STRATEGIES == "$DEFAULT_STRATEGIES" && $INSTANCES == "$DEFAULT_INSTANCES" &&
+        $CONNECTIONS == "$DEFAULT_CONNECTIONS" ]]; then
+    BENCHMARKS_MD=BENCHMARKS.md
+  else
+    BENCHMARKS_MD=""
+  fi
+fi
+
+die() { echo "bench-appends: $*" >&2; exit 1; }
+
+for tool in wrk redis-server redis-cli redis-benchmark curl python3; do
+  command -v "$tool" >/dev/null 2>&1 ||
+    die "$tool is not on PATH (Debian: apt-get install -y wrk redis-server curl python3)"
+done
+[[ -x $BIN ]] || die "$BIN not found; build it first: make build (or run make bench)"
+[[ $REDIS_PORT != 6379 ]] || die "REDIS_PORT=6379 is the machine's shared Redis; pick another port"
+
+# --- processes we started, and only those, are stopped on exit --------------------------
+REDIS_PID=""
+BACKEND_PIDS=()
+
+# True while the process runs; an exited child not yet reaped (a zombie) counts as gone.
+alive() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [[ ${stat:0:1} != Z ]]
+}
+
+# SIGTERM, up to 10 s to exit, then SIGKILL.
+stop_pid() {
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do
+    alive "$pid" || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+stop_backends() {
+  local pid
+  for pid in "${BACKEND_PIDS[@]}"; do
+    stop_pid "$pid"
+  done
+  BACKEND_PIDS=()
+}
+
+cleanup() {
+  stop_backends
+  if [[ -n $REDIS_PID ]]; then
+    stop_pid "$REDIS_PID"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Polls until $1 answers a 2xx, or fails when the process $2 exits or 10 s pass.
+wait_http() {
+  local url=$1 pid=$2
+  for _ in $(seq 100); do
+    curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
+    alive "$pid" || die "the process behind $url exited; see $LOG_DIR"
+    sleep 0.1
+  done
+  die "$url did not answer within 10 s; see $LOG_DIR"
+}
+
+flush() { redis-cli -p "$REDIS_PORT" FLUSHALL >/dev/null; }
+
+# --- Redis --------------------------------------------------------------------------------
+mkdir -p "$LOG_DIR"
+: >"$JSONL"
+port_in_use "$REDIS_PORT" && die "port $REDIS_PORT is in use; set REDIS_PORT to a free port"
+REDIS_CMD=(redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no)
+REDIS_CMD_TEXT="redis-server --port $REDIS_PORT --bind 127.0.0.1 --save '' --appendonly no"
+"${REDIS_CMD[@]}" >"$LOG_DIR/redis.log" 2>&1 &
+REDIS_PID=$!
+for _ in $(seq 50); do
+  redis-cli -p "$REDIS_PORT" PING >/dev/null 2>&1 && break
+  alive "$REDIS_PID" || die "redis-server exited; see $LOG_DIR/redis.log"
+  sleep 0.1
+done
+redis-cli -p "$REDIS_PORT" PING >/dev/null || die "redis-server did not answer on port $REDIS_PORT"
+
+BACKEND_ENV="APPEND_STRATEGY=<strategy> LISTEN_ADDR=127.0.0.1:<port> REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
+BACKEND_ENV+=" MAX_MESSAGES=$MAX_MESSAGES LOG_FORMAT=json RUST_LOG=warn SHUTDOWN_DELAY_SECS=0 $BIN"
+INVOCATION="DURATION=$DURATION STRATEGIES=\"$STRATEGIES\" INSTANCES=\"$INSTANCES\""
+INVOCATION+=" CONNECTIONS=\"$CONNECTIONS\" IDEMPOTENCY=$IDEMPOTENCY scripts/bench-appends.sh"
+"${REPORT[@]}" run-info --invocation "$INVOCATION" --duration "$DURATION" \
+  --strategies "$STRATEGIES" --instances "$INSTANCES" --connections "$CONNECTIONS" \
+  --idempotency "$IDEMPOTENCY" --redis-command "$REDIS_CMD_TEXT" \
+  --backend-env "$BACKEND_ENV" --backend "$BIN" >>"$JSONL"
+
+# --- raw Redis: the same script through EVALSHA, and a plain RPUSH ---------------------------
+redis_benchmark() { # name, command words...
+  local name=$1 csv
+  shift
+  csv="$LOG_DIR/redis-benchmark-${name%% *}.csv"
+  flush
+  local cmd=(redis-benchmark -p "$REDIS_PORT" -c "$RB_CLIENTS" -n "$RB_REQUESTS" --csv "$@")
+  echo "redis-benchmark $name ..." >&2
+  "${cmd[@]}" >"$csv"
+  "${REPORT[@]}" record-redis-benchmark --name "$name" --csv "$csv" -- "${cmd[@]}" >>"$JSONL"
+}
+
+SHA=$(redis-cli -p "$REDIS_PORT" SCRIPT LOAD "$(cat "$APPEND_LUA")")
+TAIL='"author":"a","text":"b","created_at":"2026-01-01T00:00:00Z"}'
+redis_benchmark "EVALSHA append.lua" evalsha "$SHA" 3 \
+  '{guestbook:bench}:seq' '{guestbook:bench}:log' '{guestbook:bench}:seq' \
+  "$TAIL" "$MAX_MESSAGES" 86400 0
+redis_benchmark "RPUSH" rpush mylist x
+
+# --- the backends ----------------------------------------------------------------------------
+start_backends() { # strategy, count
+  local strategy=$1 count=$2 i port
+  for ((i = 0; i < count; i++)); do
+    port=$((BASE_PORT + i))
+    port_in_use "$port" && die "port $port is in use; set BASE_PORT to a free range"
+    APPEND_STRATEGY=$strategy LISTEN_ADDR=127.0.0.1:$port REDIS_URL=redis://127.0.0.1:$REDIS_PORT \
+      MAX_MESSAGES=$MAX_MESSAGES LOG_FORMAT=json RUST_LOG=warn SHUTDOWN_DELAY_SECS=0 \
+      "$BIN" >>"$LOG_DIR/backend-$strategy-$count-$port.log" 2>&1 &
+    BACKEND_PIDS+=("$!")
+  done
+  for ((i = 0; i < count; i++)); do
+    wait_http "http://127.0.0.1:$((BASE_PORT + i))/liveness" "${BACKEND_PIDS[$i]}"
+  done
+}
+
+ports_csv() { # count → "18081,18082,..."
+  local i ports=()
+  for ((i = 0; i < $1; i++)); do ports+=("$((BASE_PORT + i))"); done
+  local IFS=,
+  echo "${ports[*]}"
+}
+
+# One row: wrk against `count` instances with `conns` connections in flight.
+measure() { # strategy, count, conns
+  local strategy=$1 count=$2 conns=$3 threads in_flight ports summary
+  threads=$(( count == 1 ? 2 : count ))
+  threads=$(( conns < threads ? conns : threads ))
+  in_flight=$(( conns / threads * threads ))
+  ports=$(ports_csv "$count")
+  summary="$OUT_DIR/wrk-summary.json"
+  rm -f "$summary"
+  local cmd=(wrk -t"$threads" -c"$in_flight" -d"${DURATION}s" --timeout "$WRK_TIMEOUT" --latency
+             -s "$WRK_SCRIPT" "http://127.0.0.1:$BASE_PORT/api/messages")
+  local env="BENCH_PORTS=$ports BENCH_IDEMPOTENCY=$IDEMPOTENCY"
+  flush
+  echo "wrk: $strategy, $count instance(s), $in_flight in flight ..." >&2
+  BENCH_PORTS=$ports BENCH_IDEMPOTENCY=$IDEMPOTENCY BENCH_SUMMARY=$summary "${cmd[@]}" \
+    >"$LOG_DIR/wrk-$strategy-$count-$conns.txt"
+  [[ -s $summary ]] || die "wrk wrote no summary; see $LOG_DIR/wrk-$strategy-$count-$conns.txt"
+  "${REPORT[@]}" record-wrk --summary "$summary" --strategy "$strategy" --instances "$count" \
+    --requested "$conns" --in-flight "$in_flight" --threads "$threads" --env "$env" \
+    -- "${cmd[@]}" >>"$JSONL"
+}
+
+for strategy in $STRATEGIES; do
+  for count in $INSTANCES; do
+    start_backends "$strategy" "$count"
+    if [[ $WARMUP != 0 ]]; then
+      BENCH_PORTS=$(ports_csv "$count") wrk -t"$count" -c"$((4 * count))" -d"${WARMUP}s" \
+        -s "$WRK_SCRIPT" "http://127.0.0.1:$BASE_PORT/api/messages" >/dev/null
+    fi
+    for conns in $CONNECTIONS; do
+      measure "$strategy" "$count" "$conns"
+    done
+    stop_backends
+  done
+done
+
+# --- report ----------------------------------------------------------------------------------
+echo >&2
+"${REPORT[@]}" report --jsonl "$JSONL" ${BENCHMARKS_MD:+--doc "$BENCHMARKS_MD"}
+if [[ -z $BENCHMARKS_MD ]]; then
+  echo "(partial run: BENCHMARKS.md left alone; set BENCHMARKS_MD=BENCHMARKS.md to write it)" >&2
+fi
