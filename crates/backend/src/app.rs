@@ -21,9 +21,20 @@ use crate::settings::Settings;
 use crate::store::feed::Feed;
 use crate::store::{Store, StoreMetrics};
 
-/// What every handler can reach.
+/// What every handler can reach. One `Arc`, because axum clones the state for every request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The contents of [`AppState`].
+pub struct Shared {
     /// The guestbook's storage.
     pub store: Store,
     /// This process's tail of the message log.
@@ -61,7 +72,7 @@ impl AppState {
         let store_metrics = StoreMetrics::register(&mut registry);
         let faults = Arc::new(Faults::default());
         let store = Store::new(settings, Arc::clone(&faults), store_metrics)?;
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             store,
             feed: Feed::new(),
             faults,
@@ -70,7 +81,7 @@ impl AppState {
             lifecycle: Lifecycle::new(),
             metrics: Metrics::new(registry),
             stream_permits: Arc::new(Semaphore::new(settings.max_stream_clients)),
-        })
+        })))
     }
 }
 

@@ -19,7 +19,7 @@ pub struct Settings {
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
     pub listen_addr: SocketAddr,
 
-    /// Redis primary (writes); `rediss://` for TLS.
+    /// Redis primary (writes). TLS (`rediss://`) is not built in yet.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
 
@@ -106,6 +106,9 @@ impl Validate for Settings {
             return Err("APPEND_STRATEGY=naive loses messages under concurrency; \
                         set ALLOW_UNSAFE=true to run it anyway"
                 .into());
+        }
+        if self.redis_url.starts_with("rediss://") {
+            return Err("REDIS_URL: TLS (rediss://) is not supported by this build yet".into());
         }
         redis::Client::open(self.redis_url.as_str())
             .map_err(|err| format!("REDIS_URL is not a Redis URL: {err}"))?;
