@@ -10,7 +10,10 @@ use std::io::IsTerminal;
 use axum::extract::MatchedPath;
 use http::{HeaderName, Request};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, HttpMakeClassifier, TraceLayer};
+use tower_http::trace::{
+    DefaultOnBodyChunk, DefaultOnEos, DefaultOnRequest, DefaultOnResponse, HttpMakeClassifier,
+    TraceLayer,
+};
 use tracing::Level;
 use tracing_subscriber::EnvFilter;
 
@@ -62,11 +65,26 @@ pub fn propagate_request_id_layer() -> PropagateRequestIdLayer {
 /// The function that opens one span per request.
 pub type MakeSpan = fn(&Request<axum::body::Body>) -> tracing::Span;
 
+/// The request tracing layer's full type.
+pub type Trace = TraceLayer<
+    HttpMakeClassifier,
+    MakeSpan,
+    DefaultOnRequest,
+    DefaultOnResponse,
+    DefaultOnBodyChunk,
+    DefaultOnEos,
+    (),
+>;
+
 /// A span per request named by route template (never the raw path) and request id.
-pub fn trace_layer() -> TraceLayer<HttpMakeClassifier, MakeSpan> {
+///
+/// Failures are not logged here: the services' error types log each 5xx once, with its
+/// cause chain, and a second generic line per failed request would double an outage's logs.
+pub fn trace_layer() -> Trace {
     TraceLayer::new_for_http()
         .make_span_with(request_span as MakeSpan)
         .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+        .on_failure(())
 }
 
 fn request_span(request: &Request<axum::body::Body>) -> tracing::Span {
