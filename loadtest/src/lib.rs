@@ -1,0 +1,21 @@
+//! `guestbook-loadtest`: load generation and exactly-once verification.
+//!
+//! - [`cli`]: the command line and its validation.
+//! - [`messages`]: the `messages` mode, seed 000's parallel-write experiment done properly.
+//! - [`verify`]: the exactly-once verdict, a pure function.
+//! - [`http_load`]: the `http` mode's engine over raw HTTP/1.1 connections.
+//! - [`schedule`]: closed and open loop pacing, and coordinated-omission-free latency.
+//! - [`stats`]: HDR histograms, status and error counts, the per-second series.
+//! - [`report`]: tables for people, JSON for machines.
+//! - [`plot`]: latency, goodput and failures over time as SVG or PNG.
+//! - [`progress`]: a progress bar when stderr is a terminal.
+
+pub mod cli;
+pub mod http_load;
+pub mod messages;
+pub mod plot;
+pub mod progress;
+pub mod report;
+pub mod schedule;
+pub mod stats;
+pub mod verify;

@@ -1,0 +1,83 @@
+//! The `guestbook-loadtest` binary.
+//!
+//! Exit codes: 0 done (and, for `messages`, verified); 1 the exactly-once check failed;
+//! 2 bad usage; 3 the run could not be carried out (target unreachable, clear refused).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use guestbook_loadtest::cli::{Cli, Command};
+use guestbook_loadtest::progress::Progress;
+use guestbook_loadtest::report::HttpReport;
+
+fn usage(problem: &str) -> ExitCode {
+    eprintln!("error: {problem}");
+    ExitCode::from(2)
+}
+
+fn could_not_run(problem: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {problem:#}");
+    ExitCode::from(3)
+}
+
+#[allow(clippy::print_stdout)] // stdout is this tool's output
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Messages(args) => {
+            let run = match args.to_run() {
+                Ok(run) => run,
+                Err(problem) => return usage(&problem),
+            };
+            let progress = Progress::start(Some(run.count as u64), "messages");
+            let report = run.run(progress.as_ref().map(Progress::counter)).await;
+            if let Some(progress) = progress {
+                progress.finish();
+            }
+            let report = match report {
+                Ok(report) => report,
+                Err(err) => return could_not_run(&err),
+            };
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{}", report.table());
+            }
+            if report.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Command::Http(args) => {
+            let load = match args.to_load() {
+                Ok(load) => load,
+                Err(problem) => return usage(&problem),
+            };
+            let progress = Progress::start(load.requests, "requests");
+            let run = load.run(progress.as_ref().map(Progress::counter)).await;
+            if let Some(progress) = progress {
+                progress.finish();
+            }
+            let report = HttpReport::new(&load, &run);
+            if let Some(path) = &args.plot
+                && let Err(err) = guestbook_loadtest::plot::draw(&report, path)
+            {
+                return could_not_run(&err);
+            }
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{}", report.table());
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}

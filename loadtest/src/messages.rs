@@ -1,0 +1,251 @@
+//! The `messages` mode: seed 000's experiment done properly. Sends N distinct messages in
+//! parallel (spread over replicas), reads the guestbook back, and checks every acknowledged
+//! message is there exactly once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::stats::{Outcome, Percentiles, Stats};
+use crate::verify::{FoundMessage, SentMessage, Verdict, verify};
+
+/// Largest page the API serves.
+const PAGE: usize = 1_000;
+
+/// What to send.
+#[derive(Debug, Clone)]
+pub struct MessagesRun {
+    /// The backend (or client `/api` proxy) the guestbook is read back from.
+    pub target: String,
+    /// Where messages are posted, round-robin; the target when empty.
+    pub replicas: Vec<String>,
+    /// Messages to send.
+    pub count: usize,
+    /// Messages in flight at once.
+    pub concurrency: usize,
+    /// Send an Idempotency-Key and retry transient failures (503, 429, 502, 504, no answer)
+    /// with it, on the next replica.
+    pub idempotent_retries: bool,
+    /// Attempts per message when retrying.
+    pub max_attempts: u32,
+    /// Tags every text, so runs sharing a guestbook do not mix.
+    pub run_id: String,
+    /// Clear the guestbook first with this admin token.
+    pub clear_with: Option<String>,
+    /// Per-request time limit.
+    pub timeout: Duration,
+}
+
+/// The report of a messages run.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessagesReport {
+    /// The run's tag.
+    pub run_id: String,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Whether it passed.
+    pub passed: bool,
+    /// Seconds spent sending.
+    pub send_seconds: f64,
+    /// Acknowledged messages per second while sending.
+    pub acknowledged_per_second: f64,
+    /// POST attempts made (retries included).
+    pub attempts: u64,
+    /// POST latency percentiles (each attempt), milliseconds.
+    pub latency_ms: Percentiles,
+    /// Answers by status code, every attempt counted.
+    pub statuses: std::collections::BTreeMap<u16, u64>,
+    /// Transport errors by kind.
+    pub errors: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Deserialize)]
+struct Page {
+    messages: Vec<PageMessage>,
+}
+
+#[derive(Deserialize)]
+struct PageMessage {
+    id: u64,
+    text: String,
+}
+
+fn trim(url: &str) -> String {
+    url.trim_end_matches('/').to_owned()
+}
+
+impl MessagesRun {
+    /// Runs the experiment. `progress` counts finished messages.
+    pub async fn run(&self, progress: Option<Arc<AtomicU64>>) -> anyhow::Result<MessagesReport> {
+        let client = reqwest::Client::builder()
+            .timeout(self.timeout)
+            .pool_max_idle_per_host(self.concurrency)
+            .build()?;
+        let target = trim(&self.target);
+        if let Some(token) = &self.clear_with {
+            let response = client
+                .delete(format!("{target}/api/messages"))
+                .bearer_auth(token)
+                .send()
+                .await?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "clearing the guestbook answered {}",
+                response.status()
+            );
+        }
+        let replicas: Vec<String> = if self.replicas.is_empty() {
+            vec![target.clone()]
+        } else {
+            self.replicas.iter().map(|r| trim(r)).collect()
+        };
+
+        let started = Instant::now();
+        let results: Vec<(SentMessage, Stats, u64)> = futures_util::stream::iter(0..self.count)
+            .map(|index| {
+                let client = client.clone();
+                let replicas = replicas.clone();
+                let progress = progress.clone();
+                async move {
+                    let outcome = self.send_one(&client, &replicas, index, started).await;
+                    if let Some(progress) = progress {
+                        progress.fetch_add(1, Ordering::Relaxed);
+                    }
+                    outcome
+                }
+            })
+            .buffer_unordered(self.concurrency.max(1))
+            .collect()
+            .await;
+        let send_seconds = started.elapsed().as_secs_f64();
+
+        let mut stats = Stats::default();
+        let mut attempts = 0;
+        let mut sent = Vec::with_capacity(results.len());
+        for (message, message_stats, message_attempts) in results {
+            stats.merge(&message_stats);
+            attempts += message_attempts;
+            sent.push(message);
+        }
+        let read_back = read_all(&client, &target).await?;
+        let verdict = verify(&sent, &read_back);
+        let passed = verdict.passed();
+        Ok(MessagesReport {
+            run_id: self.run_id.clone(),
+            acknowledged_per_second: verdict.acknowledged as f64 / send_seconds.max(1e-9),
+            passed,
+            verdict,
+            send_seconds,
+            attempts,
+            latency_ms: Percentiles::of(&stats.latency),
+            statuses: stats.statuses.clone(),
+            errors: stats.errors.clone(),
+        })
+    }
+
+    async fn send_one(
+        &self,
+        client: &reqwest::Client,
+        replicas: &[String],
+        index: usize,
+        started: Instant,
+    ) -> (SentMessage, Stats, u64) {
+        let text = format!("{} #{index}", self.run_id);
+        let key = self
+            .idempotent_retries
+            .then(|| format!("{}-{index}", self.run_id));
+        let attempts = if self.idempotent_retries {
+            self.max_attempts.max(1)
+        } else {
+            1
+        };
+        let body = serde_json::json!({"author": "guestbook-loadtest", "text": text});
+        let mut stats = Stats::default();
+        let mut acked_id = None;
+        let mut made = 0;
+        for attempt in 0..attempts {
+            made += 1;
+            let replica = &replicas[(index + attempt as usize) % replicas.len()];
+            let mut request = client.post(format!("{replica}/api/messages")).json(&body);
+            if let Some(key) = &key {
+                request = request.header("Idempotency-Key", key);
+            }
+            let sent_at = started.elapsed();
+            let answer = request.send().await;
+            let done = started.elapsed();
+            let retryable = match answer {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    stats.record(done, done.saturating_sub(sent_at), Outcome::Status(status));
+                    if matches!(status, 200 | 201) {
+                        acked_id = response.json::<PageMessage>().await.ok().map(|m| m.id);
+                        break;
+                    }
+                    matches!(status, 429 | 502 | 503 | 504)
+                }
+                Err(err) => {
+                    let kind = if err.is_timeout() {
+                        "timeout"
+                    } else if err.is_connect() {
+                        "connect"
+                    } else {
+                        "io"
+                    };
+                    stats.record(done, done.saturating_sub(sent_at), Outcome::Error(kind));
+                    true
+                }
+            };
+            if !retryable || attempt + 1 == attempts {
+                break;
+            }
+            // Full jitter between 0 and min(1 s, 25 ms · 2^attempt).
+            let ceiling = Duration::from_millis(25)
+                .saturating_mul(1 << attempt.min(6))
+                .min(Duration::from_secs(1));
+            tokio::time::sleep(ceiling.mul_f64(fastrand::f64())).await;
+        }
+        (
+            SentMessage {
+                key,
+                text,
+                acked_id,
+            },
+            stats,
+            made,
+        )
+    }
+}
+
+/// Reads the whole guestbook, page by page.
+pub async fn read_all(client: &reqwest::Client, target: &str) -> anyhow::Result<Vec<FoundMessage>> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let response = client
+            .get(format!("{target}/api/messages?after={after}&limit={PAGE}"))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "reading the guestbook answered {}",
+            response.status()
+        );
+        let page: Page = response.json().await?;
+        let full = page.messages.len() == PAGE;
+        let Some(last) = page.messages.last() else {
+            break;
+        };
+        after = last.id;
+        all.extend(page.messages.into_iter().map(|m| FoundMessage {
+            id: m.id,
+            text: m.text,
+        }));
+        if !full {
+            break;
+        }
+    }
+    Ok(all)
+}

@@ -1,0 +1,199 @@
+//! Turning runs into reports: a table for people, JSON for machines.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::http_load::{HttpLoad, HttpRun};
+use crate::messages::MessagesReport;
+use crate::schedule::Schedule;
+use crate::stats::Percentiles;
+
+/// One second of an `http` run.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecondPoint {
+    /// Seconds since the start.
+    pub second: usize,
+    /// 2xx answers completed in this second.
+    pub ok: u64,
+    /// Other answers and errors in this second.
+    pub failed: u64,
+    /// Latency percentiles of this second, milliseconds.
+    pub latency_ms: Percentiles,
+}
+
+/// The report of an `http` run.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpReport {
+    /// Target URL.
+    pub url: String,
+    /// Method.
+    pub method: String,
+    /// `closed` or `open`.
+    pub mode: &'static str,
+    /// Requested rate (open loop).
+    pub rate: Option<f64>,
+    /// Connections.
+    pub connections: usize,
+    /// Wall time, seconds.
+    pub elapsed_seconds: f64,
+    /// Requests that ended.
+    pub requests: u64,
+    /// 2xx answers.
+    pub ok: u64,
+    /// Requests per second (every outcome).
+    pub requests_per_second: f64,
+    /// 2xx answers per second (goodput).
+    pub ok_per_second: f64,
+    /// Latency percentiles over the run, milliseconds; from the intended send time when open.
+    pub latency_ms: Percentiles,
+    /// Answers by status code.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Transport errors by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// The per-second series.
+    pub series: Vec<SecondPoint>,
+}
+
+impl HttpReport {
+    /// Summarises a run.
+    pub fn new(load: &HttpLoad, run: &HttpRun) -> Self {
+        let seconds = run.elapsed.as_secs_f64().max(1e-9);
+        let (mode, rate) = match load.schedule {
+            Schedule::Closed => ("closed", None),
+            Schedule::Open { rate } => ("open", Some(rate)),
+        };
+        Self {
+            url: load.url.to_string(),
+            method: load.method.to_string(),
+            mode,
+            rate,
+            connections: load.connections,
+            elapsed_seconds: seconds,
+            requests: run.stats.total(),
+            ok: run.stats.ok(),
+            requests_per_second: run.stats.total() as f64 / seconds,
+            ok_per_second: run.stats.ok() as f64 / seconds,
+            latency_ms: Percentiles::of(&run.stats.latency),
+            statuses: run.stats.statuses.clone(),
+            errors: run.stats.errors.clone(),
+            series: run
+                .stats
+                .seconds
+                .iter()
+                .enumerate()
+                .map(|(second, bucket)| SecondPoint {
+                    second,
+                    ok: bucket.ok,
+                    failed: bucket.failed,
+                    latency_ms: Percentiles::of(&bucket.latency),
+                })
+                .collect(),
+        }
+    }
+
+    /// The table people read.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let pacing = match self.rate {
+            Some(rate) => {
+                format!("open loop at {rate} req/s (latency from the intended send time)")
+            }
+            None => "closed loop".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "{} {}  {}, {} connections",
+            self.method, self.url, pacing, self.connections
+        );
+        let _ = writeln!(out);
+        row(
+            &mut out,
+            "requests",
+            &format!("{} in {:.2} s", self.requests, self.elapsed_seconds),
+        );
+        row(
+            &mut out,
+            "throughput",
+            &format!("{:.1} req/s", self.requests_per_second),
+        );
+        row(
+            &mut out,
+            "goodput (2xx)",
+            &format!("{:.1} req/s", self.ok_per_second),
+        );
+        latency_rows(&mut out, &self.latency_ms);
+        for (status, count) in &self.statuses {
+            row(&mut out, &format!("status {status}"), &count.to_string());
+        }
+        for (kind, count) in &self.errors {
+            row(&mut out, &format!("error {kind}"), &count.to_string());
+        }
+        out
+    }
+}
+
+impl MessagesReport {
+    /// The table people read.
+    pub fn table(&self) -> String {
+        let v = &self.verdict;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "run {}: {}",
+            self.run_id,
+            if self.passed { "PASSED" } else { "FAILED" }
+        );
+        let _ = writeln!(out);
+        row(&mut out, "sent", &v.sent.to_string());
+        row(&mut out, "acknowledged", &v.acknowledged.to_string());
+        row(&mut out, "found", &v.found.to_string());
+        row(&mut out, "lost", &v.lost.to_string());
+        row(&mut out, "duplicated", &v.duplicated.to_string());
+        row(&mut out, "wrong id", &v.wrong_id.to_string());
+        row(&mut out, "out of order", &v.out_of_order.to_string());
+        row(
+            &mut out,
+            "unacked but present",
+            &v.unacknowledged_present.to_string(),
+        );
+        row(&mut out, "attempts", &self.attempts.to_string());
+        row(
+            &mut out,
+            "send time",
+            &format!("{:.2} s", self.send_seconds),
+        );
+        row(
+            &mut out,
+            "acknowledged/s",
+            &format!("{:.1}", self.acknowledged_per_second),
+        );
+        latency_rows(&mut out, &self.latency_ms);
+        for (status, count) in &self.statuses {
+            row(&mut out, &format!("status {status}"), &count.to_string());
+        }
+        for (kind, count) in &self.errors {
+            row(&mut out, &format!("error {kind}"), &count.to_string());
+        }
+        for text in &v.lost_examples {
+            row(&mut out, "lost e.g.", text);
+        }
+        for text in &v.duplicated_examples {
+            row(&mut out, "duplicated e.g.", text);
+        }
+        out
+    }
+}
+
+fn row(out: &mut String, name: &str, value: &str) {
+    let _ = writeln!(out, "  {name:<20} {value}");
+}
+
+fn latency_rows(out: &mut String, p: &Percentiles) {
+    row(out, "latency p50", &format!("{:.3} ms", p.p50));
+    row(out, "latency p90", &format!("{:.3} ms", p.p90));
+    row(out, "latency p99", &format!("{:.3} ms", p.p99));
+    row(out, "latency p99.9", &format!("{:.3} ms", p.p999));
+    row(out, "latency max", &format!("{:.3} ms", p.max));
+}
