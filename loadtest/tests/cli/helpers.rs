@@ -1,0 +1,62 @@
+//! Starting a backend in-process and running the loadtest binary.
+
+use std::net::SocketAddr;
+use std::process::Output;
+
+use guestbook_backend::store::AppendStrategy;
+use guestbook_backend::{Application, Settings};
+pub use guestbook_testkit::RedisServer;
+use tokio::sync::oneshot;
+
+/// The admin token of test backends.
+pub const ADMIN_TOKEN: &str = "loadtest-admin-token-0123";
+
+/// A backend serving until dropped.
+pub struct Backend {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    _stop: oneshot::Sender<()>,
+}
+
+/// Starts a backend over `redis` with `strategy`.
+pub async fn backend(redis: &RedisServer, strategy: AppendStrategy) -> Backend {
+    let mut settings = Settings::for_tests(&redis.url());
+    settings.append_strategy = strategy;
+    settings.allow_unsafe = strategy == AppendStrategy::Naive;
+    settings.admin_token = Some(ADMIN_TOKEN.to_owned());
+    let app = Application::build(settings).await.expect("backend builds");
+    let addr: SocketAddr = app.local_addr().expect("bound");
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    Backend {
+        base: format!("http://{addr}"),
+        _stop: stop,
+    }
+}
+
+/// Runs the loadtest binary with `args` (off the async runtime's threads).
+pub async fn loadtest(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_guestbook-loadtest"))
+            .args(&args)
+            .env_remove("ADMIN_TOKEN")
+            .output()
+            .expect("the loadtest binary runs")
+    })
+    .await
+    .expect("join")
+}
+
+/// Parses the binary's `--json` output.
+pub fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+        panic!(
+            "stdout is JSON ({err}): {}\nstderr: {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
