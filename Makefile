@@ -36,7 +36,8 @@ run: build ## the backend on 127.0.0.1:8080 with its own redis-server (fault inj
 
 run-backend: run ## the same as run until the client service exists
 
-bench: build ## append benchmark beside redis-benchmark; a full run rewrites BENCHMARKS.md
+bench: build ## every benchmark; a full run rewrites BENCHMARKS.md
 	scripts/bench-appends.sh
+	python3 scripts/bench_loadtest.py
 
 ci: fmt-check lint test ## what .ci/run checks
