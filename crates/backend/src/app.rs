@@ -7,6 +7,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::response::IntoResponse;
+use guestbook_common::bulkhead::Bulkhead;
+use guestbook_common::pressure::{self, Pressure};
 use guestbook_common::{Lifecycle, Metrics, metrics, probes, server, telemetry};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -51,11 +53,23 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Bounds concurrent live-update connections.
     pub stream_permits: Arc<Semaphore>,
+    /// Readiness and load shedding.
+    pub pressure: Arc<Pressure>,
+    /// The bounded resource behind `/slow`.
+    pub slow: Arc<Bulkhead>,
+    /// How long `/slow` holds its permit.
+    pub slow_hold: std::time::Duration,
 }
 
 impl FromRef<AppState> for Lifecycle {
     fn from_ref(state: &AppState) -> Self {
         state.lifecycle.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Pressure> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.pressure)
     }
 }
 
@@ -72,15 +86,27 @@ impl AppState {
         let store_metrics = StoreMetrics::register(&mut registry);
         let faults = Arc::new(Faults::default());
         let store = Store::new(settings, Arc::clone(&faults), store_metrics)?;
+        let lifecycle = Lifecycle::new();
+        let pressure = Pressure::new(settings.pressure.clone(), lifecycle.clone(), &mut registry);
+        let slow_hold = std::time::Duration::from_millis(settings.slow_ms);
+        let slow_max_wait = (settings.pressure.shedding && settings.slow_max_wait_ms > 0)
+            .then(|| std::time::Duration::from_millis(settings.slow_max_wait_ms));
         Ok(Self(Arc::new(Shared {
             store,
             feed: Feed::new(),
             faults,
             fault_injection: settings.fault_injection,
             admin_token: settings.admin_token.as_deref().map(Arc::from),
-            lifecycle: Lifecycle::new(),
+            lifecycle,
             metrics: Metrics::new(registry),
             stream_permits: Arc::new(Semaphore::new(settings.max_stream_clients)),
+            pressure,
+            slow: Arc::new(Bulkhead::new(
+                settings.slow_workers,
+                slow_hold,
+                slow_max_wait,
+            )),
+            slow_hold,
         })))
     }
 }
@@ -88,15 +114,21 @@ impl AppState {
 /// The whole HTTP surface, so tests can drive it without a socket.
 pub fn app(state: AppState) -> Router {
     let metrics = state.metrics.clone();
+    let shedder = Arc::clone(&state.pressure);
     Router::new()
         .merge(routes::messages::routes())
         .merge(routes::data::routes())
+        .merge(routes::slow::routes())
         .merge(routes::faults::routes())
         .merge(routes::health::routes())
         .merge(probes::routes())
         .merge(metrics::routes())
         .fallback(|| async { ApiError::NotFound.into_response() })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            shedder,
+            pressure::guard,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             metrics::track,
@@ -158,6 +190,7 @@ impl Application {
                 .clone()
                 .run(state.store.clone(), stop_tail.clone()),
         );
+        let refresh = tokio::spawn(Arc::clone(&state.pressure).run(stop_tail.clone()));
         tracing::info!(
             addr = %listener.local_addr()?,
             strategy = state.store.strategy().as_str(),
@@ -175,6 +208,7 @@ impl Application {
         .await;
         stop_tail.cancel();
         let _ = tail.await;
+        let _ = refresh.await;
         served
     }
 }

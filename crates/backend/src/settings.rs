@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use guestbook_common::ShutdownArgs;
 use guestbook_common::cli::{Validate, parse_bool};
+use guestbook_common::pressure::PressureArgs;
 use guestbook_common::telemetry::LogFormat;
 
 use crate::store::AppendStrategy;
@@ -75,12 +76,28 @@ pub struct Settings {
     #[arg(long, env = "GUESTBOOK_NAME", default_value = "default")]
     pub guestbook_name: String,
 
+    /// /slow holds one of SLOW_WORKERS permits for this long, in milliseconds.
+    #[arg(long, env = "SLOW_MS", default_value_t = 200)]
+    pub slow_ms: u64,
+
+    /// Concurrent /slow calls: the capacity of the bounded resource it stands for.
+    #[arg(long, env = "SLOW_WORKERS", default_value_t = 4)]
+    pub slow_workers: usize,
+
+    /// Longest predicted queueing for /slow before a call is refused at once (0: unbounded
+    /// queue, only to measure what the bound buys; also unbounded when SHEDDING=false).
+    #[arg(long, env = "SLOW_MAX_WAIT_MS", default_value_t = 400)]
+    pub slow_max_wait_ms: u64,
+
     /// Log format: auto (JSON unless a terminal), json or pretty.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
 
     #[command(flatten)]
     pub shutdown: ShutdownArgs,
+
+    #[command(flatten)]
+    pub pressure: PressureArgs,
 }
 
 impl Settings {
@@ -102,6 +119,10 @@ impl Settings {
 
 impl Validate for Settings {
     fn validate(&self) -> Result<(), String> {
+        self.pressure.validate()?;
+        if self.slow_workers == 0 || self.slow_ms == 0 {
+            return Err("SLOW_WORKERS and SLOW_MS must be at least 1".into());
+        }
         if self.append_strategy == AppendStrategy::Naive && !self.allow_unsafe {
             return Err("APPEND_STRATEGY=naive loses messages under concurrency; \
                         set ALLOW_UNSAFE=true to run it anyway"

@@ -6,13 +6,19 @@
 //! - [`server`]: serves a router until shutdown: unready at once, keep serving for a delay, drain.
 //! - [`probes`]: shallow `/liveness` and `/readiness` that never look at a dependency.
 //! - [`metrics`]: the Prometheus registry, the per-route HTTP histogram and `/metrics`.
+//! - [`window`]: the sliding-window latency estimator (p50/p99/p99.9).
+//! - [`pressure`]: readiness and load shedding driven by that window and runtime signals.
+//! - [`bulkhead`]: bounded capacity with a predicted queue wait, refused at once when too long.
 
+pub mod bulkhead;
 pub mod cli;
 pub mod lifecycle;
 pub mod metrics;
+pub mod pressure;
 pub mod probes;
 pub mod server;
 pub mod telemetry;
+pub mod window;
 
 pub use lifecycle::{Lifecycle, ShutdownArgs};
 pub use metrics::Metrics;

@@ -1,20 +1,21 @@
 //! Shallow probes (seed 004): they answer from the process's own state and never call a
 //! dependency, so one failing dependency cannot take every replica out of its Service.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::Router;
 use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde_json::json;
 
-use crate::lifecycle::Lifecycle;
+use crate::pressure::Pressure;
 
 /// `/liveness` and `/readiness`.
 pub fn routes<S>() -> Router<S>
 where
-    Lifecycle: FromRef<S>,
+    Arc<Pressure>: FromRef<S>,
     S: Clone + Send + Sync + 'static,
 {
     Router::new()
@@ -27,12 +28,11 @@ async fn liveness() -> &'static str {
     "OK"
 }
 
-/// 200 while serving; 503 with a JSON reason once shutdown has started.
-async fn readiness(State(lifecycle): State<Lifecycle>) -> Response {
-    if lifecycle.is_shutting_down() {
-        let body = json!({"status": "unready", "reason": "shutting_down"});
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
-    } else {
-        Json(json!({"status": "ready"})).into_response()
+/// 200 while the windowed p99.9 is under `READINESS_P999_MS` and the process is not shutting
+/// down; otherwise 503 with the reason and the measured figure.
+async fn readiness(State(pressure): State<Arc<Pressure>>) -> Response {
+    match pressure.readiness() {
+        Ok(body) => Json(body).into_response(),
+        Err(body) => (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response(),
     }
 }

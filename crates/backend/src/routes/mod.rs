@@ -6,4 +6,5 @@ pub mod extract;
 pub mod faults;
 pub mod health;
 pub mod messages;
+pub mod slow;
 pub mod stream;

@@ -9,6 +9,7 @@ mod faults;
 mod fencing;
 mod idempotency;
 mod outages;
+mod overload;
 mod settings;
 mod stream;
 mod validation;
