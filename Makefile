@@ -39,5 +39,6 @@ run-backend: run ## the same as run until the client service exists
 bench: build ## every benchmark; a full run rewrites BENCHMARKS.md
 	scripts/bench-appends.sh
 	python3 scripts/bench_loadtest.py
+	python3 scripts/bench_backpressure.py
 
 ci: fmt-check lint test ## what .ci/run checks

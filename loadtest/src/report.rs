@@ -48,6 +48,10 @@ pub struct HttpReport {
     pub ok_per_second: f64,
     /// Latency percentiles over the run, milliseconds; from the intended send time when open.
     pub latency_ms: Percentiles,
+    /// The same for 2xx answers only (the accepted requests).
+    pub ok_latency_ms: Percentiles,
+    /// The same for every other outcome (shed or failed requests).
+    pub failed_latency_ms: Percentiles,
     /// Answers by status code.
     pub statuses: BTreeMap<u16, u64>,
     /// Transport errors by kind.
@@ -76,6 +80,8 @@ impl HttpReport {
             requests_per_second: run.stats.total() as f64 / seconds,
             ok_per_second: run.stats.ok() as f64 / seconds,
             latency_ms: Percentiles::of(&run.stats.latency),
+            ok_latency_ms: Percentiles::of(&run.stats.ok_latency),
+            failed_latency_ms: Percentiles::of(&run.stats.failed_latency),
             statuses: run.stats.statuses.clone(),
             errors: run.stats.errors.clone(),
             series: run

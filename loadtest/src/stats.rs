@@ -42,6 +42,10 @@ impl Default for Second {
 pub struct Stats {
     /// Every latency.
     pub latency: Histogram<u64>,
+    /// Latencies of 2xx answers (under overload: the accepted requests).
+    pub ok_latency: Histogram<u64>,
+    /// Latencies of the other answers and errors (under overload: the shed requests).
+    pub failed_latency: Histogram<u64>,
     /// Answers by status code.
     pub statuses: BTreeMap<u16, u64>,
     /// Transport errors by kind (connect, timeout, io).
@@ -54,6 +58,8 @@ impl Default for Stats {
     fn default() -> Self {
         Self {
             latency: histogram(3),
+            ok_latency: histogram(3),
+            failed_latency: histogram(3),
             statuses: BTreeMap::new(),
             errors: BTreeMap::new(),
             seconds: Vec::new(),
@@ -89,13 +95,16 @@ impl Stats {
                 *self.statuses.entry(status).or_default() += 1;
                 if (200..300).contains(&status) {
                     bucket.ok += 1;
+                    self.ok_latency.saturating_record(micros);
                 } else {
                     bucket.failed += 1;
+                    self.failed_latency.saturating_record(micros);
                 }
             }
             Outcome::Error(kind) => {
                 *self.errors.entry(kind.to_owned()).or_default() += 1;
                 bucket.failed += 1;
+                self.failed_latency.saturating_record(micros);
             }
         }
     }
@@ -104,6 +113,8 @@ impl Stats {
     pub fn merge(&mut self, other: &Self) {
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
+        let _ = self.ok_latency.add(&other.ok_latency);
+        let _ = self.failed_latency.add(&other.failed_latency);
         for (status, count) in &other.statuses {
             *self.statuses.entry(*status).or_default() += count;
         }
@@ -241,6 +252,7 @@ mod tests {
         );
         a.merge(&b);
         assert_eq!(a.total(), 3);
+        assert_eq!((a.ok_latency.len(), a.failed_latency.len()), (1, 2));
         assert_eq!(a.ok(), 1);
         assert_eq!(a.statuses.get(&503), Some(&1));
         assert_eq!(a.errors.get("connect"), Some(&1));

@@ -93,6 +93,36 @@ async fn sigterm_fails_readiness_first_then_drains_and_exits_0() {
     }
     assert!(up, "the backend came up");
 
+    // Steady load on fresh connections (no keep-alive, so each request's fate is its own)
+    // until the listener refuses; record every answer and when readiness first failed.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let load = {
+        let base = base.clone();
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            let mut unready_seen_while_serving = false;
+            loop {
+                match fresh.get(format!("{base}/data")).send().await {
+                    Ok(response) => answers.push(response.status().as_u16()),
+                    Err(err) if err.is_connect() => break,
+                    Err(err) => panic!("an accepted request failed: {err}"),
+                }
+                if let Ok(ready) = fresh.get(format!("{base}/readiness")).send().await
+                    && ready.status().as_u16() == 503
+                {
+                    unready_seen_while_serving = true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (answers, unready_seen_while_serving)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
     let pid = child.id().expect("running").to_string();
     assert!(
         Command::new("kill")
@@ -112,13 +142,18 @@ async fn sigterm_fails_readiness_first_then_drains_and_exits_0() {
     assert_eq!(ready.status().as_u16(), 503);
     let body: serde_json::Value = ready.json().await.expect("json");
     assert_eq!(body["reason"], "shutting_down");
-    let data = client
-        .get(format!("{base}/data"))
-        .send()
-        .await
-        .expect("still serving");
-    assert_eq!(data.status().as_u16(), 200);
 
+    let (answers, unready_seen) = load.await.expect("load task");
+    assert!(unready_seen, "readiness failed before the listener closed");
+    assert!(
+        answers.len() > 20,
+        "the load ran through the delay: {} answers",
+        answers.len()
+    );
+    assert!(
+        answers.iter().all(|status| *status == 200),
+        "no accepted request failed: {answers:?}"
+    );
     let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
         .await
         .expect("exits")

@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Backpressure figures for BENCHMARKS.md: /slow under overload, with and without shedding,
+and the cost of recording a latency in the sliding window (criterion).
+
+Overload: /slow holds one of SLOW_WORKERS=4 permits for SLOW_MS=200 ms, so its capacity is
+20 calls/s. The load tool sends an open loop at 1x, 2x, 5x and 10x that rate (latency from the
+intended send time, so queueing counts) for DURATION seconds, once with shedding (the default:
+the predictive bulkhead plus latency shedding) and once with SHEDDING=false. A fresh backend
+serves each run, so no run inherits another's latency window.
+
+It starts a private redis-server and the backends on 127.0.0.1 and stops exactly those
+processes. Results: target/bench/backpressure.jsonl and the sections between
+<!-- overload:begin/end --> and <!-- criterion:begin/end --> of BENCHMARKS.md
+(unless BENCHMARKS_MD="").
+
+Environment: DURATION [20] seconds per run, REDIS_PORT [6393], PORT [18095], SKIP_CRITERION.
+"""
+
+import datetime
+import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+BACKEND = "target/release/guestbook-backend"
+LOADTEST = "target/release/guestbook-loadtest"
+SLOW_MS, SLOW_WORKERS = 200, 4
+CAPACITY = SLOW_WORKERS * 1000 / SLOW_MS
+SHED_P999_MS = 800
+MULTIPLES = (1, 2, 5, 10)
+
+
+def port_free(port):
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def wait_http(url, process):
+    for _ in range(100):
+        if process.poll() is not None:
+            sys.exit(f"bench_backpressure: the process behind {url} exited")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"bench_backpressure: {url} did not answer")
+
+
+def stop(process):
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def criterion():
+    command = ["cargo", "bench", "--locked", "-p", "guestbook-common", "--bench", "latency_window", "--", "--noplot"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.exit(f"bench_backpressure: {shlex.join(command)} failed:\n{done.stderr[-2000:]}")
+    results = {}
+    for name, low, unit_low, mid, unit_mid in re.findall(
+            r"latency_window/(\S+)\s+time:\s+\[([\d.]+) (\S+) ([\d.]+) (\S+)", done.stdout):
+        results[name] = f"{mid} {unit_mid}"
+    return command, results
+
+
+def main():
+    os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    duration = int(os.environ.get("DURATION", "20"))
+    redis_port = int(os.environ.get("REDIS_PORT", "6393"))
+    port = int(os.environ.get("PORT", "18095"))
+    doc = os.environ.get("BENCHMARKS_MD", "BENCHMARKS.md")
+    for path in (BACKEND, LOADTEST):
+        if not os.access(path, os.X_OK):
+            sys.exit(f"bench_backpressure: {path} missing; run make build")
+    for taken in (redis_port, port):
+        if taken == 6379 or not port_free(taken):
+            sys.exit(f"bench_backpressure: port {taken} is taken or is the shared Redis")
+
+    rows = []
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    load_commands = []
+    try:
+        for shedding in (True, False):
+            for multiple in MULTIPLES:
+                env = dict(os.environ, LISTEN_ADDR=f"127.0.0.1:{port}", REDIS_URL=f"redis://127.0.0.1:{redis_port}",
+                           SLOW_MS=str(SLOW_MS), SLOW_WORKERS=str(SLOW_WORKERS), SHEDDING=str(shedding).lower(),
+                           RUST_LOG="warn", LOG_FORMAT="json", SHUTDOWN_DELAY_SECS="0", DRAIN_TIMEOUT_SECS="1")
+                backend = subprocess.Popen([BACKEND], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                try:
+                    wait_http(f"{base}/liveness", backend)
+                    rate = CAPACITY * multiple
+                    command = [LOADTEST, "http", "--preset", "slow", "--target", base, "--rate", f"{rate:g}",
+                               "--connections", "256", "--duration", f"{duration}s", "--timeout-ms", "10000", "--json"]
+                    if multiple == MULTIPLES[-1]:
+                        load_commands.append(f"SHEDDING={str(shedding).lower()}: " + shlex.join(command))
+                    report = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+                finally:
+                    stop(backend)
+                rows.append({"shedding": shedding, "multiple": multiple, "rate": rate, "report": report})
+                print(f"shedding={shedding} {multiple}x: goodput {report['ok_per_second']:.1f}/s, "
+                      f"accepted p99 {report['ok_latency_ms']['p99']:.0f} ms, "
+                      f"shed p99 {report['failed_latency_ms']['p99']:.2f} ms", file=sys.stderr)
+    finally:
+        stop(redis)
+
+    criterion_command, costs = ([], {}) if os.environ.get("SKIP_CRITERION") else criterion()
+    when = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    os.makedirs("target/bench", exist_ok=True)
+    with open("target/bench/backpressure.jsonl", "a", encoding="utf-8") as out:
+        out.write(json.dumps({"when": when, "rows": rows, "criterion": costs}) + "\n")
+
+    lines = [
+        f"_Generated by `scripts/bench_backpressure.py` on {when}; do not edit by hand._",
+        "",
+        f"`GET /slow` with SLOW_WORKERS={SLOW_WORKERS} and SLOW_MS={SLOW_MS}: capacity {CAPACITY:g} calls/s. "
+        f"Open loop at a multiple of that for {duration} s (latency from the intended send time), 256 "
+        "connections, a fresh backend per run. \"Accepted\" are the 2xx answers, \"shed\" every other answer "
+        "(503 with Retry-After, or a 10 s client timeout when nothing sheds).",
+        "",
+        "| shedding | load | offered/s | goodput/s (% of capacity) | accepted p50 / p99 ms | shed | shed p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        r = row["report"]
+        shed = r["requests"] - r["ok"]
+        lines.append(
+            f"| {'on' if row['shedding'] else 'off'} | {row['multiple']}x | {row['rate']:g} | "
+            f"{r['ok_per_second']:.1f} ({r['ok_per_second'] / CAPACITY:.0%}) | "
+            f"{r['ok_latency_ms']['p50']:.0f} / {r['ok_latency_ms']['p99']:.0f} | "
+            f"{shed:,} ({shed / max(r['requests'], 1):.0%}) | "
+            f"{r['failed_latency_ms']['p99']:.2f} |")
+    ten = next(row["report"] for row in rows if row["shedding"] and row["multiple"] == 10)
+    checks = [
+        (f"goodput at 10x ≥ 90 % of capacity: {ten['ok_per_second'] / CAPACITY:.0%}",
+         ten["ok_per_second"] >= 0.9 * CAPACITY),
+        (f"accepted p99 at 10x ≤ SHED_P999_MS ({SHED_P999_MS} ms): {ten['ok_latency_ms']['p99']:.0f} ms",
+         ten["ok_latency_ms"]["p99"] <= SHED_P999_MS),
+        (f"shed p99 at 10x < 5 ms: {ten['failed_latency_ms']['p99']:.2f} ms", ten["failed_latency_ms"]["p99"] < 5),
+    ]
+    lines += ["", "Targets (shedding on): " + "; ".join(f"{text} ({'met' if ok else 'NOT met'})" for text, ok in checks) + "."]
+    lines += ["", "```sh", "# make bench: the release build, then", "python3 scripts/bench_backpressure.py",
+              "# each backend: LISTEN_ADDR=... REDIS_URL=... SLOW_MS=200 SLOW_WORKERS=4 SHEDDING=true|false "
+              f"{BACKEND}", *load_commands, "```"]
+    overload = "\n".join(lines)
+
+    criterion_text = "\n".join([
+        f"_Generated by `scripts/bench_backpressure.py` on {when}; do not edit by hand._",
+        "",
+        "Recording one latency in the sliding window (`crates/common/benches/latency_window.rs`; "
+        "criterion's median estimate):",
+        "",
+        "| case | time |",
+        "|---|---:|",
+        *(f"| `{name}` | {value} |" for name, value in costs.items()),
+        "",
+        "```sh",
+        shlex.join(criterion_command),
+        "```",
+    ]) if costs else None
+    print(overload)
+    if criterion_text:
+        print(criterion_text)
+    if doc:
+        with open(doc, encoding="utf-8") as current:
+            text = current.read()
+        for name, section, title in (("overload", overload, "Overload: /slow"),
+                                     ("criterion", criterion_text, "Recording cost")):
+            if section is None:
+                continue
+            begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+            if begin not in text:
+                text = text.rstrip("\n") + f"\n\n## {title}\n\n{begin}\n{end}\n"
+            head, rest = text.split(begin, 1)
+            _, tail = rest.split(end, 1)
+            text = f"{head}{begin}\n{section}\n{end}{tail}"
+        with open(doc, "w", encoding="utf-8") as out:
+            out.write(text)
+        print(f"wrote {doc}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
