@@ -67,14 +67,18 @@ impl StoreError {
 
 impl From<redis::RedisError> for StoreError {
     fn from(err: redis::RedisError) -> Self {
-        use redis::ErrorKind;
+        use redis::{ErrorKind, RetryMethod};
+        // redis-rs says which errors a retry can cure: connection loss, a reply cut off by a
+        // dying server (a parse error), LOADING, TRYAGAIN... Only "no retry" is permanent.
+        let retryable = !matches!(err.retry_method(), RetryMethod::NoRetry);
         let overloaded_or_moving = matches!(
             err.code(),
             Some(
                 "LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "READONLY" | "OOM"
             )
         );
-        if err.is_io_error()
+        if retryable
+            || err.is_io_error()
             || err.is_connection_dropped()
             || err.is_connection_refusal()
             || err.is_timeout()
@@ -85,5 +89,23 @@ impl From<redis::RedisError> for StoreError {
         } else {
             Self::Redis(err)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_cut_off_by_a_dying_server_is_transient() {
+        let cut = redis::RedisError::from((redis::ErrorKind::Parse, "unexpected end of reply"));
+        assert!(StoreError::from(cut).is_transient());
+    }
+
+    #[test]
+    fn a_wrong_type_is_permanent() {
+        let wrong =
+            redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "not a string"));
+        assert!(!StoreError::from(wrong).is_transient());
     }
 }

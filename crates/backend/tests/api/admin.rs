@@ -2,7 +2,7 @@
 
 use guestbook_backend::store::AppendStrategy;
 
-use crate::helpers::{ADMIN_TOKEN, RedisServer, TestApp, http, post, read_all, settings};
+use crate::helpers::{ADMIN_TOKEN, RedisServer, TestApp, get_json, http, post, read_all, settings};
 
 #[tokio::test]
 async fn clearing_needs_the_token_and_does_not_exist_without_one() {
@@ -92,14 +92,7 @@ async fn dependency_health_reports_redis_without_failing_readiness() {
     settings.redis_timeout_ms = 200;
     let app = TestApp::spawn(settings).await;
     let client = http();
-    let up: serde_json::Value = client
-        .get(app.url("/health/dependencies"))
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("json");
+    let up: serde_json::Value = get_json(&client, &app.url("/health/dependencies")).await;
     assert_eq!(up["redis_primary"]["status"], "up");
     assert_eq!(up["append_strategy"], "lua");
 

@@ -2,7 +2,7 @@
 
 use guestbook_backend::store::AppendStrategy;
 
-use crate::helpers::{ADMIN_TOKEN, RedisServer, TestApp, http, post, settings};
+use crate::helpers::{ADMIN_TOKEN, RedisServer, TestApp, get_json, http, post, settings};
 
 #[tokio::test]
 async fn fault_endpoints_do_not_exist_unless_enabled() {
@@ -70,14 +70,7 @@ async fn seed_002s_curl_without_a_content_type_injects_failures_into_data() {
     settings.admin_token = None;
     let app = TestApp::spawn(settings).await;
     let client = http();
-    let healthy: serde_json::Value = client
-        .get(app.url("/data"))
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("json");
+    let healthy: serde_json::Value = get_json(&client, &app.url("/data")).await;
     assert_eq!(
         healthy,
         serde_json::json!({"message": "OK", "note": "BackendService healthy"})
@@ -97,14 +90,7 @@ async fn seed_002s_curl_without_a_content_type_injects_failures_into_data() {
 
     let failed = client.get(app.url("/data")).send().await.expect("answers");
     assert_eq!(failed.status().as_u16(), 503);
-    let current: serde_json::Value = client
-        .get(app.url("/config/get"))
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("json");
+    let current: serde_json::Value = get_json(&client, &app.url("/config/get")).await;
     assert_eq!(current["status_code"], 503);
 }
 
@@ -167,14 +153,7 @@ async fn redis_hop_failures_turn_appends_into_503s_and_write_nothing() {
             .as_u16(),
         200
     );
-    let page: serde_json::Value = client
-        .get(app.url("/api/messages"))
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("json");
+    let page: serde_json::Value = get_json(&client, &app.url("/api/messages")).await;
     assert_eq!(page["messages"].as_array().map(Vec::len), Some(0));
 }
 

@@ -8,19 +8,12 @@ use std::time::{Duration, Instant};
 use guestbook_backend::store::AppendStrategy;
 
 use crate::helpers::{
-    ADMIN_TOKEN, Load, RedisServer, Sent, TestApp, http, post, read_all, send_messages, settings,
-    verify,
+    ADMIN_TOKEN, Load, RedisServer, Sent, TestApp, get_text, http, post, read_all, send_messages,
+    settings, verify,
 };
 
 async fn fenced_writes(client: &reqwest::Client, app: &TestApp) -> f64 {
-    let metrics = client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = get_text(client, &app.url("/metrics")).await;
     metrics
         .lines()
         .find_map(|line| line.strip_prefix("guestbook_fenced_writes_total "))

@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use guestbook_backend::Settings;
 use guestbook_backend::store::AppendStrategy;
 
-use crate::helpers::{ADMIN_TOKEN, RedisServer, TestApp, http, settings};
+use crate::helpers::{ADMIN_TOKEN, RedisServer, TestApp, get_text, http, settings};
 
 /// A short window so a test sees readiness fail and recover in seconds.
 fn short_window(redis: &RedisServer) -> Settings {
@@ -135,14 +135,7 @@ async fn a_full_slow_bulkhead_sheds_at_once_with_retry_after_and_serves_the_rest
             .all(|(_, _, took)| *took < Duration::from_millis(500)),
         "{shed:?}"
     );
-    let metrics = client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = get_text(&client, &app.url("/metrics")).await;
     assert!(
         metrics.contains("http_requests_shed_total{reason=\"queue\"} 26"),
         "{metrics}"
@@ -199,14 +192,7 @@ async fn latency_shedding_refuses_only_the_excess() {
     // Assert: some shed, and service went on for the rest (under-pressure would shed all).
     assert!(shed > 0, "some requests were shed");
     assert!(ok > 100, "goodput kept: {ok} served, {shed} shed");
-    let metrics = client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = get_text(&client, &app.url("/metrics")).await;
     assert!(
         metrics.contains("http_requests_shed_total{reason=\"latency\"}"),
         "{metrics}"
@@ -227,14 +213,7 @@ async fn the_metrics_exposition_passes_promtool() {
         .expect("post");
     client.get(app.url("/slow")).send().await.expect("slow");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let exposition = client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let exposition = get_text(&client, &app.url("/metrics")).await;
     for family in [
         "http_request_duration_seconds_bucket",
         "http_request_duration_window_p999_seconds",
