@@ -1,0 +1,6 @@
+//! Tower middleware of the client's backend stack.
+//!
+//! - [`circuit_breaker`]: Closed / Open / HalfOpen, shared across clones, tripping on
+//!   consecutive failures or on a failure or slow-call rate over a count-based window.
+
+pub mod circuit_breaker;
