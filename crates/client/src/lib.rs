@@ -1,6 +1,18 @@
 //! `guestbook-client`: serves the browser UI, answers `/fetch`, and proxies `/api/*` to the
 //! backend, every backend call going through one resilient tower stack.
 //!
+//! - [`settings`]: every setting, parsed and validated once.
+//! - [`app`]: the state, the router and the serving loop.
+//! - [`backend`]: reqwest as a tower `Service`, and the stack around it (its order is
+//!   documented there).
 //! - [`middleware`]: the circuit breaker (tower has none) and the retry policy.
+//! - [`routes`]: `/fetch`, `/status`, the load generator and the `/api` proxy.
 
+pub mod app;
+pub mod backend;
 pub mod middleware;
+pub mod routes;
+pub mod settings;
+
+pub use app::{AppState, Application, app};
+pub use settings::Settings;

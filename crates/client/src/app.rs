@@ -1,0 +1,308 @@
+//! Building and running the client: state, the backend stack, the router.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::FromRef;
+use axum::routing::{any, get, post};
+use guestbook_common::pressure::{self, Pressure};
+use guestbook_common::{Lifecycle, Metrics, metrics, probes, server, telemetry};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::services::ServeDir;
+
+use crate::backend::{self, BackendService, BackendStack, StackConfig};
+use crate::middleware::circuit_breaker::{Breaker, State as CircuitState};
+use crate::middleware::retry::{RetryConfig, RetryMetrics, RetryPolicy};
+use crate::routes::fetch::Remembered;
+use crate::routes::load::LoadGenerator;
+use crate::routes::{fetch, load, proxy, status};
+use crate::settings::Settings;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransitionLabels {
+    from: &'static str,
+    to: &'static str,
+}
+
+/// What every handler can reach; one `Arc`, cloned per request.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The contents of [`AppState`].
+pub struct Shared {
+    /// Every backend call goes through this.
+    pub stack: BackendStack,
+    /// The circuit breaker inside the stack.
+    pub breaker: Arc<Breaker>,
+    /// The backend's base URL.
+    pub backend_url: String,
+    /// Retry settings, as `/status` shows them.
+    pub retry_summary: Value,
+    /// The background load generator.
+    pub load: LoadGenerator,
+    /// Longest load run.
+    pub load_max: Duration,
+    /// A client for the unbuffered live-update stream (no overall timeout).
+    pub streaming: reqwest::Client,
+    /// Serving or shutting down.
+    pub lifecycle: Lifecycle,
+    /// The Prometheus registry.
+    pub metrics: Metrics,
+    /// The client's own readiness and shedding (never the backend's health: seed 004).
+    pub pressure: Arc<Pressure>,
+    remembered: Mutex<Remembered>,
+    fallback_cache: Duration,
+    fallbacks: Family<ReasonLabel, Counter>,
+    tasks: CancellationToken,
+}
+
+impl Shared {
+    /// Keeps a good `/data` answer for stale fallbacks.
+    pub fn remember(&self, data: &Value) {
+        if !self.fallback_cache.is_zero() {
+            *self
+                .remembered
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some((Instant::now(), data.clone()));
+        }
+    }
+
+    /// The last good answer and its age, if younger than `FALLBACK_CACHE_SECS`.
+    pub fn stale(&self) -> Option<(Value, Duration)> {
+        let remembered = self
+            .remembered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (at, data) = remembered.as_ref()?;
+        let age = at.elapsed();
+        (age <= self.fallback_cache).then(|| (data.clone(), age))
+    }
+
+    /// Counts a `/fetch` fallback.
+    pub fn count_fallback(&self, reason: &'static str) {
+        self.fallbacks.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// A token cancelled when the server stops (for background work).
+    pub fn lifecycle_child(&self) -> CancellationToken {
+        self.tasks.child_token()
+    }
+}
+
+impl FromRef<AppState> for Lifecycle {
+    fn from_ref(state: &AppState) -> Self {
+        state.lifecycle.clone()
+    }
+}
+
+impl FromRef<AppState> for Metrics {
+    fn from_ref(state: &AppState) -> Self {
+        state.metrics.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Pressure> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.pressure)
+    }
+}
+
+fn state_value(state: CircuitState) -> i64 {
+    match state {
+        CircuitState::Closed => 0,
+        CircuitState::HalfOpen => 1,
+        CircuitState::Open => 2,
+    }
+}
+
+impl AppState {
+    /// State for `settings`.
+    pub fn new(settings: &Settings) -> anyhow::Result<Self> {
+        let mut registry = Registry::default();
+        let circuit = Gauge::<i64>::default();
+        let transitions = Family::<TransitionLabels, Counter>::default();
+        registry.register(
+            "client_circuit_state",
+            "Circuit state: 0 closed, 1 half-open, 2 open",
+            circuit.clone(),
+        );
+        registry.register(
+            "client_circuit_transitions",
+            "Circuit state changes",
+            transitions.clone(),
+        );
+        let fallbacks = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "client_fetch_fallbacks",
+            "/fetch answers not from a fresh backend answer, by reason",
+            fallbacks.clone(),
+        );
+        let listener: Arc<dyn Fn(CircuitState, CircuitState) + Send + Sync> =
+            Arc::new(move |from, to| {
+                circuit.set(state_value(to));
+                transitions
+                    .get_or_create(&TransitionLabels {
+                        from: from.as_str(),
+                        to: to.as_str(),
+                    })
+                    .inc();
+            });
+        let breaker_config = settings.breaker_config();
+        breaker_config.validate().map_err(anyhow::Error::msg)?;
+        let breaker = Arc::new(Breaker::with_listener(breaker_config, listener));
+        let retry_config = RetryConfig {
+            max_attempts: settings.retry_max_attempts,
+            base: Duration::from_millis(settings.retry_base_ms),
+            max: Duration::from_millis(settings.retry_max_ms),
+            jitter: true,
+        };
+        let retry = RetryPolicy::new(
+            retry_config,
+            settings.retry_budget_min_per_sec,
+            settings.retry_budget_percent,
+            RetryMetrics::register(&mut registry),
+        );
+        let http = reqwest::Client::builder()
+            .connect_timeout(settings.attempt_timeout())
+            .pool_max_idle_per_host(settings.backend_concurrency)
+            .build()?;
+        let backend = BackendService::new(http, &settings.backend_url);
+        let stack_config = StackConfig {
+            deadline: Duration::from_millis(settings.request_deadline_ms),
+            attempt_timeout: settings.attempt_timeout(),
+            concurrency: settings.backend_concurrency,
+        };
+        let stack = backend::build(backend, Arc::clone(&breaker), retry, &stack_config);
+        let lifecycle = Lifecycle::new();
+        let pressure = Pressure::new(settings.pressure.clone(), lifecycle.clone(), &mut registry);
+        Ok(Self(Arc::new(Shared {
+            stack,
+            breaker,
+            backend_url: settings.backend_url.trim_end_matches('/').to_owned(),
+            retry_summary: json!({
+                "max_attempts": settings.retry_max_attempts,
+                "base_ms": settings.retry_base_ms,
+                "max_ms": settings.retry_max_ms,
+                "budget_percent": settings.retry_budget_percent,
+                "budget_min_per_sec": settings.retry_budget_min_per_sec,
+                "attempt_timeout_ms": settings.backend_timeout_ms,
+                "deadline_ms": settings.request_deadline_ms,
+            }),
+            load: LoadGenerator::default(),
+            load_max: Duration::from_secs(settings.load_max_secs),
+            streaming: reqwest::Client::builder()
+                .connect_timeout(settings.attempt_timeout())
+                .build()?,
+            lifecycle,
+            metrics: Metrics::new(registry),
+            pressure,
+            remembered: Mutex::new(None),
+            fallback_cache: Duration::from_secs(settings.fallback_cache_secs),
+            fallbacks,
+            tasks: CancellationToken::new(),
+        })))
+    }
+}
+
+/// The whole HTTP surface.
+pub fn app(state: AppState, frontend: &std::path::Path) -> Router {
+    let metrics = state.metrics.clone();
+    let shedder = Arc::clone(&state.pressure);
+    Router::new()
+        .route("/fetch", get(fetch::fetch))
+        .route("/status", get(status::status))
+        .route("/start-load", post(load::start))
+        .route("/stop-load", post(load::stop))
+        .route("/api/messages/stream", get(proxy::stream))
+        .route("/api/{*rest}", any(proxy::proxy))
+        .merge(probes::routes())
+        .merge(metrics::routes())
+        .fallback_service(ServeDir::new(frontend))
+        .layer(axum::middleware::from_fn_with_state(
+            shedder,
+            pressure::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::track,
+        ))
+        .layer(telemetry::trace_layer())
+        .layer(telemetry::propagate_request_id_layer())
+        .layer(telemetry::set_request_id_layer())
+        .with_state(state)
+}
+
+/// A bound, not yet serving client.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    settings: Settings,
+}
+
+impl Application {
+    /// Binds the listener (port 0 picks a free port) and prepares the state.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let state = AppState::new(&settings)?;
+        let listener = TcpListener::bind(settings.listen_addr).await?;
+        Ok(Self {
+            listener,
+            state,
+            settings,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The state, for tests.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then shuts down gracefully.
+    pub async fn run_until_stopped<F>(self, shutdown: F) -> std::io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let Self {
+            listener,
+            state,
+            settings,
+        } = self;
+        let refresh = tokio::spawn(Arc::clone(&state.pressure).run(state.tasks.clone()));
+        tracing::info!(addr = %listener.local_addr()?, backend = %state.backend_url, "guestbook-client serving");
+        let lifecycle = state.lifecycle.clone();
+        let tasks = state.tasks.clone();
+        let router = app(state, &settings.frontend_dir);
+        let served = server::serve(listener, router, lifecycle, &settings.shutdown, shutdown).await;
+        tasks.cancel();
+        let _ = refresh.await;
+        served
+    }
+}

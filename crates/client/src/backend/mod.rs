@@ -1,0 +1,9 @@
+//! The backend as a tower `Service`: reqwest underneath, `http::Request<Bytes>` in and
+//! `http::Response<Bytes>` out, so tower's middleware (timeout, retry, the circuit breaker)
+//! can wrap it, and a retried request can be cloned cheaply.
+
+mod service;
+mod stack;
+
+pub use service::{BackendService, MAX_RESPONSE_BYTES};
+pub use stack::{BackendStack, StackConfig, build};

@@ -1,0 +1,107 @@
+//! [`BackendService`]: one HTTP call to the backend, its body read in full (bounded).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderName, Request, Response};
+use tower::{BoxError, Service};
+
+/// Largest backend response body accepted (a page of 1,000 messages is about 250 KiB).
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Headers that belong to one hop (RFC 9110 §7.6.1), never forwarded.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    http::header::CONNECTION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::header::HOST,
+];
+
+/// Calls the backend at `base` (e.g. `http://backend:8080`) with the request's path and query.
+#[derive(Clone)]
+pub struct BackendService {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl BackendService {
+    /// A service for `base`.
+    pub fn new(client: reqwest::Client, base: &str) -> Self {
+        Self {
+            client,
+            base: base.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+}
+
+impl Service<Request<Bytes>> for BackendService {
+    type Response = Response<Bytes>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Bytes>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // reqwest's pool queues internally; concurrency is bounded by a layer above.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let client = self.client.clone();
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let url = format!("{}{path}", self.base);
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let mut headers = parts.headers;
+            for name in &HOP_BY_HOP {
+                headers.remove(name);
+            }
+            let response = client
+                .request(parts.method, url)
+                .headers(headers)
+                .body(body)
+                .send()
+                .await?;
+            let status = response.status();
+            let mut headers = response.headers().clone();
+            for name in &HOP_BY_HOP {
+                headers.remove(name);
+            }
+            headers.remove(http::header::CONTENT_LENGTH);
+            let body = read_bounded(response).await?;
+            let mut answer = Response::new(body);
+            *answer.status_mut() = status;
+            *answer.headers_mut() = headers;
+            Ok(answer)
+        })
+    }
+}
+
+/// The response body, refusing more than [`MAX_RESPONSE_BYTES`].
+async fn read_bounded(mut response: reqwest::Response) -> Result<Bytes, BoxError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_RESPONSE_BYTES as u64)
+    {
+        return Err("backend response over the size limit".into());
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err("backend response over the size limit".into());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}

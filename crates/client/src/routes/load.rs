@@ -1,0 +1,139 @@
+//! `POST /start-load` and `POST /stop-load`: seed 002's background load, bounded. It calls
+//! the backend's `/data` through the same stack at `rate` per second (default 1, as in the
+//! seed) for at most `duration_secs` (capped by `LOAD_MAX_SECS`), one call in flight at most.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::app::AppState;
+use crate::backend::BackendStack;
+
+/// The generator's state: at most one run at a time.
+#[derive(Default)]
+pub struct LoadGenerator {
+    running: std::sync::Mutex<Option<CancellationToken>>,
+    sent: Arc<AtomicU64>,
+    ok: Arc<AtomicU64>,
+}
+
+impl LoadGenerator {
+    /// Counts for `/status`.
+    pub fn summary(&self) -> Value {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|t| !t.is_cancelled());
+        json!({"running": running, "sent": self.sent.load(Ordering::Relaxed), "ok": self.ok.load(Ordering::Relaxed)})
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StartLoad {
+    rate: Option<f64>,
+    duration_secs: Option<u64>,
+}
+
+pub(crate) async fn start(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Value>, (axum::http::StatusCode, Json<Value>)> {
+    let bad = |message: &str| {
+        (
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"error": message})),
+        )
+    };
+    let options: StartLoad = if body.iter().all(u8::is_ascii_whitespace) {
+        StartLoad::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|err| bad(&format!("invalid body: {err}")))?
+    };
+    let rate = options.rate.unwrap_or(1.0);
+    if !(rate.is_finite() && rate > 0.0 && rate <= 1_000.0) {
+        return Err(bad("rate must be above 0 and at most 1000 per second"));
+    }
+    let limit = app.load_max;
+    let duration = options
+        .duration_secs
+        .map_or(limit, Duration::from_secs)
+        .min(limit);
+    let mut running = app
+        .load
+        .running
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if running.as_ref().is_some_and(|token| !token.is_cancelled()) {
+        return Ok(Json(json!({"status": "already-running"})));
+    }
+    let token = app.lifecycle_child();
+    *running = Some(token.clone());
+    let stack = app.stack.clone();
+    let (sent, ok) = (Arc::clone(&app.load.sent), Arc::clone(&app.load.ok));
+    tokio::spawn(run(stack, rate, duration, token, sent, ok));
+    tracing::info!(
+        rate,
+        duration_secs = duration.as_secs(),
+        "load generator started"
+    );
+    Ok(Json(
+        json!({"status": "started", "rate": rate, "duration_secs": duration.as_secs()}),
+    ))
+}
+
+pub(crate) async fn stop(State(app): State<AppState>) -> Json<Value> {
+    let mut running = app
+        .load
+        .running
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match running.take() {
+        Some(token) if !token.is_cancelled() => {
+            token.cancel();
+            tracing::info!("load generator stopped");
+            Json(json!({"status": "stopped"}))
+        }
+        _ => Json(json!({"status": "not-running"})),
+    }
+}
+
+async fn run(
+    stack: BackendStack,
+    rate: f64,
+    duration: Duration,
+    stop: CancellationToken,
+    sent: Arc<AtomicU64>,
+    ok: Arc<AtomicU64>,
+) {
+    let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let finished = tokio::time::sleep(duration);
+    tokio::pin!(finished);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = &mut finished => break,
+            _ = interval.tick() => {
+                let request = http::Request::get("/data").body(Bytes::new()).expect("a static request is valid");
+                sent.fetch_add(1, Ordering::Relaxed);
+                if let Ok(response) = stack.clone().oneshot(request).await
+                    && response.status().is_success()
+                {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    stop.cancel();
+}

@@ -1,0 +1,6 @@
+//! The client's HTTP routes, one module per area, composed in [`crate::app`].
+
+pub mod fetch;
+pub mod load;
+pub mod proxy;
+pub mod status;

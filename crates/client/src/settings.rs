@@ -1,0 +1,150 @@
+//! Every client setting, parsed once at start (each an environment variable with an equal
+//! `--kebab-case` flag).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use guestbook_common::ShutdownArgs;
+use guestbook_common::cli::Validate;
+use guestbook_common::pressure::PressureArgs;
+use guestbook_common::telemetry::LogFormat;
+
+use crate::middleware::circuit_breaker::BreakerConfig;
+
+/// The guestbook client: UI, /fetch and the /api proxy.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "guestbook-client", version, about)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8081")]
+    pub listen_addr: SocketAddr,
+    /// The backend's base URL.
+    #[arg(long, env = "BACKEND_URL", default_value = "http://127.0.0.1:8080")]
+    pub backend_url: String,
+    /// Attempts per backend call, the first included (1 = no retry).
+    #[arg(long, env = "RETRY_MAX_ATTEMPTS", default_value_t = 4)]
+    pub retry_max_attempts: u32,
+    /// Backoff base, in milliseconds.
+    #[arg(long, env = "RETRY_BASE_MS", default_value_t = 50)]
+    pub retry_base_ms: u64,
+    /// Longest backoff wait and cap on Retry-After, in milliseconds.
+    #[arg(long, env = "RETRY_MAX_MS", default_value_t = 1_000)]
+    pub retry_max_ms: u64,
+    /// Retries may add this percentage of the requests of the last 10 s.
+    #[arg(long, env = "RETRY_BUDGET_PERCENT", default_value_t = 20.0)]
+    pub retry_budget_percent: f32,
+    /// ... plus this many retries per second.
+    #[arg(long, env = "RETRY_BUDGET_MIN_PER_SEC", default_value_t = 10)]
+    pub retry_budget_min_per_sec: u32,
+    /// Consecutive failed calls that open the circuit (seed 002: 3; 0 turns the rule off).
+    #[arg(long, env = "BREAKER_FAILURE_THRESHOLD", default_value_t = 3)]
+    pub breaker_failure_threshold: u32,
+    /// Seconds the circuit stays open before trial calls (seed 002: 15).
+    #[arg(long, env = "BREAKER_RESET_SECS", default_value_t = 15)]
+    pub breaker_reset_secs: u64,
+    /// Failure share of the last BREAKER_WINDOW calls that opens the circuit (above 0; 1 turns the rule off).
+    #[arg(long, env = "BREAKER_FAILURE_RATE", default_value_t = 0.5)]
+    pub breaker_failure_rate: f64,
+    /// Calls in the breaker's count-based window.
+    #[arg(long, env = "BREAKER_WINDOW", default_value_t = 20)]
+    pub breaker_window: usize,
+    /// Calls the window needs before its rates count.
+    #[arg(long, env = "BREAKER_MIN_CALLS", default_value_t = 10)]
+    pub breaker_min_calls: usize,
+    /// Trial calls admitted while half-open.
+    #[arg(long, env = "BREAKER_HALF_OPEN_CALLS", default_value_t = 1)]
+    pub breaker_half_open_calls: u32,
+    /// Time limit of one backend attempt, in milliseconds.
+    #[arg(long, env = "BACKEND_TIMEOUT_MS", default_value_t = 3_000)]
+    pub backend_timeout_ms: u64,
+    /// Time limit of a whole backend call, retries included, in milliseconds.
+    #[arg(long, env = "REQUEST_DEADLINE_MS", default_value_t = 5_000)]
+    pub request_deadline_ms: u64,
+    /// Backend calls in flight at once.
+    #[arg(long, env = "BACKEND_CONCURRENCY", default_value_t = 256)]
+    pub backend_concurrency: usize,
+    /// Above 0: /fetch may answer from the last good response this many seconds old.
+    #[arg(long, env = "FALLBACK_CACHE_SECS", default_value_t = 0)]
+    pub fallback_cache_secs: u64,
+    /// Longest run of the /start-load generator, in seconds.
+    #[arg(long, env = "LOAD_MAX_SECS", default_value_t = 600)]
+    pub load_max_secs: u64,
+    /// Directory of the browser UI.
+    #[arg(long, env = "FRONTEND_DIR", default_value = "frontend")]
+    pub frontend_dir: PathBuf,
+    /// Log format: auto (JSON unless a terminal), json or pretty.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub shutdown: ShutdownArgs,
+    #[command(flatten)]
+    pub pressure: PressureArgs,
+}
+
+impl Settings {
+    /// Every default, on port 0, against `backend_url`: the starting point of tests.
+    pub fn for_tests(backend_url: &str) -> Self {
+        let mut settings = Self::parse_from(["guestbook-client"]);
+        settings.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        settings.backend_url = backend_url.to_owned();
+        settings.shutdown.shutdown_delay_secs = 0;
+        settings.shutdown.drain_timeout_secs = 5;
+        settings
+    }
+
+    /// The circuit breaker's configuration.
+    pub fn breaker_config(&self) -> BreakerConfig {
+        BreakerConfig {
+            failure_threshold: self.breaker_failure_threshold,
+            failure_rate: self.breaker_failure_rate,
+            window: self.breaker_window,
+            min_calls: self.breaker_min_calls,
+            open_for: Duration::from_secs(self.breaker_reset_secs),
+            half_open_calls: self.breaker_half_open_calls,
+            ..BreakerConfig::default()
+        }
+    }
+
+    /// Per-attempt time limit.
+    pub fn attempt_timeout(&self) -> Duration {
+        Duration::from_millis(self.backend_timeout_ms)
+    }
+}
+
+impl Validate for Settings {
+    fn validate(&self) -> Result<(), String> {
+        self.pressure.validate()?;
+        if !(self.backend_url.starts_with("http://") || self.backend_url.starts_with("https://")) {
+            return Err(format!(
+                "BACKEND_URL must be an http(s) URL, got {:?}",
+                self.backend_url
+            ));
+        }
+        if self.retry_max_attempts == 0 {
+            return Err("RETRY_MAX_ATTEMPTS must be at least 1".into());
+        }
+        if self.retry_base_ms > self.retry_max_ms {
+            return Err("RETRY_BASE_MS must not exceed RETRY_MAX_MS".into());
+        }
+        if !(self.breaker_failure_rate > 0.0 && self.breaker_failure_rate <= 1.0) {
+            return Err("BREAKER_FAILURE_RATE must be above 0 and at most 1".into());
+        }
+        self.breaker_config()
+            .validate()
+            .map_err(|problem| format!("breaker settings: {problem}"))?;
+        if self.breaker_window == 0
+            || self.breaker_half_open_calls == 0
+            || self.backend_concurrency == 0
+        {
+            return Err("BREAKER_WINDOW, BREAKER_HALF_OPEN_CALLS and BACKEND_CONCURRENCY must be at least 1".into());
+        }
+        if self.backend_timeout_ms == 0 || self.request_deadline_ms < self.backend_timeout_ms {
+            return Err(
+                "BACKEND_TIMEOUT_MS must be at least 1 and not above REQUEST_DEADLINE_MS".into(),
+            );
+        }
+        Ok(())
+    }
+}

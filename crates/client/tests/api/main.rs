@@ -1,0 +1,6 @@
+//! Black-box tests of guestbook-client against a real backend (in-process, fault injection
+//! on) over a private `redis-server`, everything on loopback.
+
+mod helpers;
+
+mod resilience;

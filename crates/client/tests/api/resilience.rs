@@ -1,0 +1,287 @@
+//! Retries, the circuit breaker, the budget and fallbacks, against a real backend.
+
+use std::time::{Duration, Instant};
+
+use crate::helpers::{
+    RedisServer, backend, backend_calls, client, client_settings, fetch, http, inject,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_passes_the_backend_answer_through() {
+    let redis = RedisServer::start().await;
+    let backend = backend(&redis).await;
+    let client = client(client_settings(&backend)).await;
+    let http = http();
+
+    let (status, body) = fetch(&http, &client).await;
+
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "ok");
+    assert_eq!(
+        body["data"],
+        serde_json::json!({"message": "OK", "note": "BackendService healthy"})
+    );
+    let state: serde_json::Value = http
+        .get(client.url("/status"))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(state["circuit_state"], "closed");
+    assert_eq!(state["backend_url"], backend.base);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn total_failure_opens_the_circuit_and_open_answers_never_reach_the_backend() {
+    let redis = RedisServer::start().await;
+    let backend = backend(&redis).await;
+    let mut settings = client_settings(&backend);
+    settings.breaker_reset_secs = 60;
+    let client = client(settings).await;
+    let http = http();
+    inject(
+        &http,
+        &backend,
+        "/config/failure",
+        r#"{"failure_rate": 1.0, "status_code": 503}"#,
+    )
+    .await;
+
+    // Three failed calls (each retried) trip the seed's 3-consecutive-failures rule.
+    for _ in 0..3 {
+        let (status, body) = fetch(&http, &client).await;
+        assert_eq!((status, body["status"].as_str()), (503, Some("fallback")));
+        assert_eq!(body["message"], "backend answered 503");
+    }
+    let before = backend_calls(&http, &backend, "GET", "/data").await;
+    for _ in 0..10 {
+        let (status, body) = fetch(&http, &client).await;
+        assert_eq!(
+            (status, body["message"].as_str()),
+            (503, Some("circuit-open"))
+        );
+    }
+
+    assert_eq!(
+        backend_calls(&http, &backend, "GET", "/data").await,
+        before,
+        "an open circuit sends nothing"
+    );
+    let state: serde_json::Value = http
+        .get(client.url("/status"))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(state["circuit_state"], "open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_reset_wait_a_trial_call_closes_the_circuit() {
+    let redis = RedisServer::start().await;
+    let backend = backend(&redis).await;
+    let client = client(client_settings(&backend)).await;
+    let http = http();
+    inject(
+        &http,
+        &backend,
+        "/config/failure",
+        r#"{"failure_rate": 1.0, "status_code": 500}"#,
+    )
+    .await;
+    for _ in 0..3 {
+        fetch(&http, &client).await;
+    }
+    assert_eq!(fetch(&http, &client).await.1["message"], "circuit-open");
+
+    inject(
+        &http,
+        &backend,
+        "/config/failure",
+        r#"{"failure_rate": 0.0}"#,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (status, body) = fetch(&http, &client).await;
+
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let state: serde_json::Value = http
+        .get(client.url("/status"))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(state["circuit_state"], "closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_carry_at_least_95_percent_of_fetches_through_a_50_percent_failure_rate() {
+    let redis = RedisServer::start().await;
+    let backend = backend(&redis).await;
+    let mut settings = client_settings(&backend);
+    // Six attempts: a call fails only when all six do (1.6 %), so 95 % holds with a wide
+    // margin over 200 calls; the budget is widened so this test measures retries alone.
+    settings.retry_max_attempts = 6;
+    settings.retry_budget_min_per_sec = 1_000;
+    let client = client(settings).await;
+    let http = http();
+    inject(
+        &http,
+        &backend,
+        "/config/failure",
+        r#"{"failure_rate": 0.5, "status_code": 503}"#,
+    )
+    .await;
+
+    let mut ok = 0;
+    for _ in 0..200 {
+        if fetch(&http, &client).await.0 == 200 {
+            ok += 1;
+        }
+    }
+
+    assert!(ok >= 190, "{ok} of 200 succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4xx_is_never_retried() {
+    let redis = RedisServer::start().await;
+    let backend = backend(&redis).await;
+    let client = client(client_settings(&backend)).await;
+    let http = http();
+    inject(
+        &http,
+        &backend,
+        "/config/failure",
+        r#"{"failure_rate": 1.0, "status_code": 404}"#,
+    )
+    .await;
+
+    let (status, body) = fetch(&http, &client).await;
+
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (503, Some("backend answered 404"))
+    );
+    assert_eq!(backend_calls(&http, &backend, "GET", "/data").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_is_retried_only_with_an_idempotency_key_and_retry_after_is_honoured() {
+    let redis = RedisServer::start().await;
+    let backend = backend(&redis).await;
+    let mut settings = client_settings(&backend);
+    settings.retry_max_attempts = 2;
+    settings.retry_max_ms = 2_000;
+    let client = client(settings).await;
+    let http = http();
+    // Every Redis call fails: appends answer 503 with Retry-After: 1.
+    inject(&http, &backend, "/config/redis", r#"{"failure_rate": 1.0}"#).await;
+    let body = serde_json::json!({"author": "a", "text": "b"});
+
+    let bare = http
+        .post(client.url("/api/messages"))
+        .json(&body)
+        .send()
+        .await
+        .expect("answers");
+    let after_bare = backend_calls(&http, &backend, "POST", "/api/messages").await;
+    let started = Instant::now();
+    let keyed = http
+        .post(client.url("/api/messages"))
+        .header("Idempotency-Key", "retry-me")
+        .json(&body)
+        .send()
+        .await
+        .expect("answers");
+    let waited = started.elapsed();
+    let after_keyed = backend_calls(&http, &backend, "POST", "/api/messages").await;
+
+    assert_eq!(bare.status().as_u16(), 503);
+    assert_eq!(after_bare, 1, "a POST without a key is sent once");
+    assert_eq!(keyed.status().as_u16(), 503);
+    assert_eq!(after_keyed - after_bare, 2, "a keyed POST is retried");
+    assert!(
+        waited >= Duration::from_millis(900),
+        "the backend's Retry-After: 1 was waited out: {waited:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_total_failure_the_budget_bounds_extra_backend_calls() {
+    let redis = RedisServer::start().await;
+    let backend = backend(&redis).await;
+    let mut settings = client_settings(&backend);
+    // The breaker out of the way (no consecutive rule, rates never evaluated): the budget
+    // alone must stop retries from multiplying the load.
+    settings.breaker_failure_threshold = 0;
+    settings.breaker_failure_rate = 1.0;
+    settings.retry_max_attempts = 5;
+    settings.retry_budget_min_per_sec = 0;
+    settings.retry_budget_percent = 20.0;
+    let client = client(settings).await;
+    let http = http();
+    inject(
+        &http,
+        &backend,
+        "/config/failure",
+        r#"{"failure_rate": 1.0, "status_code": 503}"#,
+    )
+    .await;
+
+    for _ in 0..100 {
+        fetch(&http, &client).await;
+    }
+
+    let calls = backend_calls(&http, &backend, "GET", "/data").await;
+    assert!(
+        (100..=125).contains(&calls),
+        "{calls} backend calls for 100 fetches (5 attempts each would be 500)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_backend_gives_prompt_fallbacks_and_a_live_client() {
+    let redis = RedisServer::start().await;
+    let mut backend = backend(&redis).await;
+    let client = client(client_settings(&backend)).await;
+    let http = http();
+    assert_eq!(fetch(&http, &client).await.0, 200);
+
+    backend.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = fetch(&http, &client).await;
+    let live = http
+        .get(client.url("/liveness"))
+        .send()
+        .await
+        .expect("live")
+        .status()
+        .as_u16();
+    let ready = http
+        .get(client.url("/readiness"))
+        .send()
+        .await
+        .expect("ready")
+        .status()
+        .as_u16();
+
+    assert_eq!((status, body["status"].as_str()), (503, Some("fallback")));
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unreachable") || m == "circuit-open"),
+        "{body}"
+    );
+    assert_eq!(
+        (live, ready),
+        (200, 200),
+        "the client's probes never look at the backend"
+    );
+}
