@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 
-use crate::backend::{self, BackendService, BackendStack, StackConfig};
+use crate::backend::{self, AttemptMetrics, BackendService, BackendStack, StackConfig};
 use crate::middleware::circuit_breaker::{Breaker, State as CircuitState};
 use crate::middleware::retry::{RetryConfig, RetryMetrics, RetryPolicy};
 use crate::routes::fetch::Remembered;
@@ -190,7 +190,11 @@ impl AppState {
             .connect_timeout(settings.attempt_timeout())
             .pool_max_idle_per_host(settings.backend_concurrency)
             .build()?;
-        let backend = BackendService::new(http, &settings.backend_url);
+        let backend = BackendService::new(
+            http,
+            &settings.backend_url,
+            AttemptMetrics::register(&mut registry),
+        );
         let stack_config = StackConfig {
             deadline: Duration::from_millis(settings.request_deadline_ms),
             attempt_timeout: settings.attempt_timeout(),

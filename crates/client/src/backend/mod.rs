@@ -5,5 +5,5 @@
 mod service;
 mod stack;
 
-pub use service::{BackendService, MAX_RESPONSE_BYTES};
+pub use service::{AttemptMetrics, BackendService, MAX_RESPONSE_BYTES};
 pub use stack::{BackendStack, StackConfig, build};

@@ -5,7 +5,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
+use guestbook_common::metrics::latency_histogram;
 use http::{HeaderName, Request, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::time::Instant;
 use tower::{BoxError, Service};
 
 /// Largest backend response body accepted (a page of 1,000 messages is about 250 KiB).
@@ -21,19 +27,51 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     http::header::HOST,
 ];
 
+/// Labels of one attempt's duration.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    /// `2xx`, `4xx`, `5xx` or `error`.
+    outcome: &'static str,
+}
+
+/// Duration of every attempt (this service sits inside the retry layer), by outcome.
+#[derive(Clone)]
+pub struct AttemptMetrics(Family<AttemptLabels, Histogram, fn() -> Histogram>);
+
+impl AttemptMetrics {
+    /// Creates and registers the histogram.
+    pub fn register(registry: &mut Registry) -> Self {
+        let family = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "client_backend_attempt_duration_seconds",
+            "Duration of each backend attempt, by outcome",
+            family.clone(),
+        );
+        Self(family)
+    }
+
+    fn observe(&self, outcome: &'static str, started: Instant) {
+        self.0
+            .get_or_create(&AttemptLabels { outcome })
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
 /// Calls the backend at `base` (e.g. `http://backend:8080`) with the request's path and query.
 #[derive(Clone)]
 pub struct BackendService {
     client: reqwest::Client,
     base: String,
+    metrics: AttemptMetrics,
 }
 
 impl BackendService {
     /// A service for `base`.
-    pub fn new(client: reqwest::Client, base: &str) -> Self {
+    pub fn new(client: reqwest::Client, base: &str, metrics: AttemptMetrics) -> Self {
         Self {
             client,
             base: base.trim_end_matches('/').to_owned(),
+            metrics,
         }
     }
 
@@ -55,6 +93,8 @@ impl Service<Request<Bytes>> for BackendService {
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let client = self.client.clone();
+        let metrics = self.metrics.clone();
+        let started = Instant::now();
         let path = request
             .uri()
             .path_and_query()
@@ -79,7 +119,17 @@ impl Service<Request<Bytes>> for BackendService {
                 headers.remove(name);
             }
             headers.remove(http::header::CONTENT_LENGTH);
-            let body = read_bounded(response).await?;
+            let body = read_bounded(response).await;
+            metrics.observe(
+                match (&body, status.as_u16()) {
+                    (Err(_), _) => "error",
+                    (Ok(_), 200..=299) => "2xx",
+                    (Ok(_), 400..=499) => "4xx",
+                    (Ok(_), _) => "5xx",
+                },
+                started,
+            );
+            let body = body?;
             let mut answer = Response::new(body);
             *answer.status_mut() = status;
             *answer.headers_mut() = headers;

@@ -1,0 +1,196 @@
+//! The client's own endpoints: the /api proxy (SSE included), the load generator, the stale
+//! fallback, and its settings.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use crate::helpers::{
+    RedisServer, backend, backend_calls, client, client_settings, fetch, http, inject,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_is_proxied_both_ways_with_its_errors_intact() {
+    let redis = RedisServer::start().await;
+    let backend = backend(&redis).await;
+    let client = client(client_settings(&backend)).await;
+    let http = http();
+
+    let created = http
+        .post(client.url("/api/messages"))
+        .header("Idempotency-Key", "via-client")
+        .json(&serde_json::json!({"author": "Mary", "text": "through the client"}))
+        .send()
+        .await
+        .expect("answers");
+    let invalid = http
+        .post(client.url("/api/messages"))
+        .json(&serde_json::json!({"author": "", "text": "x"}))
+        .send()
+        .await
+        .expect("answers");
+    let listed: serde_json::Value = http
+        .get(client.url("/api/messages?after=0"))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+
+    assert_eq!(created.status().as_u16(), 201);
+    assert_eq!(
+        invalid.status().as_u16(),
+        422,
+        "the backend's validation answer passes through"
+    );
+    assert_eq!(listed["messages"][0]["text"], "through the client");
+    assert_eq!(
+        backend_calls(&http, &backend, "POST", "/api/messages").await,
+        2,
+        "no retry of a 4xx or a 201"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_updates_stream_through_the_client_and_resume() {
+    let redis = RedisServer::start().await;
+    let backend = backend(&redis).await;
+    let client = client(client_settings(&backend)).await;
+    let http = http();
+    for i in 0..3 {
+        http.post(backend.url("/api/messages"))
+            .json(&serde_json::json!({"author": "a", "text": format!("m{i}")}))
+            .send()
+            .await
+            .expect("post");
+    }
+
+    let response = http
+        .get(client.url("/api/messages/stream"))
+        .header("Last-Event-ID", "1")
+        .send()
+        .await
+        .expect("stream connects");
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .is_ok_and(|t| t.starts_with("text/event-stream"))
+    );
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    while text.matches("id: ").count() < 2 {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .expect("events")
+            .expect("open")
+            .expect("chunk");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+
+    assert!(
+        text.contains("id: 2") && text.contains("id: 3") && !text.contains("id: 1\n"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_runs_bounded_and_stops_on_request() {
+    let redis = RedisServer::start().await;
+    let backend = backend(&redis).await;
+    let client = client(client_settings(&backend)).await;
+    let http = http();
+
+    let started: serde_json::Value = http
+        .post(client.url("/start-load"))
+        .body(r#"{"rate": 20}"#)
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    let again: serde_json::Value = http
+        .post(client.url("/start-load"))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopped: serde_json::Value = http
+        .post(client.url("/stop-load"))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    let calls = backend_calls(&http, &backend, "GET", "/data").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = backend_calls(&http, &backend, "GET", "/data").await;
+    let bad = http
+        .post(client.url("/start-load"))
+        .body(r#"{"rate": -1}"#)
+        .send()
+        .await
+        .expect("answers");
+
+    assert_eq!(started["status"], "started");
+    assert_eq!(again["status"], "already-running");
+    assert_eq!(stopped["status"], "stopped");
+    assert!((5..=15).contains(&calls), "about 20/s for 0.5 s: {calls}");
+    assert_eq!(later, calls, "nothing after stop");
+    assert_eq!(bad.status().as_u16(), 422);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_fallback_cache_a_failed_fetch_answers_the_last_good_data_as_stale() {
+    let redis = RedisServer::start().await;
+    let backend = backend(&redis).await;
+    let mut settings = client_settings(&backend);
+    settings.fallback_cache_secs = 60;
+    let client = client(settings).await;
+    let http = http();
+    assert_eq!(fetch(&http, &client).await.0, 200);
+
+    inject(
+        &http,
+        &backend,
+        "/config/failure",
+        r#"{"failure_rate": 1.0, "status_code": 500}"#,
+    )
+    .await;
+    let (status, body) = fetch(&http, &client).await;
+
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "stale");
+    assert_eq!(body["data"]["message"], "OK");
+    assert_eq!(body["message"], "backend answered 500");
+}
+
+#[test]
+fn bad_settings_exit_2_with_one_line() {
+    for (name, value) in [
+        ("BACKEND_URL", "ftp://x"),
+        ("RETRY_MAX_ATTEMPTS", "0"),
+        ("BREAKER_FAILURE_RATE", "0"),
+        ("BREAKER_MIN_CALLS", "50"),
+        ("BACKEND_TIMEOUT_MS", "99999999"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_guestbook-client"))
+            .env_clear()
+            .env(name, value)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{name}={value}: {stderr}");
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{name}={value}: {stderr:?}"
+        );
+    }
+}
