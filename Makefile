@@ -4,7 +4,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-.PHONY: help fmt fmt-check lint test build run run-backend bench ci
+.PHONY: help fmt fmt-check lint test build run run-backend run-client bench ci
 
 help: ## list the targets
 	@echo "usage: make TARGET [VAR=value ...]"
@@ -31,10 +31,14 @@ test: ## every test (needs redis-server on PATH)
 build: ## release build
 	cargo build --release --locked
 
-run: build ## the backend on 127.0.0.1:8080 with its own redis-server (fault injection on)
-	scripts/run-backend.sh
+run: build ## the whole stack: redis-server (private), backend on :8080, client + UI on :8081
+	scripts/run-stack.sh
 
-run-backend: run ## the same as run until the client service exists
+run-backend: build ## the backend alone with its own redis-server (fault injection on)
+	WITH_CLIENT=0 scripts/run-stack.sh
+
+run-client: build ## the client alone, against BACKEND_URL (default http://127.0.0.1:8080)
+	LISTEN_ADDR=$${CLIENT_LISTEN_ADDR:-127.0.0.1:8081} FRONTEND_DIR=frontend target/release/guestbook-client
 
 bench: build ## every benchmark; a full run rewrites BENCHMARKS.md
 	scripts/bench-appends.sh

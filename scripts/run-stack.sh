@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# `make run`: the release backend on LISTEN_ADDR, with fault injection on.
+# `make run`: the whole stack. The release backend on LISTEN_ADDR (fault injection on) and the
+# client (UI, /fetch, /api/*) on CLIENT_LISTEN_ADDR, pointed at it. WITH_CLIENT=0 (make
+# run-backend) starts the backend alone.
 #
 # Unless REDIS_URL is set, it first starts a private redis-server on 127.0.0.1:REDIS_PORT
 # (append-only file in target/redis-data, so messages survive a restart), records its PID in
-# target/redis.pid, and stops that process, and only that one, when the backend exits.
+# target/redis.pid, and stops that process, and only that one, when the stack exits.
 # It never uses the machine's shared Redis on port 6379 unless REDIS_URL says so.
 #
 # Settings (environment; defaults in brackets):
 #   REDIS_URL   [unset: start a private redis-server]   REDIS_PORT [6390]
-#   LISTEN_ADDR [127.0.0.1:8080]    FAULT_INJECTION [true]
+#   LISTEN_ADDR [127.0.0.1:8080]    CLIENT_LISTEN_ADDR [127.0.0.1:8081]    FAULT_INJECTION [true]
 #   SHUTDOWN_DELAY_SECS [0]: no load balancer to wait for on a workstation, so Ctrl-C is prompt
 #   BIN [target/release/guestbook-backend]
 # Every other backend setting (APPEND_STRATEGY, ADMIN_TOKEN, ...) passes through unchanged.
@@ -18,12 +20,18 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 REDIS_PORT=${REDIS_PORT:-6390}
 BIN=${BIN:-target/release/guestbook-backend}
+CLIENT_BIN=${CLIENT_BIN:-target/release/guestbook-client}
+# WITH_CLIENT=0 runs the backend alone (make run-backend).
+WITH_CLIENT=${WITH_CLIENT:-1}
+BACKEND_ADDR=${LISTEN_ADDR:-127.0.0.1:8080}
+CLIENT_ADDR=${CLIENT_LISTEN_ADDR:-127.0.0.1:8081}
 DATA_DIR=target/redis-data
 PID_FILE=target/redis.pid
 
-die() { echo "run-backend: $*" >&2; exit 1; }
+die() { echo "run-stack: $*" >&2; exit 1; }
 
 [[ -x $BIN ]] || die "$BIN not found; build it first: make build"
+[[ $WITH_CLIENT == 0 || -x $CLIENT_BIN ]] || die "$CLIENT_BIN not found; build it first: make build"
 
 redis_pid=""
 backend_pid=""
@@ -68,15 +76,20 @@ if [[ -z ${REDIS_URL:-} ]]; then
   export REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 fi
 
-export LISTEN_ADDR=${LISTEN_ADDR:-127.0.0.1:8080}
 export FAULT_INJECTION=${FAULT_INJECTION:-true}
 export SHUTDOWN_DELAY_SECS=${SHUTDOWN_DELAY_SECS:-0}
 
-echo "guestbook-backend on http://$LISTEN_ADDR; Ctrl-C stops it" >&2
-"$BIN" &
+echo "guestbook-backend on http://$BACKEND_ADDR" >&2
+LISTEN_ADDR=$BACKEND_ADDR "$BIN" &
 backend_pid=$!
-# `wait` returns early when a trapped signal arrives, so the traps above run at once.
+if [[ $WITH_CLIENT != 0 ]]; then
+  echo "guestbook-client on http://$CLIENT_ADDR (UI, /fetch, /api/*); Ctrl-C stops everything" >&2
+  LISTEN_ADDR=$CLIENT_ADDR BACKEND_URL=${BACKEND_URL:-http://$BACKEND_ADDR} FRONTEND_DIR=${FRONTEND_DIR:-frontend} \
+    "$CLIENT_BIN" &
+  client_pid=$!
+fi
+# The first process to exit ends the run and the trap stops the rest; `wait` also returns
+# early when a trapped signal arrives, so the traps run at once.
 status=0
-wait "$backend_pid" || status=$?
-backend_pid=""
+wait -n || status=$?
 exit "$status"
