@@ -44,5 +44,6 @@ bench: build ## every benchmark; a full run rewrites BENCHMARKS.md
 	scripts/bench-appends.sh
 	python3 scripts/bench_loadtest.py
 	python3 scripts/bench_backpressure.py
+	python3 scripts/bench_client.py
 
 ci: fmt-check lint test ## what .ci/run checks

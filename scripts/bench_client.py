@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""The client's figures for BENCHMARKS.md (issue 5's "Done means"):
+
+1. /fetch through the whole stack versus the backend's GET /data directly, same run:
+   throughput and p50/p99 (closed loop, 64 connections; alternating, two runs each).
+2. How fast an open circuit answers: /fetch with the circuit open (backend failing).
+3. Backend calls per client request at 100 % failure (open loop, 50 req/s for 10 s):
+   the defaults (breaker and budget), the budget alone (breaker rules off), and neither
+   (breaker off, budget effectively unlimited) for comparison.
+
+It starts a private redis-server, a backend and clients on 127.0.0.1 (release builds) and stops
+exactly those processes. Results: target/bench/client.jsonl and the section between
+<!-- client:begin --> and <!-- client:end --> of BENCHMARKS.md (unless BENCHMARKS_MD="").
+Environment: DURATION [10] seconds per throughput run, REDIS_PORT [6394], BASE_PORT [18101].
+"""
+
+import datetime
+import json
+import os
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+BACKEND = "target/release/guestbook-backend"
+CLIENT = "target/release/guestbook-client"
+LOADTEST = "target/release/guestbook-loadtest"
+
+
+def port_free(port):
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def start(command, env, url):
+    process = subprocess.Popen(command, env=dict(os.environ, RUST_LOG="warn", LOG_FORMAT="json",
+                                                 SHUTDOWN_DELAY_SECS="0", DRAIN_TIMEOUT_SECS="1", **env),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        if process.poll() is not None:
+            sys.exit(f"bench_client: {command[0]} exited")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return process
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"bench_client: {url} did not answer")
+
+
+def stop(process):
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def load(args):
+    command = [LOADTEST, "http", *args, "--json"]
+    return command, json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+
+
+def post(url, body):
+    request = urllib.request.Request(url, data=body.encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        answer.read()
+
+
+def data_calls(backend):
+    with urllib.request.urlopen(f"{backend}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.startswith("http_request_duration_seconds_count{") and 'route="/data"' in line)
+
+
+def main():
+    os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    duration = int(os.environ.get("DURATION", "10"))
+    redis_port = int(os.environ.get("REDIS_PORT", "6394"))
+    base_port = int(os.environ.get("BASE_PORT", "18101"))
+    doc = os.environ.get("BENCHMARKS_MD", "BENCHMARKS.md")
+    for path in (BACKEND, CLIENT, LOADTEST):
+        if not os.access(path, os.X_OK):
+            sys.exit(f"bench_client: {path} missing; run make build")
+    for port in (redis_port, base_port, base_port + 1):
+        if port == 6379 or not port_free(port):
+            sys.exit(f"bench_client: port {port} is taken or is the shared Redis")
+    backend_url, client_url = f"http://127.0.0.1:{base_port}", f"http://127.0.0.1:{base_port + 1}"
+    commands = []
+    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    processes = [redis]
+    try:
+        backend = start([BACKEND], {"LISTEN_ADDR": f"127.0.0.1:{base_port}", "REDIS_URL": f"redis://127.0.0.1:{redis_port}",
+                                    "FAULT_INJECTION": "true"}, f"{backend_url}/liveness")
+        processes.append(backend)
+        client_env = {"LISTEN_ADDR": f"127.0.0.1:{base_port + 1}", "BACKEND_URL": backend_url}
+
+        # 1. Throughput and latency, direct and through the client.
+        client = start([CLIENT], client_env, f"{client_url}/liveness")
+        direct_runs, client_runs = [], []
+        for _ in range(2):
+            command, report = load(["--url", f"{backend_url}/data", "--connections", "64", "--duration", f"{duration}s"])
+            direct_runs.append(report)
+            commands.append(shlex.join(command)) if len(direct_runs) == 1 else None
+            command, report = load(["--url", f"{client_url}/fetch", "--connections", "64", "--duration", f"{duration}s"])
+            client_runs.append(report)
+            commands.append(shlex.join(command)) if len(client_runs) == 1 else None
+
+        # 2. Open circuit: the backend fails every call; three failed calls open the circuit.
+        post(f"{backend_url}/config/failure", '{"failure_rate": 1.0, "status_code": 503}')
+        for _ in range(3):
+            try:
+                urllib.request.urlopen(f"{client_url}/fetch", timeout=10)
+            except OSError:
+                pass
+        command, open_report = load(["--url", f"{client_url}/fetch", "--connections", "64", "--duration", "5s"])
+        commands.append(shlex.join(command))
+        stop(client)
+
+        # 3. Backend calls per request at 100 % failure.
+        amplification = []
+        for name, extra in (("defaults (breaker + budget)", {}),
+                            ("budget alone (breaker rules off)", {"BREAKER_FAILURE_THRESHOLD": "0", "BREAKER_FAILURE_RATE": "1"}),
+                            ("neither (breaker off, budget unlimited)", {"BREAKER_FAILURE_THRESHOLD": "0", "BREAKER_FAILURE_RATE": "1",
+                                                                          "RETRY_BUDGET_MIN_PER_SEC": "100000"})):
+            client = start([CLIENT], {**client_env, **extra}, f"{client_url}/liveness")
+            before = data_calls(backend_url)
+            command, report = load(["--url", f"{client_url}/fetch", "--rate", "50", "--connections", "64", "--duration", "10s"])
+            calls = data_calls(backend_url) - before
+            stop(client)
+            amplification.append({"config": name, "env": extra, "requests": report["requests"], "backend_calls": calls})
+        commands.append(shlex.join(command) + "   # with each client configuration")
+    finally:
+        for process in reversed(processes):
+            stop(process)
+
+    med = lambda runs, key: statistics.median(run[key] for run in runs)
+    med_p = lambda runs, q: statistics.median(run["latency_ms"][q] for run in runs)
+    direct_rate, client_rate = med(direct_runs, "ok_per_second"), med(client_runs, "ok_per_second")
+    ratio = client_rate / direct_rate
+    p50_overhead = med_p(client_runs, "p50") - med_p(direct_runs, "p50")
+    open_p99 = open_report["latency_ms"]["p99"]
+    when = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    os.makedirs("target/bench", exist_ok=True)
+    with open("target/bench/client.jsonl", "a", encoding="utf-8") as out:
+        out.write(json.dumps({"when": when, "direct": direct_runs, "client": client_runs, "open": open_report,
+                              "amplification": amplification}) + "\n")
+    verdict = lambda ok: "met" if ok else "NOT met"
+    rates = lambda runs: " / ".join(f"{run['ok_per_second']:,.0f}" for run in runs)
+    lines = [
+        f"_Generated by `scripts/bench_client.py` on {when}; do not edit by hand._",
+        "",
+        f"Closed loop, 64 connections, {duration} s per run, direct and through the client alternating, two runs each "
+        "(medians). The load tool, the client, the backend and Redis share the 2 cores.",
+        "",
+        "| path | 2xx/s (runs) | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|",
+        f"| backend `GET /data` directly | {rates(direct_runs)} | "
+        f"{med_p(direct_runs, 'p50'):.2f} | {med_p(direct_runs, 'p99'):.2f} |",
+        f"| client `GET /fetch` (deadline, breaker, retry, timeout, limit, reqwest) | "
+        f"{rates(client_runs)} | "
+        f"{med_p(client_runs, 'p50'):.2f} | {med_p(client_runs, 'p99'):.2f} |",
+        "",
+        f"Through the client: **{ratio:.0%}** of direct throughput (target ≥ 85 %: {verdict(ratio >= 0.85)}); "
+        f"p50 overhead **{p50_overhead:.2f} ms** (target < 0.5 ms: {verdict(p50_overhead < 0.5)}).",
+        "",
+        f"Open circuit: {open_report['requests']:,} `/fetch` answers in 5 s, all 503 `circuit-open`: "
+        f"p50 {open_report['latency_ms']['p50']:.3f} ms, p99 **{open_p99:.3f} ms** (target < 1 ms: {verdict(open_p99 < 1)}).",
+        "",
+        "Backend calls per client request with the backend failing every call (503), `/fetch` at 50/s for 10 s, "
+        "RETRY_MAX_ATTEMPTS=4:",
+        "",
+        "| client configuration | requests | backend calls | calls per request |",
+        "|---|---:|---:|---:|",
+        *(f"| {a['config']} | {a['requests']:,} | {a['backend_calls']:,} | {a['backend_calls'] / max(a['requests'], 1):.2f} |"
+          for a in amplification),
+        "",
+        "```sh",
+        "# make bench: the release build, then",
+        "python3 scripts/bench_client.py",
+        *commands,
+        "```",
+    ]
+    section = "\n".join(lines)
+    print(section)
+    if doc:
+        with open(doc, encoding="utf-8") as current:
+            text = current.read()
+        begin, end = "<!-- client:begin -->", "<!-- client:end -->"
+        if begin not in text:
+            text = text.rstrip("\n") + f"\n\n## The client: /fetch through the stack\n\n{begin}\n{end}\n"
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        with open(doc, "w", encoding="utf-8") as out:
+            out.write(f"{head}{begin}\n{section}\n{end}{tail}")
+        print(f"wrote {doc}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
