@@ -35,9 +35,14 @@ die() { echo "run-stack: $*" >&2; exit 1; }
 
 redis_pid=""
 backend_pid=""
+client_pid=""
 
 # shellcheck disable=SC2317  # reached through the EXIT trap
 cleanup() {
+  if [[ -n $client_pid ]]; then
+    kill -TERM "$client_pid" 2>/dev/null || true
+    wait "$client_pid" 2>/dev/null || true
+  fi
   if [[ -n $backend_pid ]]; then
     kill -TERM "$backend_pid" 2>/dev/null || true
     wait "$backend_pid" 2>/dev/null || true

@@ -107,12 +107,19 @@ impl Service<Request<Bytes>> for BackendService {
             for name in &HOP_BY_HOP {
                 headers.remove(name);
             }
-            let response = client
+            let sent = client
                 .request(parts.method, url)
                 .headers(headers)
                 .body(body)
                 .send()
-                .await?;
+                .await;
+            let response = match sent {
+                Ok(response) => response,
+                Err(err) => {
+                    metrics.observe("error", started);
+                    return Err(err.into());
+                }
+            };
             let status = response.status();
             let mut headers = response.headers().clone();
             for name in &HOP_BY_HOP {

@@ -1,8 +1,11 @@
 //! The stack every backend call goes through, outermost first:
 //!
-//! 1. **total deadline** (`REQUEST_DEADLINE_MS`): the most a caller waits, retries included;
-//! 2. **circuit breaker**: judges *calls* as callers see them, after retries; once open,
+//! 1. **circuit breaker**: judges *calls* as callers see them, after retries; once open,
 //!    calls fail at once with `CircuitOpen` and no attempt reaches the backend;
+//! 2. **total deadline** (`REQUEST_DEADLINE_MS`): the most a caller waits, retries included.
+//!    Inside the breaker, so a call cut off by the deadline counts as a failure: a backend
+//!    that hangs opens the circuit like one that fails (outside it, the cut-off call would
+//!    drop its permit and count as nothing);
 //! 3. **retry** ([`RetryPolicy`]): safe requests, transient failures, jittered backoff, budget;
 //! 4. **per-attempt timeout** (`BACKEND_TIMEOUT_MS`): one slow attempt cannot eat the deadline;
 //! 5. **concurrency limit**: bounds the calls in flight to the backend (requests queue here,
@@ -52,8 +55,8 @@ pub fn build(
     config: &StackConfig,
 ) -> BackendStack {
     let service = ServiceBuilder::new()
-        .timeout(config.deadline)
         .layer(CircuitBreakerLayer::new(breaker, HttpClassifier))
+        .timeout(config.deadline)
         .retry(retry)
         .timeout(config.attempt_timeout)
         .concurrency_limit(config.concurrency)

@@ -285,3 +285,43 @@ async fn a_dead_backend_gives_prompt_fallbacks_and_a_live_client() {
         "the client's probes never look at the backend"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_backend_opens_the_circuit_like_a_failing_one() {
+    let redis = RedisServer::start().await;
+    let backend = backend(&redis).await;
+    let mut settings = client_settings(&backend);
+    settings.backend_timeout_ms = 100;
+    settings.request_deadline_ms = 250;
+    settings.breaker_reset_secs = 60;
+    let client = client(settings).await;
+    let http = http();
+    inject(
+        &http,
+        &backend,
+        "/config/latency",
+        r#"{"delay_ms": 5000, "delay_rate": 1.0}"#,
+    )
+    .await;
+
+    // Each call ends at the deadline: a failure for the breaker.
+    for _ in 0..3 {
+        let (status, body) = fetch(&http, &client).await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (503, Some("fallback")),
+            "{body}"
+        );
+    }
+    let started = Instant::now();
+    let (status, body) = fetch(&http, &client).await;
+
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (503, Some("circuit-open"))
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "answered without waiting for the backend"
+    );
+}
