@@ -93,8 +93,10 @@ async fn sigterm_fails_readiness_first_then_drains_and_exits_0() {
     }
     assert!(up, "the backend came up");
 
-    // Steady load on fresh connections (no keep-alive, so each request's fate is its own)
-    // until the listener refuses; record every answer and when readiness first failed.
+    // Steady load on fresh connections (no keep-alive, so each request's fate is its own),
+    // behaving like a load balancer: it stops sending new requests shortly after it sees
+    // readiness fail (endpoint propagation takes a moment, which is what the shutdown delay
+    // covers). Every request it sends must be answered.
     let fresh = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(10))
@@ -104,21 +106,23 @@ async fn sigterm_fails_readiness_first_then_drains_and_exits_0() {
         let base = base.clone();
         tokio::spawn(async move {
             let mut answers = Vec::new();
-            let mut unready_seen_while_serving = false;
-            loop {
-                match fresh.get(format!("{base}/data")).send().await {
-                    Ok(response) => answers.push(response.status().as_u16()),
-                    Err(err) if err.is_connect() => break,
-                    Err(err) => panic!("an accepted request failed: {err}"),
-                }
-                if let Ok(ready) = fresh.get(format!("{base}/readiness")).send().await
+            let mut unready_since: Option<std::time::Instant> = None;
+            while unready_since.is_none_or(|since| since.elapsed() < Duration::from_millis(300)) {
+                let answer = fresh.get(format!("{base}/data")).send().await;
+                answers.push(
+                    answer
+                        .map(|response| response.status().as_u16())
+                        .map_err(|err| err.to_string()),
+                );
+                if unready_since.is_none()
+                    && let Ok(ready) = fresh.get(format!("{base}/readiness")).send().await
                     && ready.status().as_u16() == 503
                 {
-                    unready_seen_while_serving = true;
+                    unready_since = Some(std::time::Instant::now());
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            (answers, unready_seen_while_serving)
+            answers
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -143,16 +147,15 @@ async fn sigterm_fails_readiness_first_then_drains_and_exits_0() {
     let body: serde_json::Value = ready.json().await.expect("json");
     assert_eq!(body["reason"], "shutting_down");
 
-    let (answers, unready_seen) = load.await.expect("load task");
-    assert!(unready_seen, "readiness failed before the listener closed");
+    let answers = load.await.expect("load task");
     assert!(
-        answers.len() > 20,
-        "the load ran through the delay: {} answers",
+        answers.len() > 10,
+        "the load ran until readiness failed: {} answers",
         answers.len()
     );
     assert!(
-        answers.iter().all(|status| *status == 200),
-        "no accepted request failed: {answers:?}"
+        answers.iter().all(|answer| answer == &Ok(200)),
+        "every request sent was answered: {answers:?}"
     );
     let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
         .await
