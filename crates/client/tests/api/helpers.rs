@@ -129,3 +129,22 @@ pub async fn fetch(http: &reqwest::Client, client: &Running) -> (u16, serde_json
     let status = response.status().as_u16();
     (status, response.json().await.expect("fetch answers JSON"))
 }
+
+/// Every test's arrange: Redis (kept alive for the test), a backend with fault injection on,
+/// a client against it, and a plain HTTP client for the test's own requests, in that order.
+pub struct Stack(
+    pub RedisServer,
+    pub Running,
+    pub Running,
+    pub reqwest::Client,
+);
+
+/// Starts a [`Stack`]; `tune` adjusts the client's settings first.
+pub async fn stack(tune: impl FnOnce(&mut ClientSettings)) -> Stack {
+    let redis = RedisServer::start().await;
+    let backend = backend(&redis).await;
+    let mut settings = client_settings(&backend);
+    tune(&mut settings);
+    let client = client(settings).await;
+    Stack(redis, backend, client, http())
+}

@@ -2,16 +2,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{
-    RedisServer, backend, backend_calls, client, client_settings, fetch, http, inject,
-};
+use crate::helpers::{Stack, backend_calls, fetch, inject, stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_passes_the_backend_answer_through() {
-    let redis = RedisServer::start().await;
-    let backend = backend(&redis).await;
-    let client = client(client_settings(&backend)).await;
-    let http = http();
+    let Stack(_redis, backend, client, http) = stack(|_| {}).await;
 
     let (status, body) = fetch(&http, &client).await;
 
@@ -35,12 +30,10 @@ async fn fetch_passes_the_backend_answer_through() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn total_failure_opens_the_circuit_and_open_answers_never_reach_the_backend() {
-    let redis = RedisServer::start().await;
-    let backend = backend(&redis).await;
-    let mut settings = client_settings(&backend);
-    settings.breaker_reset_secs = 60;
-    let client = client(settings).await;
-    let http = http();
+    let Stack(_redis, backend, client, http) = stack(|settings| {
+        settings.breaker_reset_secs = 60;
+    })
+    .await;
     inject(
         &http,
         &backend,
@@ -82,10 +75,7 @@ async fn total_failure_opens_the_circuit_and_open_answers_never_reach_the_backen
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_reset_wait_a_trial_call_closes_the_circuit() {
-    let redis = RedisServer::start().await;
-    let backend = backend(&redis).await;
-    let client = client(client_settings(&backend)).await;
-    let http = http();
+    let Stack(_redis, backend, client, http) = stack(|_| {}).await;
     inject(
         &http,
         &backend,
@@ -122,15 +112,13 @@ async fn after_the_reset_wait_a_trial_call_closes_the_circuit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_carry_at_least_95_percent_of_fetches_through_a_50_percent_failure_rate() {
-    let redis = RedisServer::start().await;
-    let backend = backend(&redis).await;
-    let mut settings = client_settings(&backend);
-    // Six attempts: a call fails only when all six do (1.6 %), so 95 % holds with a wide
-    // margin over 200 calls; the budget is widened so this test measures retries alone.
-    settings.retry_max_attempts = 6;
-    settings.retry_budget_min_per_sec = 1_000;
-    let client = client(settings).await;
-    let http = http();
+    let Stack(_redis, backend, client, http) = stack(|settings| {
+        // Six attempts: a call fails only when all six do (1.6 %), so 95 % holds with a wide
+        // margin over 200 calls; the budget is widened so this test measures retries alone.
+        settings.retry_max_attempts = 6;
+        settings.retry_budget_min_per_sec = 1_000;
+    })
+    .await;
     inject(
         &http,
         &backend,
@@ -151,10 +139,7 @@ async fn retries_carry_at_least_95_percent_of_fetches_through_a_50_percent_failu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_4xx_is_never_retried() {
-    let redis = RedisServer::start().await;
-    let backend = backend(&redis).await;
-    let client = client(client_settings(&backend)).await;
-    let http = http();
+    let Stack(_redis, backend, client, http) = stack(|_| {}).await;
     inject(
         &http,
         &backend,
@@ -174,13 +159,11 @@ async fn a_4xx_is_never_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_is_retried_only_with_an_idempotency_key_and_retry_after_is_honoured() {
-    let redis = RedisServer::start().await;
-    let backend = backend(&redis).await;
-    let mut settings = client_settings(&backend);
-    settings.retry_max_attempts = 2;
-    settings.retry_max_ms = 2_000;
-    let client = client(settings).await;
-    let http = http();
+    let Stack(_redis, backend, client, http) = stack(|settings| {
+        settings.retry_max_attempts = 2;
+        settings.retry_max_ms = 2_000;
+    })
+    .await;
     // Every Redis call fails: appends answer 503 with Retry-After: 1.
     inject(&http, &backend, "/config/redis", r#"{"failure_rate": 1.0}"#).await;
     let body = serde_json::json!({"author": "a", "text": "b"});
@@ -215,18 +198,16 @@ async fn a_post_is_retried_only_with_an_idempotency_key_and_retry_after_is_honou
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_total_failure_the_budget_bounds_extra_backend_calls() {
-    let redis = RedisServer::start().await;
-    let backend = backend(&redis).await;
-    let mut settings = client_settings(&backend);
-    // The breaker out of the way (no consecutive rule, rates never evaluated): the budget
-    // alone must stop retries from multiplying the load.
-    settings.breaker_failure_threshold = 0;
-    settings.breaker_failure_rate = 1.0;
-    settings.retry_max_attempts = 5;
-    settings.retry_budget_min_per_sec = 0;
-    settings.retry_budget_percent = 20.0;
-    let client = client(settings).await;
-    let http = http();
+    let Stack(_redis, backend, client, http) = stack(|settings| {
+        // The breaker out of the way (no consecutive rule, rates never evaluated): the budget
+        // alone must stop retries from multiplying the load.
+        settings.breaker_failure_threshold = 0;
+        settings.breaker_failure_rate = 1.0;
+        settings.retry_max_attempts = 5;
+        settings.retry_budget_min_per_sec = 0;
+        settings.retry_budget_percent = 20.0;
+    })
+    .await;
     inject(
         &http,
         &backend,
@@ -248,10 +229,7 @@ async fn under_total_failure_the_budget_bounds_extra_backend_calls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_backend_gives_prompt_fallbacks_and_a_live_client() {
-    let redis = RedisServer::start().await;
-    let mut backend = backend(&redis).await;
-    let client = client(client_settings(&backend)).await;
-    let http = http();
+    let Stack(_redis, mut backend, client, http) = stack(|_| {}).await;
     assert_eq!(fetch(&http, &client).await.0, 200);
 
     backend.stop();
@@ -288,14 +266,12 @@ async fn a_dead_backend_gives_prompt_fallbacks_and_a_live_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_backend_opens_the_circuit_like_a_failing_one() {
-    let redis = RedisServer::start().await;
-    let backend = backend(&redis).await;
-    let mut settings = client_settings(&backend);
-    settings.backend_timeout_ms = 100;
-    settings.request_deadline_ms = 250;
-    settings.breaker_reset_secs = 60;
-    let client = client(settings).await;
-    let http = http();
+    let Stack(_redis, backend, client, http) = stack(|settings| {
+        settings.backend_timeout_ms = 100;
+        settings.request_deadline_ms = 250;
+        settings.breaker_reset_secs = 60;
+    })
+    .await;
     inject(
         &http,
         &backend,

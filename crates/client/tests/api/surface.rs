@@ -5,16 +5,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use crate::helpers::{
-    RedisServer, backend, backend_calls, client, client_settings, fetch, http, inject,
-};
+use crate::helpers::{Stack, backend_calls, fetch, inject, stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_is_proxied_both_ways_with_its_errors_intact() {
-    let redis = RedisServer::start().await;
-    let backend = backend(&redis).await;
-    let client = client(client_settings(&backend)).await;
-    let http = http();
+    let Stack(_redis, backend, client, http) = stack(|_| {}).await;
 
     let created = http
         .post(client.url("/api/messages"))
@@ -54,10 +49,7 @@ async fn the_api_is_proxied_both_ways_with_its_errors_intact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_updates_stream_through_the_client_and_resume() {
-    let redis = RedisServer::start().await;
-    let backend = backend(&redis).await;
-    let client = client(client_settings(&backend)).await;
-    let http = http();
+    let Stack(_redis, backend, client, http) = stack(|_| {}).await;
     for i in 0..3 {
         http.post(backend.url("/api/messages"))
             .json(&serde_json::json!({"author": "a", "text": format!("m{i}")}))
@@ -97,10 +89,7 @@ async fn live_updates_stream_through_the_client_and_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_generator_runs_bounded_and_stops_on_request() {
-    let redis = RedisServer::start().await;
-    let backend = backend(&redis).await;
-    let client = client(client_settings(&backend)).await;
-    let http = http();
+    let Stack(_redis, backend, client, http) = stack(|_| {}).await;
 
     let started: serde_json::Value = http
         .post(client.url("/start-load"))
@@ -148,12 +137,10 @@ async fn the_load_generator_runs_bounded_and_stops_on_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_fallback_cache_a_failed_fetch_answers_the_last_good_data_as_stale() {
-    let redis = RedisServer::start().await;
-    let backend = backend(&redis).await;
-    let mut settings = client_settings(&backend);
-    settings.fallback_cache_secs = 60;
-    let client = client(settings).await;
-    let http = http();
+    let Stack(_redis, backend, client, http) = stack(|settings| {
+        settings.fallback_cache_secs = 60;
+    })
+    .await;
     assert_eq!(fetch(&http, &client).await.0, 200);
 
     inject(
