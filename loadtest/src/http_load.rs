@@ -157,6 +157,7 @@ async fn worker(
         .map_or("/", |p| p.as_str())
         .to_owned();
     while let Some((_index, due)) = claim(&load, &shared) {
+        let claimed = shared.start.elapsed();
         if let Some(due) = due {
             tokio::time::sleep_until((shared.start + due).into()).await;
         }
@@ -174,7 +175,7 @@ async fn worker(
             }
         };
         let done = shared.start.elapsed();
-        stats.record(done, Schedule::latency(due, sent, done), outcome);
+        stats.record(done, Schedule::latency(due, claimed, sent, done), outcome);
         shared.completed.fetch_add(1, Ordering::Relaxed);
         if let Some(progress) = &progress {
             progress.fetch_add(1, Ordering::Relaxed);

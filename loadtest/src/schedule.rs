@@ -7,6 +7,12 @@
 //! decides up front that request *i* is due at `start + i / rate`; if the server (or a busy
 //! connection) makes it leave late, the wait counts as latency, as a real user arriving at
 //! that moment would have experienced it. This is what wrk2 does.
+//!
+//! A connection that was idle when its request fell due waits on a timer, and tokio's timers
+//! fire on a 1 ms tick: the send leaves up to a millisecond late through no fault of the
+//! server. Such a request's latency counts from when it actually left; only a request that
+//! was already overdue when a connection became free (the server kept every connection busy)
+//! counts from its due time.
 
 use std::time::Duration;
 
@@ -31,10 +37,18 @@ impl Schedule {
         }
     }
 
-    /// The latency of a request that was due at `due` (or sent at `sent` when nothing was due)
-    /// and answered at `done`, all relative to the start.
-    pub fn latency(due: Option<Duration>, sent: Duration, done: Duration) -> Duration {
-        done.saturating_sub(due.unwrap_or(sent))
+    /// The latency of a request that was due at `due`, taken by a free connection at `claimed`,
+    /// sent at `sent` and answered at `done`, all relative to the start.
+    pub fn latency(
+        due: Option<Duration>,
+        claimed: Duration,
+        sent: Duration,
+        done: Duration,
+    ) -> Duration {
+        match due {
+            Some(due) if claimed >= due => done.saturating_sub(due),
+            _ => done.saturating_sub(sent),
+        }
     }
 }
 
@@ -54,14 +68,24 @@ mod tests {
     #[test]
     fn a_late_send_counts_the_wait_as_latency() {
         // Due at 100 ms, sent at 400 ms because the connection was stuck, answered at 401 ms.
-        let due = Some(Duration::from_millis(100));
-        let latency =
-            Schedule::latency(due, Duration::from_millis(400), Duration::from_millis(401));
-        assert_eq!(latency, Duration::from_millis(301));
+        let ms = Duration::from_millis;
+        let due = Some(ms(100));
+        assert_eq!(Schedule::latency(due, ms(400), ms(400), ms(401)), ms(301));
         // A closed loop only sees the 1 ms the server took.
-        let closed =
-            Schedule::latency(None, Duration::from_millis(400), Duration::from_millis(401));
-        assert_eq!(closed, Duration::from_millis(1));
+        assert_eq!(Schedule::latency(None, ms(400), ms(400), ms(401)), ms(1));
+    }
+
+    #[test]
+    fn a_late_timer_on_an_idle_connection_is_not_latency() {
+        // Taken at 50 ms, due at 100 ms, the timer fired at 101 ms, answered at 101.2 ms.
+        let ms = Duration::from_millis;
+        let latency = Schedule::latency(
+            Some(ms(100)),
+            ms(50),
+            ms(101),
+            Duration::from_micros(101_200),
+        );
+        assert_eq!(latency, Duration::from_micros(200));
     }
 
     /// One connection, 100 requests/s for 2 s, and a server that answers in 1 ms except for one
@@ -85,8 +109,9 @@ mod tests {
             let due = open.due(index);
             let sent = due.unwrap_or_default().max(free_at);
             let done = sent + service(sent);
+            let claimed = free_at;
             free_at = done;
-            if Schedule::latency(due, sent, done) > slow {
+            if Schedule::latency(due, claimed, sent, done) > slow {
                 open_slow += 1;
             }
         }
@@ -95,7 +120,7 @@ mod tests {
         let mut closed_slow = 0;
         while now < Duration::from_secs(2) {
             let done = now + service(now);
-            if Schedule::latency(None, now, done) > slow {
+            if Schedule::latency(None, now, now, done) > slow {
                 closed_slow += 1;
             }
             now = done;

@@ -194,7 +194,8 @@ impl AppState {
             http,
             &settings.backend_url,
             AttemptMetrics::register(&mut registry),
-        );
+        )
+        .map_err(|err| anyhow::anyhow!("BACKEND_URL: {err}"))?;
         let stack_config = StackConfig {
             deadline: Duration::from_millis(settings.request_deadline_ms),
             attempt_timeout: settings.attempt_timeout(),
