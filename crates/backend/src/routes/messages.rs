@@ -12,7 +12,7 @@ use crate::domain::{IdempotencyKey, NewMessage, StoredMessage};
 use crate::error::ApiError;
 use crate::routes::extract::{LimitedBody, ValidQuery, require_json};
 use crate::routes::{admin, stream};
-use crate::store::{AppendOutcome, MAX_PAGE, StoreError};
+use crate::store::{AppendOutcome, MAX_PAGE, Page, StoreError};
 
 /// The request header naming one logical write.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -61,12 +61,22 @@ async fn create(
     }
 }
 
-/// `?after=ID&limit=N`.
+/// `?after=ID&before=ID&order=asc|desc&limit=N`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     after: Option<u64>,
+    before: Option<u64>,
+    order: Option<Order>,
     limit: Option<usize>,
+}
+
+/// Oldest first (the default: how followers catch up) or newest first (how people read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Order {
+    Asc,
+    Desc,
 }
 
 async fn list(
@@ -79,7 +89,13 @@ async fn list(
             "limit must be between 1 and {MAX_PAGE}"
         )));
     }
-    let messages = app.store.list(query.after.unwrap_or(0), limit).await?;
+    let page = Page {
+        after: query.after.unwrap_or(0),
+        before: query.before,
+        limit,
+        newest_first: query.order == Some(Order::Desc),
+    };
+    let messages = app.store.list(page).await?;
     // The stored JSON is spliced in as is: no decode and re-encode per message.
     let mut body =
         String::with_capacity(16 + messages.iter().map(|m| m.json.len() + 1).sum::<usize>());

@@ -23,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::routes::extract::ValidQuery;
-use crate::store::{MAX_PAGE, RawMessage, Store};
+use crate::store::{MAX_PAGE, Page, RawMessage, Store};
 
 /// Events buffered per subscriber before back-pressure reaches the pump.
 const SUBSCRIBER_BUFFER: usize = 64;
@@ -126,7 +126,7 @@ impl Pump {
     /// subscriber is gone or Redis failed (the client reconnects with `Last-Event-ID`).
     async fn catch_up(&self, mut after: u64) -> Option<u64> {
         loop {
-            let page = match self.store.list(after, MAX_PAGE).await {
+            let page = match self.store.list(Page::after(after, MAX_PAGE)).await {
                 Ok(page) => page,
                 Err(err) => {
                     tracing::warn!(error = %err, "live-update catch-up failed; ending the stream");

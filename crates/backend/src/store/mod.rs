@@ -38,6 +38,43 @@ use metrics::AppendLabels;
 /// Largest page a single read returns (the API's `limit` maximum).
 pub const MAX_PAGE: usize = 1_000;
 
+/// Which messages a read returns: ids strictly between `after` and `before`, oldest or newest
+/// first, at most `limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// Only ids above this (0: from the first).
+    pub after: u64,
+    /// Only ids below this (`None`: up to the last).
+    pub before: Option<u64>,
+    /// At most this many (clamped to 1..=[`MAX_PAGE`]).
+    pub limit: usize,
+    /// Newest first (a UI's first page and its "older" pages) instead of oldest first.
+    pub newest_first: bool,
+}
+
+impl Page {
+    /// Oldest first after `after`: how a follower catches up.
+    pub fn after(after: u64, limit: usize) -> Self {
+        Self {
+            after,
+            before: None,
+            limit,
+            newest_first: false,
+        }
+    }
+
+    /// Whether no id can lie strictly between the bounds.
+    fn is_empty(&self) -> bool {
+        self.before
+            .is_some_and(|before| before <= self.after.saturating_add(1))
+    }
+
+    /// Whether `id` lies strictly between the bounds.
+    pub fn contains(&self, id: u64) -> bool {
+        id > self.after && self.before.is_none_or(|before| id < before)
+    }
+}
+
 /// A message as stored: its id and its exact JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawMessage {
@@ -180,29 +217,43 @@ impl Store {
         outcome
     }
 
-    /// Messages with ids above `after`, ascending, at most `limit` (≤ [`MAX_PAGE`]).
-    pub async fn list(&self, after: u64, limit: usize) -> Result<Vec<RawMessage>, StoreError> {
-        let limit = limit.clamp(1, MAX_PAGE);
+    /// The messages `page` selects (at most [`MAX_PAGE`]).
+    pub async fn list(&self, page: Page) -> Result<Vec<RawMessage>, StoreError> {
+        let page = Page {
+            limit: page.limit.clamp(1, MAX_PAGE),
+            ..page
+        };
+        if page.is_empty() {
+            return Ok(Vec::new());
+        }
         let inner = &*self.inner;
         if inner.strategy == AppendStrategy::Naive {
-            return strategy::naive::list(inner, after, limit).await;
+            return strategy::naive::list(inner, page).await;
         }
-        let start = if after == 0 {
+        let low = if page.after == 0 {
             "-".to_owned()
         } else {
-            format!("({after}-0")
+            format!("({}-0", page.after)
+        };
+        let high = page
+            .before
+            .map_or_else(|| "+".to_owned(), |before| format!("({before}-0"));
+        let (command, from, to) = if page.newest_first {
+            ("XREVRANGE", high, low)
+        } else {
+            ("XRANGE", low, high)
         };
         let mut conn = inner.conn.clone();
         let entries: Vec<(String, Vec<String>)> = inner
             .hop
             .call(
                 "xrange",
-                redis::cmd("XRANGE")
+                redis::cmd(command)
                     .arg(&inner.keys.log)
-                    .arg(start)
-                    .arg("+")
+                    .arg(from)
+                    .arg(to)
                     .arg("COUNT")
-                    .arg(limit)
+                    .arg(page.limit)
                     .query_async(&mut conn),
             )
             .await?;

@@ -10,6 +10,7 @@ mod fencing;
 mod idempotency;
 mod outages;
 mod overload;
+mod paging;
 mod settings;
 mod stream;
 mod validation;

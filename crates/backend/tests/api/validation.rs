@@ -183,6 +183,8 @@ async fn invalid_list_queries_are_refused() {
         ("?limit=1001", 400),
         ("?limit=-1", 400),
         ("?after=abc", 400),
+        ("?order=newest", 400),
+        ("?before=-3", 400),
         ("?after=1&bogus=2", 400),
         ("?after=0&limit=1000", 200),
         ("", 200),

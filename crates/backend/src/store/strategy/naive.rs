@@ -7,7 +7,7 @@
 
 use crate::domain::IdempotencyKey;
 use crate::domain::message::{StoredMessage, stored_json};
-use crate::store::{AppendOutcome, Inner, RawMessage, StoreError, raw_message};
+use crate::store::{AppendOutcome, Inner, Page, RawMessage, StoreError, raw_message};
 
 async fn read_all(store: &Inner) -> Result<Vec<StoredMessage>, StoreError> {
     let mut conn = store.conn.clone();
@@ -85,16 +85,18 @@ pub(crate) async fn append(
     Ok(AppendOutcome::Created(RawMessage { id, json }))
 }
 
-pub(crate) async fn list(
-    store: &Inner,
-    after: u64,
-    limit: usize,
-) -> Result<Vec<RawMessage>, StoreError> {
-    read_all(store)
+pub(crate) async fn list(store: &Inner, page: Page) -> Result<Vec<RawMessage>, StoreError> {
+    let mut messages: Vec<_> = read_all(store)
         .await?
         .into_iter()
-        .filter(|message| message.id > after)
-        .take(limit)
+        .filter(|message| page.contains(message.id))
+        .collect();
+    if page.newest_first {
+        messages.reverse();
+    }
+    messages
+        .into_iter()
+        .take(page.limit)
         .map(|message| {
             let json = serde_json::to_string(&message)
                 .map_err(|err| StoreError::Corrupt(format!("encoding a message: {err}")))?;
