@@ -4,7 +4,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-.PHONY: help fmt fmt-check lint test build run run-backend run-client bench ci
+.PHONY: help fmt fmt-check lint test test-rust test-ui build run run-backend run-client bench ci
 
 help: ## list the targets
 	@echo "usage: make TARGET [VAR=value ...]"
@@ -21,12 +21,22 @@ fmt-check: ## fail if the code is not formatted
 lint: ## clippy on every target, warnings are errors
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-test: ## every test (needs redis-server on PATH)
+test: test-rust test-ui ## every test (needs redis-server, chromium and node on PATH)
+
+test-rust: ## the Rust tests (unit and black-box; needs redis-server)
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  echo "make test: redis-server is not on PATH; the tests start their own." >&2; \
 	  echo "Install it (Debian: apt-get install -y redis-server) and run make test again." >&2; \
 	  exit 1; }
 	cargo test --workspace --locked
+
+test-ui: ## the UI in Debian's chromium (playwright-core) against a real client, backend, Redis
+	@command -v chromium >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
+	  echo "make test-ui: needs chromium and node/npm (Debian: apt-get install -y chromium)." >&2; \
+	  exit 1; }
+	cargo build --locked -p guestbook-backend -p guestbook-client
+	npm ci --prefix tests/ui --no-audit --no-fund --loglevel=error
+	cd tests/ui && node --test --test-concurrency=1 guestbook.test.mjs
 
 build: ## release build
 	cargo build --release --locked

@@ -25,7 +25,7 @@ use crate::middleware::circuit_breaker::{Breaker, State as CircuitState};
 use crate::middleware::retry::{RetryConfig, RetryMetrics, RetryPolicy};
 use crate::routes::fetch::Remembered;
 use crate::routes::load::LoadGenerator;
-use crate::routes::{fetch, load, proxy, status};
+use crate::routes::{fetch, load, proxy, security_headers, status};
 use crate::settings::Settings;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -255,6 +255,7 @@ pub fn app(state: AppState, frontend: &std::path::Path) -> Router {
             metrics,
             metrics::track,
         ))
+        .layer(axum::middleware::from_fn(security_headers::add))
         .layer(telemetry::trace_layer())
         .layer(telemetry::propagate_request_id_layer())
         .layer(telemetry::set_request_id_layer())

@@ -3,4 +3,5 @@
 pub mod fetch;
 pub mod load;
 pub mod proxy;
+pub mod security_headers;
 pub mod status;

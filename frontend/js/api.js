@@ -1,0 +1,58 @@
+// Calls to the client service's /api (proxied to the backend through retries and a circuit
+// breaker). Every call has a time limit; failures become ServiceError with a kind the page
+// can explain to a person.
+
+const TIMEOUT_MS = 10000;
+
+export class ServiceError extends Error {
+  /**
+   * @param {"circuit-open" | "unavailable" | "invalid" | "offline"} kind
+   * @param {string} message
+   */
+  constructor(kind, message) {
+    super(message);
+    this.kind = kind;
+  }
+}
+
+async function call(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, { ...options, signal: AbortSignal.timeout(TIMEOUT_MS) });
+  } catch {
+    throw new ServiceError("offline", "The guestbook could not be reached.");
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    // A proxy's HTML error page, say: the status alone decides.
+  }
+  if (response.ok) return body;
+  const detail = body && typeof body.error === "string" ? body.error : `status ${response.status}`;
+  if (detail === "circuit-open") throw new ServiceError("circuit-open", detail);
+  if (response.status >= 500 || response.status === 429) throw new ServiceError("unavailable", detail);
+  throw new ServiceError("invalid", detail);
+}
+
+/** The newest messages, newest first; with `before`, the ones older than that id. */
+export function listMessages({ before, limit }) {
+  const query = new URLSearchParams({ order: "desc", limit: String(limit) });
+  if (before !== undefined) query.set("before", String(before));
+  return call(`/api/messages?${query}`).then((body) => body.messages);
+}
+
+/** Messages newer than `after`, oldest first. */
+export function listNewer(after, limit) {
+  const query = new URLSearchParams({ after: String(after), limit: String(limit) });
+  return call(`/api/messages?${query}`).then((body) => body.messages);
+}
+
+/** Posts a message; the same key with the same content never makes a second one. */
+export function postMessage(author, text, idempotencyKey) {
+  return call("/api/messages", {
+    method: "POST",
+    headers: { "content-type": "application/json", "idempotency-key": idempotencyKey },
+    body: JSON.stringify({ author, text }),
+  });
+}

@@ -1,0 +1,246 @@
+// The guestbook UI in Debian's chromium (playwright-core, no downloaded browser), against a
+// real client, backend and redis-server on loopback. Run with `make test-ui` (part of
+// `make test`).
+
+import { after, before, beforeEach, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+import { allMessages, clearMessages, postMessage, startStack } from "./stack.mjs";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const SHOTS = path.join(ROOT, "target", "ui-screenshots");
+// Generous: a functional bound for slow CI machines, not a speed measurement.
+const SEEN = { timeout: 10000 };
+
+let browser;
+let stack;
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  stack = await startStack();
+});
+
+after(async () => {
+  await browser?.close();
+  await stack?.stop();
+});
+
+beforeEach(async () => {
+  await clearMessages(stack.backend.url);
+});
+
+/** A page on the guestbook whose script errors fail the test. */
+async function openPage(context = null, viewport = { width: 1280, height: 800 }) {
+  const owned = context === null;
+  const ctx = context ?? (await browser.newContext({ viewport }));
+  const page = await ctx.newPage();
+  const errors = [];
+  page.on("pageerror", (err) => errors.push(err.message));
+  page.on("dialog", (dialog) => {
+    errors.push(`a dialog opened: ${dialog.message()}`);
+    dialog.dismiss();
+  });
+  await page.goto(stack.clientUrl);
+  await page.locator("#messages").waitFor({ state: "attached" });
+  return { page, errors, close: () => (owned ? ctx.close() : page.close()) };
+}
+
+const item = (page, text) => page.locator("#messages .message .body", { hasText: text });
+
+async function sign(page, author, text) {
+  await page.getByLabel("Your name").fill(author);
+  await page.getByLabel("Message", { exact: true }).fill(text);
+}
+
+describe("the guestbook page", () => {
+  test("John and Mary post at the same moment from two browsers, and both see both", async () => {
+    const john = await openPage();
+    const mary = await openPage();
+    await sign(john.page, "John", "Hello from John");
+    await sign(mary.page, "Mary", "Hello from Mary");
+
+    await Promise.all([
+      john.page.getByRole("button", { name: "Post message" }).click(),
+      mary.page.getByRole("button", { name: "Post message" }).click(),
+    ]);
+
+    for (const { page } of [john, mary]) {
+      await item(page, "Hello from John").waitFor(SEEN);
+      await item(page, "Hello from Mary").waitFor(SEEN);
+      assert.equal(await page.locator("#messages .message").count(), 2);
+    }
+    const stored = await allMessages(stack.clientUrl);
+    assert.deepEqual(stored.map((m) => m.text).sort(), ["Hello from John", "Hello from Mary"]);
+    assert.deepEqual([...john.errors, ...mary.errors], []);
+    await john.close();
+    await mary.close();
+  });
+
+  test("a message posted through the API, on another replica, appears without a reload", async () => {
+    const { page, errors, close } = await openPage();
+    await page.locator("#empty").waitFor({ state: "visible", ...SEEN });
+    // Through the other backend: the page's client talks to the first one.
+    await postMessage(stack.other.url, "Ann", "Posted elsewhere");
+    await item(page, "Posted elsewhere").waitFor(SEEN);
+    assert.equal(await page.locator("#messages .message .author").first().textContent(), "Ann");
+    assert.match(await page.locator("#announcer").textContent(), /New message from Ann: Posted elsewhere/);
+    assert.deepEqual(errors, []);
+    await close();
+  });
+
+  test("markup in messages is shown as text and never runs", async () => {
+    const { page, errors, close } = await openPage();
+    const script = "<script>alert(1)</script>";
+    const image = '<img src=x onerror="window.__pwned = 1; alert(2)">';
+    await postMessage(stack.clientUrl, "<b>Mallory</b>", script);
+    await postMessage(stack.clientUrl, "Mallory", image);
+    // One through the form too.
+    await sign(page, "Mallory", "<svg onload=alert(3)>");
+    await page.getByRole("button", { name: "Post message" }).click();
+
+    for (const text of [script, image, "<svg onload=alert(3)>"]) {
+      await page.locator("#messages .message .body").filter({ hasText: text }).waitFor(SEEN);
+    }
+    assert.equal(await page.locator("#messages img, #messages script, #messages svg, #messages b").count(), 0);
+    assert.equal(await page.locator("#messages .author", { hasText: "<b>Mallory</b>" }).count(), 1);
+    assert.equal(await page.evaluate(() => window.__pwned), undefined);
+    assert.deepEqual(errors, []);
+
+    const answer = await fetch(stack.clientUrl);
+    const csp = answer.headers.get("content-security-policy") ?? "";
+    assert.match(csp, /script-src 'self'(;|$)/);
+    assert.doesNotMatch(csp, /unsafe-inline/);
+    assert.equal(answer.headers.get("x-content-type-options"), "nosniff");
+    await close();
+  });
+
+  test("a double submit, and a retry after a lost answer, make one message", async () => {
+    const { page, errors, close } = await openPage();
+    await sign(page, "Dee", "Only once");
+    await page.evaluate(() => {
+      const form = document.getElementById("message-form");
+      form.requestSubmit();
+      form.requestSubmit();
+    });
+    await item(page, "Only once").waitFor(SEEN);
+    await page.getByRole("status").filter({ hasText: "Posted." }).waitFor(SEEN);
+
+    // The next post reaches the server, but its answer is lost on the way back.
+    let lost = 0;
+    await page.route("**/api/messages", async (route) => {
+      if (route.request().method() === "POST" && lost === 0) {
+        lost += 1;
+        await route.fetch();
+        await route.abort("connectionreset");
+      } else {
+        await route.continue();
+      }
+    });
+    await sign(page, "Dee", "Lost answer");
+    await page.getByRole("button", { name: "Post message" }).click();
+    await page.getByText("Not posted").waitFor(SEEN);
+    assert.equal(await page.getByLabel("Message", { exact: true }).inputValue(), "Lost answer");
+    await page.getByRole("button", { name: "Post message" }).dblclick();
+    await page.getByRole("status").filter({ hasText: "Posted." }).waitFor(SEEN);
+
+    const stored = await allMessages(stack.clientUrl);
+    assert.equal(stored.filter((m) => m.text === "Only once").length, 1);
+    assert.equal(stored.filter((m) => m.text === "Lost answer").length, 1);
+    assert.equal(lost, 1);
+    assert.equal(await item(page, "Lost answer").count(), 1);
+    assert.deepEqual(errors, []);
+    await close();
+  });
+
+  test("the form explains bad input beside the field and sends nothing", async () => {
+    const { page, close } = await openPage();
+    await sign(page, "x".repeat(65), "   ");
+    await page.getByRole("button", { name: "Post message" }).click();
+    assert.equal(await page.locator("#author-error").textContent(), "Your name can be at most 64 characters.");
+    assert.equal(await page.locator("#text-error").textContent(), "Please write a message.");
+    assert.equal(await page.getByLabel("Your name").getAttribute("aria-invalid"), "true");
+    assert.equal(await page.evaluate(() => document.activeElement?.id), "author");
+    assert.deepEqual(await allMessages(stack.clientUrl), []);
+    await close();
+  });
+
+  test("keyboard only: tab to the fields, post with Ctrl+Enter", async () => {
+    const { page, close } = await openPage();
+    await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate(() => document.activeElement?.className), "skip");
+    await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate(() => document.activeElement?.id), "author");
+    await page.keyboard.type("Kim");
+    await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate(() => document.activeElement?.id), "text");
+    await page.keyboard.type("Typed without a mouse");
+    await page.keyboard.press("Control+Enter");
+    await item(page, "Typed without a mouse").waitFor(SEEN);
+    await close();
+  });
+
+  test("older messages load on demand, newest first, without duplicates", async () => {
+    for (let i = 1; i <= 25; i += 1) await postMessage(stack.other.url, "Bo", `note ${i}`);
+    const { page, close } = await openPage();
+    await item(page, "note 25").waitFor(SEEN);
+    assert.equal(await page.locator("#messages .message").count(), 20);
+    await page.getByRole("button", { name: "Show older messages" }).click();
+    await item(page, "note 1").filter({ hasText: /^note 1$/ }).waitFor(SEEN);
+    const texts = await page.locator("#messages .message .body").allTextContents();
+    assert.deepEqual(texts, Array.from({ length: 25 }, (_, i) => `note ${25 - i}`));
+    assert.ok(await page.getByRole("button", { name: "Show older messages" }).isHidden());
+    await close();
+  });
+
+  test("screenshots at desktop and phone width", async () => {
+    await postMessage(stack.clientUrl, "Ada", "The guestbook survives parallel writes.");
+    await postMessage(stack.clientUrl, "Grace", "And the circuit breaker keeps the client calm.\nLine two.");
+    mkdirSync(SHOTS, { recursive: true });
+    for (const [name, viewport] of [["desktop", { width: 1280, height: 800 }], ["phone", { width: 390, height: 844 }]]) {
+      const { page, close } = await openPage(null, viewport);
+      await item(page, "Line two.").waitFor(SEEN);
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 0, `${name}: the page is ${overflow}px wider than the screen`);
+      await page.screenshot({ path: path.join(SHOTS, `guestbook-${name}.png`), fullPage: true });
+      await close();
+    }
+  });
+});
+
+describe("when the backend fails", () => {
+  test("a calm banner, the typed text kept, and recovery without a reload, missing nothing", async () => {
+    const { page, errors, close } = await openPage();
+    await postMessage(stack.clientUrl, "Eve", "before the outage");
+    await item(page, "before the outage").waitFor(SEEN);
+
+    await stack.backend.kill();
+    await page.locator("#banner").waitFor({ state: "visible", ...SEEN });
+    await sign(page, "Eve", "typed during the outage");
+    await page.getByRole("button", { name: "Post message" }).click();
+    await page.getByText("Not posted").waitFor(SEEN);
+    assert.equal(await page.getByLabel("Message", { exact: true }).inputValue(), "typed during the outage");
+    assert.match(await page.locator("#banner").textContent(), /Your text is kept|reconnects/);
+
+    // Meanwhile another replica keeps taking messages.
+    await postMessage(stack.other.url, "Fay", "posted on another replica while ours was down");
+
+    await stack.backend.start();
+    await page.locator("#banner").waitFor({ state: "hidden", timeout: 30000 });
+    await item(page, "posted on another replica while ours was down").waitFor(SEEN);
+    await page.getByRole("button", { name: "Post message" }).click();
+    await item(page, "typed during the outage").waitFor({ timeout: 30000 });
+
+    const shown = await page.locator("#messages .message .body").allTextContents();
+    assert.deepEqual(shown, ["typed during the outage", "posted on another replica while ours was down", "before the outage"]);
+    assert.equal((await allMessages(stack.clientUrl)).length, 3);
+    assert.deepEqual(errors, []);
+    await close();
+  });
+});
