@@ -48,6 +48,21 @@ pub struct Settings {
     #[arg(long, env = "IDEMPOTENCY_TTL_SECS", default_value_t = 86_400)]
     pub idempotency_ttl_secs: u64,
 
+    /// Read replica for listing and for live-update catch-up; the primary serves reads when
+    /// it is down. Unset: every read goes to the primary.
+    #[arg(long, env = "REDIS_REPLICA_URL")]
+    pub redis_replica_url: Option<String>,
+
+    /// Replicas that must confirm an append (Redis WAIT) before it is acknowledged; 0 acknowledges
+    /// once the primary has it.
+    #[arg(long, env = "REDIS_MIN_REPLICAS_ACK", default_value_t = 0)]
+    pub redis_min_replicas_ack: u32,
+
+    /// Longest wait for those confirmations, in milliseconds; past it the append answers 503
+    /// (it is on the primary: a retry with the same Idempotency-Key waits again, never writes twice).
+    #[arg(long, env = "REDIS_WAIT_TIMEOUT_MS", default_value_t = 500)]
+    pub redis_wait_timeout_ms: u64,
+
     /// Time limit of every Redis call, in milliseconds; past it the request answers 503.
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 1_000)]
     pub redis_timeout_ms: u64,
@@ -139,6 +154,21 @@ impl Validate for Settings {
             .is_some_and(|token| token.len() < 16)
         {
             return Err("ADMIN_TOKEN must be at least 16 characters".into());
+        }
+        if let Some(url) = &self.redis_replica_url {
+            if url.starts_with("rediss://") {
+                return Err(
+                    "REDIS_REPLICA_URL: TLS (rediss://) is not supported by this build yet".into(),
+                );
+            }
+            redis::Client::open(url.as_str())
+                .map_err(|err| format!("REDIS_REPLICA_URL is not a Redis URL: {err}"))?;
+        }
+        if self.redis_min_replicas_ack > 16 {
+            return Err("REDIS_MIN_REPLICAS_ACK must be between 0 and 16".into());
+        }
+        if !(1..=60_000).contains(&self.redis_wait_timeout_ms) {
+            return Err("REDIS_WAIT_TIMEOUT_MS must be between 1 and 60000".into());
         }
         if self.max_messages == 0 {
             return Err("MAX_MESSAGES must be at least 1".into());

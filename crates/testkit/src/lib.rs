@@ -19,6 +19,8 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     appendonly: bool,
+    /// `Some(port)`: a replica of the primary on that port.
+    replica_of: Option<u16>,
 }
 
 impl RedisServer {
@@ -33,16 +35,55 @@ impl RedisServer {
         Self::launch(true).await
     }
 
+    /// Starts a replica of `primary` and waits until its replication link is up.
+    pub async fn start_replica_of(primary: &RedisServer) -> Self {
+        let mut server = Self::new(false, Some(primary.port));
+        server.spawn().await;
+        server.wait_for_link().await;
+        server
+    }
+
     async fn launch(appendonly: bool) -> Self {
-        let dir = tempfile::tempdir().expect("a temporary directory for Redis");
-        let mut server = Self {
-            child: None,
-            port: free_port(),
-            dir,
-            appendonly,
-        };
+        let mut server = Self::new(appendonly, None);
         server.spawn().await;
         server
+    }
+
+    fn new(appendonly: bool, replica_of: Option<u16>) -> Self {
+        Self {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("a temporary directory for Redis"),
+            appendonly,
+            replica_of,
+        }
+    }
+
+    /// Waits until this replica reports `master_link_status:up`.
+    pub async fn wait_for_link(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut conn = self.connection().await;
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut conn)
+                .await
+                .expect("INFO answers");
+            if info.contains("master_link_status:up") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica on port {} never linked",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     async fn spawn(&mut self) {
@@ -58,6 +99,17 @@ impl RedisServer {
             .args(["--appendonly", if self.appendonly { "yes" } else { "no" }])
             .args(["--appendfsync", "always", "--dir"])
             .arg(self.dir.path())
+            .args(
+                self.replica_of
+                    .map(|port| {
+                        vec![
+                            "--replicaof".to_owned(),
+                            "127.0.0.1".to_owned(),
+                            port.to_string(),
+                        ]
+                    })
+                    .unwrap_or_default(),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

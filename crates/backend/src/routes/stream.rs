@@ -126,7 +126,11 @@ impl Pump {
     /// subscriber is gone or Redis failed (the client reconnects with `Last-Event-ID`).
     async fn catch_up(&self, mut after: u64) -> Option<u64> {
         loop {
-            let page = match self.store.list(Page::after(after, MAX_PAGE)).await {
+            let page = match self
+                .store
+                .list_from_primary(Page::after(after, MAX_PAGE))
+                .await
+            {
                 Ok(page) => page,
                 Err(err) => {
                     tracing::warn!(error = %err, "live-update catch-up failed; ending the stream");

@@ -35,6 +35,17 @@ pub enum StoreError {
     /// No pooled connection could be had in time.
     #[error("no Redis connection available: {0}")]
     Pool(String),
+    /// The append is on the primary, but fewer replicas than `REDIS_MIN_REPLICAS_ACK`
+    /// confirmed it within `REDIS_WAIT_TIMEOUT_MS`.
+    #[error("only {acked} of {wanted} replicas confirmed the write within {waited:?}")]
+    NotReplicated {
+        /// Replicas that confirmed.
+        acked: u32,
+        /// Replicas required.
+        wanted: u32,
+        /// How long it waited.
+        waited: Duration,
+    },
     /// Redis holds something this program did not write.
     #[error("unexpected data in Redis: {0}")]
     Corrupt(String),
@@ -59,6 +70,7 @@ impl StoreError {
             Self::LockTimeout(_) => "lock_timeout",
             Self::Fenced { .. } => "fenced",
             Self::Pool(_) => "pool",
+            Self::NotReplicated { .. } => "not_replicated",
             Self::Corrupt(_) => "corrupt",
             Self::Redis(_) => "redis",
         }

@@ -17,6 +17,8 @@ pub struct Keys {
     pub fence_seen: String,
     /// The naive strategy's single serialized value (seed 000's design).
     pub naive: String,
+    /// Written before each `WAIT` (see `store::replication`); its value means nothing.
+    pub replication_fence: String,
 }
 
 impl Keys {
@@ -30,6 +32,7 @@ impl Keys {
             fence_seq: format!("{tag}:fence-seq"),
             fence_seen: format!("{tag}:fence-seen"),
             naive: format!("{tag}:naive"),
+            replication_fence: format!("{tag}:replication-fence"),
             tag,
         }
     }
@@ -58,6 +61,7 @@ mod tests {
             &keys.log,
             &keys.lock,
             &keys.fence_seq,
+            &keys.replication_fence,
             &keys.fence_seen,
             &keys.naive,
         ] {

@@ -36,6 +36,8 @@ pub struct StoreMetrics {
     pub lock_wait_seconds: Histogram,
     /// Writes refused because a newer lock holder had touched the data.
     pub fenced_writes: Counter,
+    /// Reads the replica failed that the primary answered instead.
+    pub replica_fallbacks: Counter,
 }
 
 fn redis_histogram() -> Histogram {
@@ -52,7 +54,13 @@ impl StoreMetrics {
             watch_conflicts: Counter::default(),
             lock_wait_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             fenced_writes: Counter::default(),
+            replica_fallbacks: Counter::default(),
         };
+        registry.register(
+            "redis_replica_read_fallbacks",
+            "Reads the replica could not serve (down, slow) that went to the primary",
+            metrics.replica_fallbacks.clone(),
+        );
         registry.register(
             "redis_call_duration_seconds",
             "Duration of Redis calls made by the backend, by operation",

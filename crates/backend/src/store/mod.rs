@@ -17,6 +17,8 @@ pub mod feed;
 pub mod hop;
 pub mod keys;
 pub mod metrics;
+mod pool;
+mod replication;
 pub mod strategy;
 
 use std::sync::Arc;
@@ -34,6 +36,7 @@ use crate::faults::Faults;
 use crate::settings::Settings;
 use hop::Hop;
 use metrics::AppendLabels;
+use replication::Replication;
 
 /// Largest page a single read returns (the API's `limit` maximum).
 pub const MAX_PAGE: usize = 1_000;
@@ -117,6 +120,10 @@ pub struct Store {
 pub(crate) struct Inner {
     pub(crate) client: redis::Client,
     pub(crate) conn: ConnectionManager,
+    /// `REDIS_REPLICA_URL`: where reads go first.
+    replica: Option<ConnectionManager>,
+    /// `REDIS_MIN_REPLICAS_ACK` above 0.
+    replication: Option<Replication>,
     pub(crate) pool: Option<deadpool_redis::Pool>,
     pub(crate) hop: Hop,
     pub(crate) keys: Keys,
@@ -145,11 +152,32 @@ impl Store {
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .map_err(StoreError::Redis)?;
+        let replica = match &settings.redis_replica_url {
+            Some(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(StoreError::Redis)?;
+                Some(
+                    ConnectionManager::new_lazy_with_config(client, config)
+                        .map_err(StoreError::Redis)?,
+                )
+            }
+            None => None,
+        };
         let pool = match settings.append_strategy {
-            AppendStrategy::Watch => Some(strategy::watch::pool(settings)?),
+            AppendStrategy::Watch => Some(pool::dedicated(settings)?),
             _ => None,
+        };
+        let keys = Keys::new(&settings.guestbook_name);
+        let replication = match settings.redis_min_replicas_ack {
+            0 => None,
+            replicas => Some(Replication::new(
+                pool::dedicated(settings)?,
+                replicas,
+                Duration::from_millis(settings.redis_wait_timeout_ms),
+                keys.replication_fence.clone(),
+                timeout,
+            )),
         };
         let limits = AppendLimits {
             max_messages: settings.max_messages,
@@ -162,9 +190,11 @@ impl Store {
             inner: Arc::new(Inner {
                 client,
                 conn,
+                replica,
+                replication,
                 pool,
                 hop: Hop::new(faults, timeout, metrics.clone()),
-                keys: Keys::new(&settings.guestbook_name),
+                keys,
                 strategy: settings.append_strategy,
                 limits,
                 metrics,
@@ -201,6 +231,11 @@ impl Store {
             AppendStrategy::Lock => strategy::lock::append(inner, &tail, key).await,
             AppendStrategy::Naive => strategy::naive::append(inner, &tail, key).await,
         };
+        // A replayed key is confirmed too: its first answer may have been this very 503.
+        let outcome = match (outcome, &inner.replication) {
+            (Ok(appended), Some(replication)) => replication.confirm().await.map(|()| appended),
+            (outcome, _) => outcome,
+        };
         let label = match &outcome {
             Ok(AppendOutcome::Created(_)) => "created",
             Ok(AppendOutcome::Existing(_)) => "replayed",
@@ -217,8 +252,20 @@ impl Store {
         outcome
     }
 
-    /// The messages `page` selects (at most [`MAX_PAGE`]).
+    /// The messages `page` selects (at most [`MAX_PAGE`]), from the replica when there is one
+    /// (it may lag the primary by a little; the primary answers when it is down).
     pub async fn list(&self, page: Page) -> Result<Vec<RawMessage>, StoreError> {
+        self.read(page, true).await
+    }
+
+    /// The same, always from the primary. Live-update catch-up uses this: a lagging replica
+    /// would end the catch-up short of messages appended before the subscription, which the
+    /// live feed never carries, leaving a gap.
+    pub async fn list_from_primary(&self, page: Page) -> Result<Vec<RawMessage>, StoreError> {
+        self.read(page, false).await
+    }
+
+    async fn read(&self, page: Page, prefer_replica: bool) -> Result<Vec<RawMessage>, StoreError> {
         let page = Page {
             limit: page.limit.clamp(1, MAX_PAGE),
             ..page
@@ -243,20 +290,43 @@ impl Store {
         } else {
             ("XRANGE", low, high)
         };
-        let mut conn = inner.conn.clone();
-        let entries: Vec<(String, Vec<String>)> = inner
-            .hop
-            .call(
-                "xrange",
-                redis::cmd(command)
-                    .arg(&inner.keys.log)
-                    .arg(from)
-                    .arg(to)
-                    .arg("COUNT")
-                    .arg(page.limit)
-                    .query_async(&mut conn),
-            )
-            .await?;
+        let mut read = redis::cmd(command);
+        read.arg(&inner.keys.log)
+            .arg(from)
+            .arg(to)
+            .arg("COUNT")
+            .arg(page.limit);
+        let replica = inner.replica.as_ref().filter(|_| prefer_replica);
+        let entries: Vec<(String, Vec<String>)> = match replica {
+            Some(replica) => {
+                let mut conn = replica.clone();
+                match inner
+                    .hop
+                    .call("xrange_replica", read.query_async(&mut conn))
+                    .await
+                {
+                    Ok(entries) => entries,
+                    Err(err) if err.is_transient() => {
+                        // The replica is down or slow: the primary answers instead.
+                        tracing::debug!(error = %err, "replica read failed; reading the primary");
+                        inner.metrics.replica_fallbacks.inc();
+                        let mut conn = inner.conn.clone();
+                        inner
+                            .hop
+                            .call("xrange", read.query_async(&mut conn))
+                            .await?
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+            None => {
+                let mut conn = inner.conn.clone();
+                inner
+                    .hop
+                    .call("xrange", read.query_async(&mut conn))
+                    .await?
+            }
+        };
         entries
             .into_iter()
             .map(|(id, fields)| log_entry(&id, fields))

@@ -11,6 +11,7 @@ mod idempotency;
 mod outages;
 mod overload;
 mod paging;
+mod replication;
 mod settings;
 mod stream;
 mod validation;

@@ -17,34 +17,15 @@
 
 use std::time::Duration;
 
-use deadpool_redis::{Connection, Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::Connection;
 
 use crate::domain::IdempotencyKey;
 use crate::domain::message::stored_json;
-use crate::settings::Settings;
 use crate::store::strategy::full_jitter;
 use crate::store::{AppendOutcome, Inner, RawMessage, StoreError, raw_message};
 
 const BACKOFF_BASE: Duration = Duration::from_micros(500);
 const BACKOFF_CAP: Duration = Duration::from_millis(25);
-
-/// The bounded pool of dedicated connections.
-pub(crate) fn pool(settings: &Settings) -> Result<Pool, StoreError> {
-    let timeout = Some(settings.redis_timeout());
-    let mut config = deadpool_redis::Config::from_url(settings.redis_url.as_str());
-    config.pool = Some(PoolConfig {
-        max_size: settings.redis_pool_size,
-        timeouts: Timeouts {
-            wait: timeout,
-            create: timeout,
-            recycle: timeout,
-        },
-        ..PoolConfig::default()
-    });
-    config
-        .create_pool(Some(Runtime::Tokio1))
-        .map_err(|err| StoreError::Pool(err.to_string()))
-}
 
 pub(crate) async fn append(
     store: &Inner,
