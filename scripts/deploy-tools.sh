@@ -10,6 +10,8 @@
 # Everything from PyPI lands in DEPLOY_TOOLS_DIR (default ~/.cache/guestbook-deploy-tools) and is
 # reused on the next run; `scripts/deploy-check.sh` puts DEPLOY_TOOLS_DIR/bin on PATH.
 # Idempotent: a second run installs nothing. Needs root for apt (CI runs as root).
+# kubectl (kustomize) is expected from the machine image, as TOOLING.md says; deploy-check says so
+# plainly if it is missing.
 set -euo pipefail
 
 TOOLS=${DEPLOY_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/guestbook-deploy-tools}
@@ -33,6 +35,9 @@ step() { printf -- '--> %s\n' "$*"; }
 missing=()
 command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+# Debian's python3 makes venvs only with python3-venv (ensurepip).
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if ((${#missing[@]} > 0)); then
   step "apt: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
