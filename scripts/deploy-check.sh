@@ -210,6 +210,13 @@ GUESTBOOK_CLIENT_URL=http://127.0.0.1:$client_port GUESTBOOK_BACKEND_URL=http://
   deploy/chaos/local-backend-failure.json >"$work/chaos.log" 2>&1 || true
 status=$(python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print(j["status"], j["deviated"])' "$work/journal.json")
 [[ $status == "completed False" ]] || { cat "$work/chaos.log"; die "chaos run: $status (want: completed, not deviated)"; }
-echo "chaos run: completed, steady state held before and after"
+# The method's probes are recorded, not judged, by chaos: check that the circuit really opened.
+"$TOOLS/venv/bin/python" - "$work/journal.json" <<'PY' || { cat "$work/chaos.log"; die "chaos run: the circuit never opened"; }
+import json, sys
+runs = {r["activity"]["name"]: r for r in json.load(open(sys.argv[1]))["run"]}
+body = runs["circuit-is-open"]["output"]["body"]
+sys.exit(0 if body.get("circuit_state") == "open" else f"circuit_state was {body.get('circuit_state')}")
+PY
+echo "chaos run: completed; steady state held before and after; the circuit opened in between"
 
 step "deploy-check passed"
