@@ -1,10 +1,11 @@
-# The task list. `make` (or `make help`) lists the targets; .ci/run calls fmt-check, lint, test.
+# The task list. `make` (or `make help`) lists the targets; .ci/run calls fmt-check, lint, test,
+# deploy-check.
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-.PHONY: help fmt fmt-check lint test test-rust test-ui build run run-backend run-client bench ci
+.PHONY: help fmt fmt-check lint test test-rust test-ui build run run-backend run-client bench ci deploy-tools deploy-check
 
 help: ## list the targets
 	@echo "usage: make TARGET [VAR=value ...]"
@@ -56,4 +57,10 @@ bench: build ## every benchmark; a full run rewrites BENCHMARKS.md
 	python3 scripts/bench_backpressure.py
 	python3 scripts/bench_client.py
 
-ci: fmt-check lint test ## what .ci/run checks
+deploy-tools: ## install the deployment checkers (apt + a venv in ~/.cache; needs root)
+	scripts/deploy-tools.sh
+
+deploy-check: ## lint and validate Dockerfiles, compose, kustomize, helm, chaos; live HPA-metric check
+	scripts/deploy-check.sh
+
+ci: fmt-check lint test deploy-check ## what .ci/run checks
