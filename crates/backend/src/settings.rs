@@ -20,7 +20,9 @@ pub struct Settings {
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
     pub listen_addr: SocketAddr,
 
-    /// Redis primary (writes). TLS (`rediss://`) is not built in yet.
+    /// Redis primary (writes). `rediss://` for TLS (the server's certificate is checked against
+    /// the system's roots, or the PEM file named by SSL_CERT_FILE); `redis://user:password@...`
+    /// for AUTH or an ACL user.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
 
@@ -143,9 +145,6 @@ impl Validate for Settings {
                         set ALLOW_UNSAFE=true to run it anyway"
                 .into());
         }
-        if self.redis_url.starts_with("rediss://") {
-            return Err("REDIS_URL: TLS (rediss://) is not supported by this build yet".into());
-        }
         redis::Client::open(self.redis_url.as_str())
             .map_err(|err| format!("REDIS_URL is not a Redis URL: {err}"))?;
         if self
@@ -156,11 +155,6 @@ impl Validate for Settings {
             return Err("ADMIN_TOKEN must be at least 16 characters".into());
         }
         if let Some(url) = &self.redis_replica_url {
-            if url.starts_with("rediss://") {
-                return Err(
-                    "REDIS_REPLICA_URL: TLS (rediss://) is not supported by this build yet".into(),
-                );
-            }
             redis::Client::open(url.as_str())
                 .map_err(|err| format!("REDIS_REPLICA_URL is not a Redis URL: {err}"))?;
         }

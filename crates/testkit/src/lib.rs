@@ -2,6 +2,7 @@
 //! a free loopback port, killed when dropped. Tests never touch the machine's Redis on 6379.
 
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,101 @@ pub struct RedisServer {
     appendonly: bool,
     /// `Some(port)`: a replica of the primary on that port.
     replica_of: Option<u16>,
+    /// TLS only, with an ACL user instead of the default user.
+    secured: Option<Secured>,
+}
+
+/// What a TLS server with an ACL user needs: a test CA, the server's key pair, the user.
+struct Secured {
+    ca_file: PathBuf,
+    ca_pem: Vec<u8>,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    user: String,
+    password: String,
+}
+
+impl Secured {
+    /// A fresh CA and a server certificate for 127.0.0.1 it signed, made by `openssl`.
+    fn create(dir: &Path, user: &str, password: &str) -> Self {
+        let openssl = |args: &[&str]| {
+            let status = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl must be installed");
+            assert!(status.success(), "openssl {args:?} failed");
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=guestbook test CA",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(dir.join("san.cnf"), "subjectAltName=IP:127.0.0.1\n")
+            .expect("write san.cnf");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.cnf",
+        ]);
+        let ca_file = dir.join("ca.pem");
+        Self {
+            ca_pem: std::fs::read(&ca_file).expect("read ca.pem"),
+            ca_file,
+            cert_file: dir.join("server.pem"),
+            key_file: dir.join("server.key"),
+            user: user.to_owned(),
+            password: password.to_owned(),
+        }
+    }
 }
 
 impl RedisServer {
@@ -33,6 +129,23 @@ impl RedisServer {
     /// acknowledged write survives kill -9.
     pub async fn start_durable() -> Self {
         Self::launch(true).await
+    }
+
+    /// Starts Redis that speaks only TLS (its certificate signed by a test CA, see
+    /// [`RedisServer::ca_file`]) and only to the ACL user `user` with `password`; the default
+    /// user is off.
+    pub async fn start_tls_with_user(user: &str, password: &str) -> Self {
+        let mut server = Self::new(false, None);
+        server.secured = Some(Secured::create(server.dir.path(), user, password));
+        server.spawn().await;
+        server
+    }
+
+    /// The PEM file of the CA that signed a TLS server's certificate.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.secured
+            .as_ref()
+            .map(|secured| secured.ca_file.as_path())
     }
 
     /// Starts a replica of `primary` and waits until its replication link is up.
@@ -56,6 +169,60 @@ impl RedisServer {
             dir: tempfile::tempdir().expect("a temporary directory for Redis"),
             appendonly,
             replica_of,
+            secured: None,
+        }
+    }
+
+    /// Arguments that make the server TLS-only with one ACL user.
+    fn security_args(&self) -> Vec<String> {
+        let Some(secured) = &self.secured else {
+            return vec!["--port".to_owned(), self.port.to_string()];
+        };
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        [
+            "--port",
+            "0",
+            "--tls-port",
+            &self.port.to_string(),
+            "--tls-cert-file",
+            &path(&secured.cert_file),
+            "--tls-key-file",
+            &path(&secured.key_file),
+            "--tls-ca-cert-file",
+            &path(&secured.ca_file),
+            "--tls-auth-clients",
+            "no",
+            "--user",
+            "default",
+            "off",
+            "--user",
+            &secured.user,
+            "on",
+            &format!(">{}", secured.password),
+            "~*",
+            "&*",
+            "+@all",
+        ]
+        .iter()
+        .map(|arg| (*arg).to_owned())
+        .collect()
+    }
+
+    /// A client for this server, trusting the test CA when it speaks TLS.
+    fn client(&self) -> redis::Client {
+        match &self.secured {
+            None => redis::Client::open(self.url()).expect("valid URL"),
+            Some(secured) => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                redis::Client::build_with_tls(
+                    self.url(),
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(secured.ca_pem.clone()),
+                    },
+                )
+                .expect("valid TLS settings")
+            }
         }
     }
 
@@ -88,14 +255,8 @@ impl RedisServer {
 
     async fn spawn(&mut self) {
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
+            .args(self.security_args())
+            .args(["--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", if self.appendonly { "yes" } else { "no" }])
             .args(["--appendfsync", "always", "--dir"])
             .arg(self.dir.path())
@@ -115,7 +276,7 @@ impl RedisServer {
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
         self.child = Some(child);
-        let client = redis::Client::open(self.url()).expect("valid URL");
+        let client = self.client();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(mut conn) = client.get_multiplexed_async_connection().await
@@ -135,9 +296,15 @@ impl RedisServer {
         }
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT`, or `rediss://USER:PASSWORD@127.0.0.1:PORT` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.secured {
+            None => format!("redis://127.0.0.1:{}", self.port),
+            Some(secured) => format!(
+                "rediss://{}:{}@127.0.0.1:{}",
+                secured.user, secured.password, self.port
+            ),
+        }
     }
 
     fn signal(&self, signal: &str) {
@@ -175,8 +342,7 @@ impl RedisServer {
 
     /// A connection for assertions made directly against Redis.
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .expect("valid URL")
+        self.client()
             .get_multiplexed_async_connection()
             .await
             .expect("test Redis reachable")

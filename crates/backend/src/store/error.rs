@@ -89,7 +89,12 @@ impl From<redis::RedisError> for StoreError {
                 "LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "READONLY" | "OOM"
             )
         );
+        // Credentials Redis refuses (a rotated password, a missing ACL user or permission) are
+        // the operator's to fix: 503 while they do, not 500, and never a crash.
+        let refused_credentials = matches!(err.kind(), ErrorKind::AuthenticationFailed)
+            || matches!(err.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"));
         if retryable
+            || refused_credentials
             || err.is_io_error()
             || err.is_connection_dropped()
             || err.is_connection_refusal()
@@ -112,6 +117,16 @@ mod tests {
     fn a_reply_cut_off_by_a_dying_server_is_transient() {
         let cut = redis::RedisError::from((redis::ErrorKind::Parse, "unexpected end of reply"));
         assert!(StoreError::from(cut).is_transient());
+    }
+
+    #[test]
+    fn refused_credentials_are_unavailability_not_corruption() {
+        let noauth = redis::RedisError::from((
+            redis::ErrorKind::AuthenticationFailed,
+            "NOAUTH",
+            "Authentication required.".to_owned(),
+        ));
+        assert!(StoreError::from(noauth).is_transient());
     }
 
     #[test]

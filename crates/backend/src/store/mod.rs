@@ -143,6 +143,9 @@ impl Store {
         faults: Arc<Faults>,
         metrics: StoreMetrics,
     ) -> Result<Self, StoreError> {
+        // rediss:// needs a process-wide rustls provider; redis-rs leaves the choice to us. An
+        // error means one is installed already (a second store in the same process).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = redis::Client::open(settings.redis_url.as_str()).map_err(StoreError::Redis)?;
         let timeout = settings.redis_timeout();
         let config = ConnectionManagerConfig::new()

@@ -14,4 +14,5 @@ mod paging;
 mod replication;
 mod settings;
 mod stream;
+mod tls;
 mod validation;
