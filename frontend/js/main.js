@@ -186,4 +186,6 @@ try {
   // See above: storage may be off.
 }
 updateCounts();
+submit.disabled = false;
+document.documentElement.dataset.ready = "true";
 start();

@@ -48,7 +48,8 @@ async function openPage(context = null, viewport = { width: 1280, height: 800 })
     dialog.dismiss();
   });
   await page.goto(stack.clientUrl);
-  await page.locator("#messages").waitFor({ state: "attached" });
+  // The script has wired the form (before that the button is disabled).
+  await page.locator("html[data-ready=true]").waitFor({ state: "attached", ...SEEN });
   return { page, errors, close: () => (owned ? ctx.close() : page.close()) };
 }
 
