@@ -191,6 +191,11 @@ impl Application {
                 .run(state.store.clone(), stop_tail.clone()),
         );
         let refresh = tokio::spawn(Arc::clone(&state.pressure).run(stop_tail.clone()));
+        let sentinels = {
+            let store = state.store.clone();
+            let stop = stop_tail.clone();
+            tokio::spawn(async move { store.follow_sentinels(stop).await })
+        };
         tracing::info!(
             addr = %listener.local_addr()?,
             strategy = state.store.strategy().as_str(),
@@ -209,6 +214,7 @@ impl Application {
         stop_tail.cancel();
         let _ = tail.await;
         let _ = refresh.await;
+        let _ = sentinels.await;
         served
     }
 }

@@ -55,6 +55,16 @@ pub struct Settings {
     #[arg(long, env = "REDIS_REPLICA_URL")]
     pub redis_replica_url: Option<String>,
 
+    /// Sentinels (`host:port`, comma-separated) that name the primary; when set, REDIS_URL's
+    /// host and port are replaced by theirs (its credentials, TLS and database are kept) and
+    /// a failover is followed without a restart.
+    #[arg(long, env = "REDIS_SENTINELS")]
+    pub redis_sentinels: Option<String>,
+
+    /// The primary's name in Sentinel's configuration.
+    #[arg(long, env = "REDIS_MASTER_NAME", default_value = "mymaster")]
+    pub redis_master_name: String,
+
     /// Replicas that must confirm an append (Redis WAIT) before it is acknowledged; 0 acknowledges
     /// once the primary has it.
     #[arg(long, env = "REDIS_MIN_REPLICAS_ACK", default_value_t = 0)]
@@ -128,6 +138,18 @@ impl Settings {
         settings
     }
 
+    /// `REDIS_SENTINELS` split into addresses (empty: no Sentinel).
+    pub fn sentinel_addresses(&self) -> Vec<String> {
+        self.redis_sentinels
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|address| !address.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// The per-call Redis time limit.
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
@@ -157,6 +179,17 @@ impl Validate for Settings {
         if let Some(url) = &self.redis_replica_url {
             redis::Client::open(url.as_str())
                 .map_err(|err| format!("REDIS_REPLICA_URL is not a Redis URL: {err}"))?;
+        }
+        for address in self.sentinel_addresses() {
+            let valid = address.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !valid {
+                return Err(format!("REDIS_SENTINELS: {address:?} is not host:port"));
+            }
+        }
+        if self.redis_master_name.trim().is_empty() {
+            return Err("REDIS_MASTER_NAME must not be empty".into());
         }
         if self.redis_min_replicas_ack > 16 {
             return Err("REDIS_MIN_REPLICAS_ACK must be between 0 and 16".into());

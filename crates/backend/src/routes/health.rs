@@ -16,9 +16,12 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn dependencies(State(app): State<AppState>) -> Json<Value> {
+    let address = app.store.primary_address();
     let primary = match app.store.ping().await {
-        Ok(rtt) => json!({"status": "up", "latency_ms": rtt.as_secs_f64() * 1e3}),
-        Err(err) => json!({"status": "down", "error": err.to_string()}),
+        Ok(rtt) => {
+            json!({"status": "up", "address": address, "latency_ms": rtt.as_secs_f64() * 1e3})
+        }
+        Err(err) => json!({"status": "down", "address": address, "error": err.to_string()}),
     };
     Json(json!({
         "redis_primary": primary,

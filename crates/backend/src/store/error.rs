@@ -46,6 +46,9 @@ pub enum StoreError {
         /// How long it waited.
         waited: Duration,
     },
+    /// Sentinel has not named a primary yet (or none of the sentinels answered).
+    #[error("no Redis primary known yet")]
+    NoPrimary,
     /// Redis holds something this program did not write.
     #[error("unexpected data in Redis: {0}")]
     Corrupt(String),
@@ -71,6 +74,7 @@ impl StoreError {
             Self::Fenced { .. } => "fenced",
             Self::Pool(_) => "pool",
             Self::NotReplicated { .. } => "not_replicated",
+            Self::NoPrimary => "no_primary",
             Self::Corrupt(_) => "corrupt",
             Self::Redis(_) => "redis",
         }

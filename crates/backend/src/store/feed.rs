@@ -108,8 +108,11 @@ impl Feed {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(limit))
             .set_response_timeout(None);
-        let mut conn = store
-            .client()
+        // Asked again on every reconnection: with Sentinel, the primary may have moved.
+        let client = store.client().map_err(|err| {
+            redis::RedisError::from((redis::ErrorKind::Io, "no primary", err.to_string()))
+        })?;
+        let mut conn = client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
         let log = &store.keys().log;

@@ -18,13 +18,15 @@ pub mod hop;
 pub mod keys;
 pub mod metrics;
 mod pool;
+mod primary;
 mod replication;
+mod sentinel;
 pub mod strategy;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 pub use error::StoreError;
 pub use keys::Keys;
@@ -36,7 +38,8 @@ use crate::faults::Faults;
 use crate::settings::Settings;
 use hop::Hop;
 use metrics::AppendLabels;
-use replication::Replication;
+use primary::{CurrentPrimary, PrimaryLinks, manager_config};
+use sentinel::Sentinel;
 
 /// Largest page a single read returns (the API's `limit` maximum).
 pub const MAX_PAGE: usize = 1_000;
@@ -118,13 +121,14 @@ pub struct Store {
 }
 
 pub(crate) struct Inner {
-    pub(crate) client: redis::Client,
-    pub(crate) conn: ConnectionManager,
+    /// The primary's connections; replaced when Sentinel names another primary.
+    primary: CurrentPrimary,
     /// `REDIS_REPLICA_URL`: where reads go first.
     replica: Option<ConnectionManager>,
-    /// `REDIS_MIN_REPLICAS_ACK` above 0.
-    replication: Option<Replication>,
-    pub(crate) pool: Option<deadpool_redis::Pool>,
+    /// `REDIS_SENTINELS`: where to ask for the primary.
+    pub(crate) sentinel: Option<Sentinel>,
+    /// What rebuilding the primary's links needs.
+    settings: Settings,
     pub(crate) hop: Hop,
     pub(crate) keys: Keys,
     pub(crate) strategy: AppendStrategy,
@@ -135,9 +139,30 @@ pub(crate) struct Inner {
     pub(crate) local_lock: tokio::sync::Mutex<()>,
 }
 
+impl Inner {
+    /// The current primary's links.
+    pub(crate) fn primary(&self) -> Result<Arc<PrimaryLinks>, StoreError> {
+        self.primary.get()
+    }
+
+    /// The shared multiplexed connection to the current primary.
+    pub(crate) fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        Ok(self.primary()?.conn.clone())
+    }
+
+    /// Points every connection at the primary at `url` (Sentinel named a new one).
+    pub(crate) fn switch_primary(&self, url: &str) -> Result<(), StoreError> {
+        let links = PrimaryLinks::new(url, &self.settings, &self.keys)?;
+        tracing::warn!(primary = %links.address, "following a new Redis primary");
+        self.primary.set(links);
+        Ok(())
+    }
+}
+
 impl Store {
     /// Builds the store. Connects lazily: a backend whose Redis is down still starts, stays
     /// live and ready (seed 004), and answers data requests with 503 until Redis returns.
+    /// With `REDIS_SENTINELS` no primary is known until [`Store::follow_sentinels`] asks.
     pub fn new(
         settings: &Settings,
         faults: Arc<Faults>,
@@ -146,41 +171,22 @@ impl Store {
         // rediss:// needs a process-wide rustls provider; redis-rs leaves the choice to us. An
         // error means one is installed already (a second store in the same process).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = redis::Client::open(settings.redis_url.as_str()).map_err(StoreError::Redis)?;
         let timeout = settings.redis_timeout();
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            // Reconnect attempts are cheap and bounded; each request's own timeout bounds its wait.
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(10))
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
-            .map_err(StoreError::Redis)?;
+        let keys = Keys::new(&settings.guestbook_name);
+        let sentinel = Sentinel::from_settings(settings);
+        let primary = CurrentPrimary::default();
+        if sentinel.is_none() {
+            primary.set(PrimaryLinks::new(&settings.redis_url, settings, &keys)?);
+        }
         let replica = match &settings.redis_replica_url {
             Some(url) => {
                 let client = redis::Client::open(url.as_str()).map_err(StoreError::Redis)?;
                 Some(
-                    ConnectionManager::new_lazy_with_config(client, config)
+                    ConnectionManager::new_lazy_with_config(client, manager_config(timeout))
                         .map_err(StoreError::Redis)?,
                 )
             }
             None => None,
-        };
-        let pool = match settings.append_strategy {
-            AppendStrategy::Watch => Some(pool::dedicated(settings)?),
-            _ => None,
-        };
-        let keys = Keys::new(&settings.guestbook_name);
-        let replication = match settings.redis_min_replicas_ack {
-            0 => None,
-            replicas => Some(Replication::new(
-                pool::dedicated(settings)?,
-                replicas,
-                Duration::from_millis(settings.redis_wait_timeout_ms),
-                keys.replication_fence.clone(),
-                timeout,
-            )),
         };
         let limits = AppendLimits {
             max_messages: settings.max_messages,
@@ -191,11 +197,10 @@ impl Store {
         };
         Ok(Self {
             inner: Arc::new(Inner {
-                client,
-                conn,
+                primary,
                 replica,
-                replication,
-                pool,
+                sentinel,
+                settings: settings.clone(),
                 hop: Hop::new(faults, timeout, metrics.clone()),
                 keys,
                 strategy: settings.append_strategy,
@@ -204,6 +209,17 @@ impl Store {
                 local_lock: tokio::sync::Mutex::new(()),
             }),
         })
+    }
+
+    /// Asks the sentinels for the primary until `stop`, switching when they name another;
+    /// returns at once without `REDIS_SENTINELS`.
+    pub async fn follow_sentinels(&self, stop: tokio_util::sync::CancellationToken) {
+        sentinel::follow(&self.inner, stop).await;
+    }
+
+    /// The primary in use (`host:port`), if one is known.
+    pub fn primary_address(&self) -> Option<String> {
+        self.inner.primary.address()
     }
 
     /// The strategy in use.
@@ -216,8 +232,8 @@ impl Store {
         &self.inner.keys
     }
 
-    pub(crate) fn client(&self) -> &redis::Client {
-        &self.inner.client
+    pub(crate) fn client(&self) -> Result<redis::Client, StoreError> {
+        Ok(self.inner.primary()?.client.clone())
     }
 
     /// Appends a message exactly once per idempotency key.
@@ -235,9 +251,15 @@ impl Store {
             AppendStrategy::Naive => strategy::naive::append(inner, &tail, key).await,
         };
         // A replayed key is confirmed too: its first answer may have been this very 503.
-        let outcome = match (outcome, &inner.replication) {
-            (Ok(appended), Some(replication)) => replication.confirm().await.map(|()| appended),
-            (outcome, _) => outcome,
+        let outcome = match outcome {
+            Ok(appended) => match inner.primary() {
+                Ok(links) => match &links.replication {
+                    Some(replication) => replication.confirm().await.map(|()| appended),
+                    None => Ok(appended),
+                },
+                Err(err) => Err(err),
+            },
+            Err(err) => Err(err),
         };
         let label = match &outcome {
             Ok(AppendOutcome::Created(_)) => "created",
@@ -313,7 +335,7 @@ impl Store {
                         // The replica is down or slow: the primary answers instead.
                         tracing::debug!(error = %err, "replica read failed; reading the primary");
                         inner.metrics.replica_fallbacks.inc();
-                        let mut conn = inner.conn.clone();
+                        let mut conn = inner.conn()?;
                         inner
                             .hop
                             .call("xrange", read.query_async(&mut conn))
@@ -323,7 +345,7 @@ impl Store {
                 }
             }
             None => {
-                let mut conn = inner.conn.clone();
+                let mut conn = inner.conn()?;
                 inner
                     .hop
                     .call("xrange", read.query_async(&mut conn))
@@ -340,7 +362,7 @@ impl Store {
     /// The id sequence is kept, so ids never repeat and live-update clients can resume.
     pub async fn clear(&self) -> Result<u64, StoreError> {
         let inner = &*self.inner;
-        let mut conn = inner.conn.clone();
+        let mut conn = inner.conn()?;
         let removed: u64 = if inner.strategy == AppendStrategy::Naive {
             strategy::naive::clear(inner).await?
         } else {
@@ -395,7 +417,7 @@ impl Store {
     /// Round-trip time of a PING, for `/health/dependencies` (never for a probe).
     pub async fn ping(&self) -> Result<Duration, StoreError> {
         let started = Instant::now();
-        let mut conn = self.inner.conn.clone();
+        let mut conn = self.inner.conn()?;
         let _: String = self
             .inner
             .hop

@@ -6,10 +6,10 @@ use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
 use crate::settings::Settings;
 use crate::store::StoreError;
 
-/// A bounded pool of `REDIS_POOL_SIZE` connections to the primary.
-pub(crate) fn dedicated(settings: &Settings) -> Result<Pool, StoreError> {
+/// A bounded pool of `REDIS_POOL_SIZE` connections to the primary at `url`.
+pub(crate) fn dedicated(url: &str, settings: &Settings) -> Result<Pool, StoreError> {
     let timeout = Some(settings.redis_timeout());
-    let mut config = deadpool_redis::Config::from_url(settings.redis_url.as_str());
+    let mut config = deadpool_redis::Config::from_url(url);
     config.pool = Some(PoolConfig {
         max_size: settings.redis_pool_size,
         timeouts: Timeouts {

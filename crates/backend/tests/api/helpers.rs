@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use guestbook_backend::store::AppendStrategy;
 use guestbook_backend::{Application, Settings};
-pub use guestbook_testkit::RedisServer;
+pub use guestbook_testkit::{RedisServer, SentinelServer};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 

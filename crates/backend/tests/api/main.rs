@@ -12,6 +12,7 @@ mod outages;
 mod overload;
 mod paging;
 mod replication;
+mod sentinel;
 mod settings;
 mod stream;
 mod tls;

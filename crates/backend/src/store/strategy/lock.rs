@@ -88,7 +88,7 @@ async fn acquire(store: &Inner, deadline: Instant) -> Result<Held, StoreError> {
     let mut attempt = 0;
     loop {
         let owner = uuid::Uuid::new_v4().simple().to_string();
-        let mut conn = store.conn.clone();
+        let mut conn = store.conn()?;
         let (set, token): (redis::Value, u64) = store
             .hop
             .call(
@@ -128,7 +128,7 @@ async fn critical_section(
     let keys = &store.keys;
     let record = key.map_or_else(|| keys.seq.clone(), |key| keys.idempotency(key.as_str()));
     let has_key = if key.is_some() { "1" } else { "0" };
-    let mut conn = store.conn.clone();
+    let mut conn = store.conn()?;
 
     let mut read = FENCED_READ.prepare_invoke();
     read.key(&keys.fence_seen)
@@ -182,7 +182,9 @@ async fn critical_section(
 async fn release(store: &Inner, held: &Held) {
     let mut unlock = UNLOCK.prepare_invoke();
     unlock.key(&store.keys.lock).arg(&held.owner);
-    let mut conn = store.conn.clone();
+    let Ok(mut conn) = store.conn() else {
+        return;
+    };
     if let Err(err) = store
         .hop
         .call::<i64, _, _>("lock_release", unlock.invoke_async(&mut conn))

@@ -32,7 +32,7 @@ pub(crate) async fn append(
         .arg(store.limits.max_messages)
         .arg(store.limits.idempotency_ttl_secs)
         .arg(if key.is_some() { "1" } else { "0" });
-    let mut conn = store.conn.clone();
+    let mut conn = store.conn()?;
     let reply: redis::Value = store
         .hop
         .call("append_script", invocation.invoke_async(&mut conn))

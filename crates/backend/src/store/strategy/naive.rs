@@ -10,7 +10,7 @@ use crate::domain::message::{StoredMessage, stored_json};
 use crate::store::{AppendOutcome, Inner, Page, RawMessage, StoreError, raw_message};
 
 async fn read_all(store: &Inner) -> Result<Vec<StoredMessage>, StoreError> {
-    let mut conn = store.conn.clone();
+    let mut conn = store.conn()?;
     let blob: Option<String> = store
         .hop
         .call(
@@ -32,7 +32,7 @@ pub(crate) async fn append(
     tail: &str,
     key: Option<&IdempotencyKey>,
 ) -> Result<AppendOutcome, StoreError> {
-    let mut conn = store.conn.clone();
+    let mut conn = store.conn()?;
     let record = key.map(|key| store.keys.idempotency(key.as_str()));
     if let Some(record) = &record {
         let existing: Option<String> = store
@@ -110,7 +110,7 @@ pub(crate) async fn list(store: &Inner, page: Page) -> Result<Vec<RawMessage>, S
 
 pub(crate) async fn clear(store: &Inner) -> Result<u64, StoreError> {
     let count = u64::try_from(read_all(store).await?.len()).unwrap_or(u64::MAX);
-    let mut conn = store.conn.clone();
+    let mut conn = store.conn()?;
     let _: u64 = store
         .hop
         .call(

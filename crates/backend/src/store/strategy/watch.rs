@@ -32,7 +32,8 @@ pub(crate) async fn append(
     tail: &str,
     key: Option<&IdempotencyKey>,
 ) -> Result<AppendOutcome, StoreError> {
-    let pool = store
+    let links = store.primary()?;
+    let pool = links
         .pool
         .as_ref()
         .ok_or_else(|| StoreError::Pool("the watch strategy has no pool".into()))?;

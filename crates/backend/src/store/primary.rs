@@ -1,0 +1,102 @@
+//! Everything bound to the current Redis primary: its client, the shared multiplexed
+//! connection, and the dedicated pools. With Sentinel the primary can move; the links are
+//! then rebuilt as a whole and swapped in (see [`super::sentinel`]).
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::settings::Settings;
+use crate::store::replication::Replication;
+use crate::store::{AppendStrategy, Keys, StoreError, pool};
+
+/// Connections to one primary.
+pub(crate) struct PrimaryLinks {
+    /// `host:port`, for logs and `/health/dependencies`.
+    pub(crate) address: String,
+    pub(crate) client: redis::Client,
+    pub(crate) conn: ConnectionManager,
+    /// The watch strategy's dedicated connections.
+    pub(crate) pool: Option<deadpool_redis::Pool>,
+    /// `REDIS_MIN_REPLICAS_ACK` above 0.
+    pub(crate) replication: Option<Replication>,
+}
+
+/// How each connection manager behaves: every call's own timeout bounds its wait.
+pub(crate) fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        // Reconnect attempts are cheap and bounded; each request's own timeout bounds its wait.
+        .set_number_of_retries(2)
+        .set_min_delay(Duration::from_millis(10))
+        .set_max_delay(Duration::from_millis(500))
+}
+
+impl PrimaryLinks {
+    /// Links to the primary at `url`. Connects lazily: a primary that is down still yields
+    /// links, and calls fail with 503 until it answers.
+    pub(crate) fn new(url: &str, settings: &Settings, keys: &Keys) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(StoreError::Redis)?;
+        let timeout = settings.redis_timeout();
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config(timeout))
+            .map_err(StoreError::Redis)?;
+        let pool = match settings.append_strategy {
+            AppendStrategy::Watch => Some(pool::dedicated(url, settings)?),
+            _ => None,
+        };
+        let replication = match settings.redis_min_replicas_ack {
+            0 => None,
+            replicas => Some(Replication::new(
+                pool::dedicated(url, settings)?,
+                replicas,
+                Duration::from_millis(settings.redis_wait_timeout_ms),
+                keys.replication_fence.clone(),
+                timeout,
+            )),
+        };
+        let address = redis::parse_redis_url(url)
+            .map(|parsed| {
+                format!(
+                    "{}:{}",
+                    parsed.host_str().unwrap_or("?"),
+                    parsed.port().unwrap_or(6379)
+                )
+            })
+            .unwrap_or_default();
+        Ok(Self {
+            address,
+            client,
+            conn,
+            pool,
+            replication,
+        })
+    }
+}
+
+/// The current primary's links, if one is known (with Sentinel, not before the first answer).
+#[derive(Default)]
+pub(crate) struct CurrentPrimary(RwLock<Option<Arc<PrimaryLinks>>>);
+
+impl CurrentPrimary {
+    pub(crate) fn get(&self) -> Result<Arc<PrimaryLinks>, StoreError> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or(StoreError::NoPrimary)
+    }
+
+    pub(crate) fn set(&self, links: PrimaryLinks) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(links));
+    }
+
+    /// The address of the current primary, if any.
+    pub(crate) fn address(&self) -> Option<String> {
+        self.get().ok().map(|links| links.address.clone())
+    }
+}
