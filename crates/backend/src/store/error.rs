@@ -46,6 +46,9 @@ pub enum StoreError {
         /// How long it waited.
         waited: Duration,
     },
+    /// The replication check (fence write and `WAIT`) itself failed.
+    #[error("replication check failed: {0}")]
+    ReplicationCheck(String),
     /// Sentinel has not named a primary yet (or none of the sentinels answered).
     #[error("no Redis primary known yet")]
     NoPrimary,
@@ -75,6 +78,7 @@ impl StoreError {
             Self::Pool(_) => "pool",
             Self::NotReplicated { .. } => "not_replicated",
             Self::NoPrimary => "no_primary",
+            Self::ReplicationCheck(_) => "replication_check",
             Self::Corrupt(_) => "corrupt",
             Self::Redis(_) => "redis",
         }

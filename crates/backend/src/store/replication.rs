@@ -9,11 +9,17 @@
 //! then `WAIT`s. A dedicated connection also keeps `WAIT`, which blocks its connection, from
 //! stalling everyone else's requests on the shared one.
 //!
+//! Group commit: one fence-and-`WAIT` covers every append that finished before its fence
+//! write, so appends that finish while a round is in flight share the next round instead of
+//! each waiting on its own (one round at a time, on one connection). A round's outcome,
+//! confirmed or not, is the answer of every append it covered.
+//!
 //! What this does not promise: `WAIT` is not consensus. A replica that acknowledged can still
 //! lose the write if it is not the one promoted, and an append refused with 503 is on the
 //! primary and may surface later. What it does bound is the window Jepsen found: a failover
 //! that promotes an acknowledging replica keeps every acknowledged append.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use deadpool_redis::Pool;
@@ -28,6 +34,27 @@ pub(crate) struct Replication {
     fence_key: String,
     /// Time limit of getting a connection and of the fence write.
     call_timeout: Duration,
+    /// Handed out to each append once its write is done, in order.
+    tickets: AtomicU64,
+    /// The last round; holding the lock is running the next one.
+    round: tokio::sync::Mutex<Round>,
+}
+
+/// What the last round covered and found.
+#[derive(Default)]
+struct Round {
+    /// Tickets below this were taken before the round's fence write.
+    covered: u64,
+    outcome: Option<Outcome>,
+}
+
+/// A round's result, shared by every append it covered.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Confirmed,
+    NotReplicated { acked: u32 },
+    Timeout(Duration),
+    Failed(String),
 }
 
 impl Replication {
@@ -44,15 +71,35 @@ impl Replication {
             wait,
             fence_key,
             call_timeout,
+            tickets: AtomicU64::new(0),
+            round: tokio::sync::Mutex::new(Round::default()),
         }
     }
 
     /// Returns once `replicas` replicas have every write the primary had applied when called.
     pub(crate) async fn confirm(&self) -> Result<(), StoreError> {
+        let ticket = self.tickets.fetch_add(1, Ordering::SeqCst);
+        let mut round = self.round.lock().await;
+        if ticket < round.covered
+            && let Some(outcome) = &round.outcome
+        {
+            return self.answer(outcome.clone());
+        }
+        // Every ticket below this was taken after its append's write: the fence covers them.
+        let covered = self.tickets.load(Ordering::SeqCst);
+        let outcome = self.run_round().await;
+        *round = Round {
+            covered,
+            outcome: Some(outcome.clone()),
+        };
+        self.answer(outcome)
+    }
+
+    async fn run_round(&self) -> Outcome {
         let mut conn = match tokio::time::timeout(self.call_timeout, self.pool.get()).await {
             Ok(Ok(conn)) => conn,
-            Ok(Err(err)) => return Err(StoreError::Pool(err.to_string())),
-            Err(_) => return Err(StoreError::Timeout(self.call_timeout)),
+            Ok(Err(err)) => return Outcome::Failed(err.to_string()),
+            Err(_) => return Outcome::Timeout(self.call_timeout),
         };
         let wait_ms = u64::try_from(self.wait.as_millis()).unwrap_or(u64::MAX);
         let mut pipe = redis::pipe();
@@ -63,17 +110,24 @@ impl Replication {
             .arg(self.replicas)
             .arg(wait_ms);
         let limit = self.wait + self.call_timeout;
-        let acked: (u32,) = match tokio::time::timeout(limit, pipe.query_async(&mut conn)).await {
-            Ok(result) => result?,
-            Err(_) => return Err(StoreError::Timeout(limit)),
-        };
-        if acked.0 < self.replicas {
-            return Err(StoreError::NotReplicated {
-                acked: acked.0,
+        match tokio::time::timeout(limit, pipe.query_async::<(u32,)>(&mut conn)).await {
+            Ok(Ok((acked,))) if acked >= self.replicas => Outcome::Confirmed,
+            Ok(Ok((acked,))) => Outcome::NotReplicated { acked },
+            Ok(Err(err)) => Outcome::Failed(err.to_string()),
+            Err(_) => Outcome::Timeout(limit),
+        }
+    }
+
+    fn answer(&self, outcome: Outcome) -> Result<(), StoreError> {
+        match outcome {
+            Outcome::Confirmed => Ok(()),
+            Outcome::NotReplicated { acked } => Err(StoreError::NotReplicated {
+                acked,
                 wanted: self.replicas,
                 waited: self.wait,
-            });
+            }),
+            Outcome::Timeout(limit) => Err(StoreError::Timeout(limit)),
+            Outcome::Failed(message) => Err(StoreError::ReplicationCheck(message)),
         }
-        Ok(())
     }
 }

@@ -137,3 +137,46 @@ async fn reads_go_to_the_replica_and_to_the_primary_when_it_is_down() {
         .expect("the fallback counter is exported");
     assert!(fallbacks >= 1.0, "{fallbacks}");
 }
+
+/// Group commit: concurrent appends share fence-and-WAIT rounds. A round's confirmation must
+/// never answer an append that finished after its fence: once the replica stops, every
+/// append is refused, none rides on an earlier round's success; after it resumes, the keyed
+/// retries answer the same messages.
+#[tokio::test]
+async fn appends_sharing_wait_rounds_are_acknowledged_only_when_their_own_round_confirms() {
+    let primary = RedisServer::start().await;
+    let replica = RedisServer::start_replica_of(&primary).await;
+    let mut config = settings(&primary, AppendStrategy::Lua);
+    config.redis_min_replicas_ack = 1;
+    config.redis_wait_timeout_ms = 300;
+    let app = TestApp::spawn(config).await;
+    let client = http();
+
+    let burst = async |prefix: &str| {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..100 {
+            let client = client.clone();
+            let base = app.base.clone();
+            let key = format!("{prefix}-{i}");
+            tasks.spawn(async move {
+                let (status, replayed, _) = post(&client, &base, "a", &key, Some(&key))
+                    .await
+                    .expect("answers");
+                (status, replayed)
+            });
+        }
+        let mut outcomes = std::collections::BTreeMap::new();
+        while let Some(done) = tasks.join_next().await {
+            *outcomes.entry(done.expect("task")).or_insert(0) += 1;
+        }
+        outcomes
+    };
+
+    assert_eq!(burst("before").await, [((201, false), 100)].into());
+    assert_eq!(log_len(&replica).await, 100);
+    replica.pause();
+    assert_eq!(burst("during").await, [((503, false), 100)].into());
+    replica.resume();
+    assert_eq!(burst("during").await, [((200, true), 100)].into());
+    assert_eq!(log_len(&replica).await, 200);
+}
