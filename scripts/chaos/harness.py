@@ -211,6 +211,7 @@ def info_field(text: str, name: str) -> str | None:
 class StackOptions:
     strategy: str = "lua"
     lock_ttl_ms: int = 2000
+    redis_timeout_ms: int = 1000
     sentinel: bool = False
 
 
@@ -236,7 +237,7 @@ class Stack:
         argv = [
             "redis-server", "--port", str(port), "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
-            "--protected-mode", "no",
+            "--protected-mode", "no", "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
         if replica_of:
             argv += ["--replicaof", "127.0.0.1", str(replica_of)]
@@ -296,6 +297,7 @@ class Stack:
             "APPEND_STRATEGY": self.options.strategy,
             "LOCK_TTL_MS": str(self.options.lock_ttl_ms),
             "LOCK_WAIT_MS": "2000",
+            "REDIS_TIMEOUT_MS": str(self.options.redis_timeout_ms),
             "FAULT_INJECTION": "true",
             "ADMIN_TOKEN": ADMIN_TOKEN,
             "MAX_MESSAGES": "100000",
@@ -651,20 +653,43 @@ def backend_metric(url: str, name: str) -> float:
     return total
 
 
+LOCK_KEY = "{guestbook:default}:lock"
+
+
+def wait_for_a_held_lock(port: int, ttl_ms: int, older_than_ms: int, timeout: float) -> int | None:
+    """Polls the lock's PTTL on one connection until the lock has been held at least
+    `older_than_ms` (only the slowed backend holds it that long); returns the PTTL seen."""
+    deadline = time.monotonic() + timeout
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+        reader = conn.makefile("rb")
+        for _ in range(100_000):  # bounded, as well as by time
+            if time.monotonic() >= deadline:
+                return None
+            conn.sendall(f"PTTL {LOCK_KEY}\r\n".encode())
+            line = reader.readline().strip()
+            if line.startswith(b":"):
+                pttl = int(line[1:])
+                if 0 < pttl <= ttl_ms - older_than_ms:
+                    return pttl
+    return None
+
+
 def scenario_lock_holder_stop(stack: Stack, plan: Plan, out: Path) -> tuple[int, dict, Path, Fault, list[str]]:
     victim = 1  # backend 2
     url = stack.backend_urls[victim]
+    ttl = stack.options.lock_ttl_ms
     notes: list[str] = []
-    stop_for = max(1.5, plan.fault - 1.0)
+    stop_for = max(1.5, plan.fault - 1.5)
 
     def fault(events, _until):
-        # Slow the victim's Redis hop for a moment: its local queue fills and it spends most of
-        # its time holding the lock (four Redis calls of 25 ms each per append), so SIGSTOP
-        # catches it holding the lock.
+        # Slow the victim's Redis hop: each of its appends now holds the lock for four Redis
+        # calls of 25 ms each, while the others hold it for about a millisecond. A lock older
+        # than 35 ms is therefore the victim's, past its acquisition and before its commit:
+        # SIGSTOP then catches it holding the lock.
         fenced_before = backend_metric(url, "guestbook_fenced_writes")
         http("POST", f"{url}/config/redis", {"delay_ms": 25, "failure_rate": 0.0})
         events.append((time.time(), "backend 2 Redis hop +25 ms"))
-        time.sleep(0.5)
+        pttl = wait_for_a_held_lock(stack.redis_ports[0], ttl, 35, 3.0)
         stack.backends[victim].signal(signal.SIGSTOP)
         events.append((time.time(), "SIGSTOP backend 2"))
         time.sleep(stop_for)
@@ -673,11 +698,11 @@ def scenario_lock_holder_stop(stack: Stack, plan: Plan, out: Path) -> tuple[int,
         http("POST", f"{url}/config/redis", {"delay_ms": 0, "failure_rate": 0.0}, timeout=5)
         time.sleep(0.5)
         fenced = backend_metric(url, "guestbook_fenced_writes") - fenced_before
+        seen = f"the lock held {ttl - pttl} ms (PTTL {pttl}) when stopped" if pttl else "no long-held lock seen within 3 s"
         notes.append(
-            f"LOCK_TTL_MS={stack.options.lock_ttl_ms}, stopped {stop_for:.1f} s; "
+            f"LOCK_TTL_MS={ttl}; {seen}; stopped {stop_for:.1f} s (> {stop_for * 1000 / ttl:.0f} lock lifetimes); "
             f"backend 2 counted {fenced:.0f} fenced write(s) after SIGCONT"
-            + (" (it held the lock when stopped; its stale commit was refused)" if fenced else
-               " (it did not hold the lock at the moment of SIGSTOP in this run)")
+            + (": its stale append was refused by the fencing token" if fenced else ": it did not hold the lock at the stop")
         )
 
     code, report, trace, f = run_load_with(stack, out, "lock-holder-stop", plan, fault)
@@ -801,6 +826,9 @@ def run_scenario(name: str, args, out: Path) -> dict:
     options = StackOptions(
         strategy="lock" if name == "lock-holder-stop" else "lua",
         lock_ttl_ms=300 if name == "lock-holder-stop" else 2000,
+        # Longer than the stop: otherwise the stopped backend's own Redis timeout discards its
+        # pending calls when it continues, and the stale append never reaches the fence.
+        redis_timeout_ms=5000 if name == "lock-holder-stop" else 1000,
         sentinel=sentinel,
     )
     stack = Stack(bins, out / name, options)
