@@ -290,13 +290,13 @@ mod tests {
     #[test]
     fn a_messages_rate_must_be_positive() {
         for (rate, ok) in [("50", true), ("0", false), ("-3", false), ("NaN", false)] {
+            let rate_flag = format!("--rate={rate}");
             let cli = Cli::try_parse_from([
                 "t",
                 "messages",
                 "--target",
                 "http://127.0.0.1:8080",
-                "--rate",
-                rate,
+                &rate_flag,
             ])
             .expect("parses");
             let Command::Messages(args) = cli.command else {

@@ -120,7 +120,9 @@ impl MessagesRun {
         let started = Instant::now();
         let started_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
         let results: Vec<Sent> = futures_util::stream::iter(0..self.count)
             .map(|index| {
                 let client = client.clone();

@@ -225,14 +225,7 @@ mod tests {
         let series = timeline(&attempts, &messages);
         let counts: Vec<_> = series
             .iter()
-            .map(|s| {
-                (
-                    s.attempts_ok,
-                    s.attempts_failed,
-                    s.acknowledged,
-                    s.gave_up,
-                )
-            })
+            .map(|s| (s.attempts_ok, s.attempts_failed, s.acknowledged, s.gave_up))
             .collect();
         assert_eq!(counts, vec![(1, 0, 1, 0), (1, 1, 1, 0), (0, 1, 0, 1)]);
         // Message 1 waited from its due time, 900 ms, to its acknowledgement at 1,260 ms.

@@ -185,10 +185,7 @@ async fn a_rate_paces_the_messages_and_the_timeline_and_trace_record_them() {
     assert_eq!(rows.len(), 60);
     assert!(rows.iter().all(|row| row.len() == 8 && row[7] == "201"));
     // Message 39 was due at 0.975 s.
-    let due: f64 = rows
-        .iter()
-        .find(|row| row[0] == "39")
-        .expect("message 39")[3]
+    let due: f64 = rows.iter().find(|row| row[0] == "39").expect("message 39")[3]
         .parse()
         .expect("a number");
     assert!((due - 0.975).abs() < 1e-6, "{due}");
