@@ -5,7 +5,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-.PHONY: help fmt fmt-check lint test test-rust test-ui build run run-backend run-client bench ci deploy-tools deploy-check
+.PHONY: help fmt fmt-check lint test test-rust test-ui test-chaos build run run-backend run-client bench chaos ci deploy-tools deploy-check
 
 help: ## list the targets
 	@echo "usage: make TARGET [VAR=value ...]"
@@ -22,7 +22,7 @@ fmt-check: ## fail if the code is not formatted
 lint: ## clippy on every target, warnings are errors
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-test: test-rust test-ui ## every test (needs redis-server, chromium and node on PATH)
+test: test-rust test-ui test-chaos ## every test (needs redis-server, chromium and node on PATH)
 
 test-rust: ## the Rust tests (unit and black-box; needs redis-server)
 	@command -v redis-server >/dev/null 2>&1 || { \
@@ -38,6 +38,11 @@ test-ui: ## the UI in Debian's chromium (playwright-core) against a real client,
 	cargo build --locked -p guestbook-backend -p guestbook-client
 	npm ci --prefix tests/ui --no-audit --no-fund --loglevel=error
 	cd tests/ui && node --test --test-concurrency=1 guestbook.test.mjs
+
+test-chaos: ## the chaos harness, bounded (~1 min): every scenario short, debug binaries
+	@command -v redis-server >/dev/null 2>&1 || { echo "make test-chaos: needs redis-server" >&2; exit 1; }
+	cargo build --locked -p guestbook-backend -p guestbook-client -p guestbook-loadtest
+	python3 scripts/chaos/harness.py --quick --bin-dir target/debug --out target/chaos-quick
 
 build: ## release build
 	cargo build --release --locked
@@ -56,6 +61,10 @@ bench: build ## every benchmark; a full run rewrites BENCHMARKS.md
 	python3 scripts/bench_loadtest.py
 	python3 scripts/bench_backpressure.py
 	python3 scripts/bench_client.py
+
+chaos: build ## the chaos scenarios in full (~3 min); rewrites RELIABILITY.md's table, plots in docs/chaos/
+	python3 scripts/chaos/harness.py --bin-dir target/release --out target/chaos \
+	  --write-doc RELIABILITY.md --copy-plots docs/chaos
 
 deploy-tools: ## install the deployment checkers (apt + a venv in ~/.cache; needs root)
 	scripts/deploy-tools.sh

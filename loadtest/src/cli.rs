@@ -63,7 +63,15 @@ pub struct MessagesArgs {
     /// Per-request time limit, milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u64,
-    /// Print the report as JSON on stdout instead of a table.
+    /// Open loop: start messages at this many per second (message i is due at i/rate s, and
+    /// its latency in the timeline counts from then); still at most --concurrency in flight.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Write every POST attempt to this CSV file (message, attempt, replica, due/sent/done
+    /// seconds since the start, latency ms, status or error kind).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// Print the report (with the per-second timeline) as JSON on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
 }
@@ -164,6 +172,11 @@ impl MessagesArgs {
         if self.count == 0 || self.concurrency == 0 {
             return Err("--count and --concurrency must be at least 1".into());
         }
+        if let Some(rate) = self.rate
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return Err("--rate must be a positive number".into());
+        }
         for url in std::iter::once(&self.target).chain(&self.replicas) {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(format!("not an http(s) URL: {url}"));
@@ -186,6 +199,8 @@ impl MessagesArgs {
                 None
             },
             timeout: Duration::from_millis(self.timeout_ms),
+            rate: self.rate,
+            trace: self.trace.clone(),
         })
     }
 }
@@ -270,6 +285,25 @@ mod tests {
             args.to_load().expect("valid").url.to_string(),
             "http://127.0.0.1:8080/slow"
         );
+    }
+
+    #[test]
+    fn a_messages_rate_must_be_positive() {
+        for (rate, ok) in [("50", true), ("0", false), ("-3", false), ("NaN", false)] {
+            let rate_flag = format!("--rate={rate}");
+            let cli = Cli::try_parse_from([
+                "t",
+                "messages",
+                "--target",
+                "http://127.0.0.1:8080",
+                &rate_flag,
+            ])
+            .expect("parses");
+            let Command::Messages(args) = cli.command else {
+                panic!("messages")
+            };
+            assert_eq!(args.to_run().is_ok(), ok, "{rate}");
+        }
     }
 
     #[test]

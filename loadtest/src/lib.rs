@@ -8,6 +8,7 @@
 //! - [`stats`]: HDR histograms, status and error counts, the per-second series.
 //! - [`report`]: tables for people, JSON for machines.
 //! - [`plot`]: latency, goodput and failures over time as SVG or PNG.
+//! - [`timeline`]: the `messages` mode's per-second timeline and `--trace` CSV.
 //! - [`progress`]: a progress bar when stderr is a terminal.
 
 pub mod cli;
@@ -18,4 +19,5 @@ pub mod progress;
 pub mod report;
 pub mod schedule;
 pub mod stats;
+pub mod timeline;
 pub mod verify;

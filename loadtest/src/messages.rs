@@ -2,14 +2,16 @@
 //! parallel (spread over replicas), reads the guestbook back, and checks every acknowledged
 //! message is there exactly once.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::stats::{Outcome, Percentiles, Stats};
+use crate::timeline::{Attempt, MessageEnd, MessageSecond, timeline, trace_csv};
 use crate::verify::{FoundMessage, SentMessage, Verdict, verify};
 
 /// Largest page the API serves.
@@ -37,6 +39,11 @@ pub struct MessagesRun {
     pub clear_with: Option<String>,
     /// Per-request time limit.
     pub timeout: Duration,
+    /// Open loop: message *i* is due at `i / rate` seconds (still at most `concurrency` in
+    /// flight); `None` sends each as soon as a slot is free.
+    pub rate: Option<f64>,
+    /// Write every attempt to this CSV file.
+    pub trace: Option<PathBuf>,
 }
 
 /// The report of a messages run.
@@ -60,6 +67,13 @@ pub struct MessagesReport {
     pub statuses: std::collections::BTreeMap<u16, u64>,
     /// Transport errors by kind.
     pub errors: std::collections::BTreeMap<String, u64>,
+    /// The requested rate, messages per second (open loop).
+    pub rate: Option<f64>,
+    /// Wall-clock time of the start (second 0 of the series), milliseconds since the Unix
+    /// epoch, to line the series up with events outside the tool.
+    pub started_unix_ms: u64,
+    /// The per-second timeline: attempts and messages by the second they ended.
+    pub series: Vec<MessageSecond>,
 }
 
 #[derive(Deserialize)]
@@ -104,12 +118,20 @@ impl MessagesRun {
         };
 
         let started = Instant::now();
-        let results: Vec<(SentMessage, Stats, u64)> = futures_util::stream::iter(0..self.count)
+        let started_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
+        let results: Vec<Sent> = futures_util::stream::iter(0..self.count)
             .map(|index| {
                 let client = client.clone();
                 let replicas = replicas.clone();
                 let progress = progress.clone();
                 async move {
+                    if let Some(due) = self.due(index) {
+                        tokio::time::sleep_until((started + due).into()).await;
+                    }
                     let outcome = self.send_one(&client, &replicas, index, started).await;
                     if let Some(progress) = progress {
                         progress.fetch_add(1, Ordering::Relaxed);
@@ -123,13 +145,30 @@ impl MessagesRun {
         let send_seconds = started.elapsed().as_secs_f64();
 
         let mut stats = Stats::default();
-        let mut attempts = 0;
         let mut sent = Vec::with_capacity(results.len());
-        for (message, message_stats, message_attempts) in results {
-            stats.merge(&message_stats);
-            attempts += message_attempts;
-            sent.push(message);
+        let mut all_attempts = Vec::new();
+        let mut ends = Vec::with_capacity(results.len());
+        for result in results {
+            stats.merge(&result.stats);
+            ends.push(result.end);
+            sent.push(result.message);
+            all_attempts.extend(result.attempts);
         }
+        let attempts = all_attempts.len() as u64;
+        if let Some(path) = &self.trace {
+            let csv = trace_csv(&all_attempts, |index| {
+                self.due(index).unwrap_or_else(|| {
+                    // Closed loop: a message is "due" when its first attempt left.
+                    all_attempts
+                        .iter()
+                        .find(|a| a.message == index && a.attempt == 0)
+                        .map_or(Duration::ZERO, |a| a.sent)
+                })
+            });
+            std::fs::write(path, csv)
+                .map_err(|err| anyhow::anyhow!("writing {}: {err}", path.display()))?;
+        }
+        let series = timeline(&all_attempts, &ends);
         let read_back = read_all(&client, &target).await?;
         let verdict = verify(&sent, &read_back);
         let passed = verdict.passed();
@@ -143,7 +182,16 @@ impl MessagesRun {
             latency_ms: Percentiles::of(&stats.latency),
             statuses: stats.statuses.clone(),
             errors: stats.errors.clone(),
+            rate: self.rate,
+            started_unix_ms,
+            series,
         })
+    }
+
+    /// When message `index` is due, relative to the start (open loop only).
+    pub fn due(&self, index: usize) -> Option<Duration> {
+        self.rate
+            .map(|rate| Duration::from_secs_f64(index as f64 / rate))
     }
 
     async fn send_one(
@@ -152,7 +200,7 @@ impl MessagesRun {
         replicas: &[String],
         index: usize,
         started: Instant,
-    ) -> (SentMessage, Stats, u64) {
+    ) -> Sent {
         let text = format!("{} #{index}", self.run_id);
         let key = self
             .idempotent_retries
@@ -165,23 +213,39 @@ impl MessagesRun {
         let body = serde_json::json!({"author": "guestbook-loadtest", "text": text});
         let mut stats = Stats::default();
         let mut acked_id = None;
-        let mut made = 0;
+        let mut made = Vec::new();
+        let mut first_sent = None;
         for attempt in 0..attempts {
-            made += 1;
-            let replica = &replicas[(index + attempt as usize) % replicas.len()];
+            let replica_index = (index + attempt as usize) % replicas.len();
+            let replica = &replicas[replica_index];
             let mut request = client.post(format!("{replica}/api/messages")).json(&body);
             if let Some(key) = &key {
                 request = request.header("Idempotency-Key", key);
             }
             let sent_at = started.elapsed();
+            first_sent.get_or_insert(sent_at);
             let answer = request.send().await;
-            let done = started.elapsed();
+            let mut done = started.elapsed();
+            let mut record = |done: Duration, outcome: String| {
+                made.push(Attempt {
+                    message: index,
+                    attempt,
+                    replica: replica_index,
+                    sent: sent_at,
+                    done,
+                    outcome,
+                });
+            };
             let retryable = match answer {
                 Ok(response) => {
                     let status = response.status().as_u16();
-                    stats.record(done, done.saturating_sub(sent_at), Outcome::Status(status));
                     if matches!(status, 200 | 201) {
                         acked_id = response.json::<PageMessage>().await.ok().map(|m| m.id);
+                        done = started.elapsed();
+                    }
+                    stats.record(done, done.saturating_sub(sent_at), Outcome::Status(status));
+                    record(done, status.to_string());
+                    if matches!(status, 200 | 201) {
                         break;
                     }
                     matches!(status, 429 | 502 | 503 | 504)
@@ -195,6 +259,7 @@ impl MessagesRun {
                         "io"
                     };
                     stats.record(done, done.saturating_sub(sent_at), Outcome::Error(kind));
+                    record(done, kind.to_owned());
                     true
                 }
             };
@@ -207,16 +272,32 @@ impl MessagesRun {
                 .min(Duration::from_secs(1));
             tokio::time::sleep(ceiling.mul_f64(fastrand::f64())).await;
         }
-        (
-            SentMessage {
+        let done = made.last().map_or_else(|| started.elapsed(), |a| a.done);
+        Sent {
+            end: MessageEnd {
+                due: self
+                    .due(index)
+                    .unwrap_or_else(|| first_sent.unwrap_or_default()),
+                done,
+                acknowledged: acked_id.is_some(),
+            },
+            message: SentMessage {
                 key,
                 text,
                 acked_id,
             },
             stats,
-            made,
-        )
+            attempts: made,
+        }
     }
+}
+
+/// One message's outcome and record.
+struct Sent {
+    message: SentMessage,
+    stats: Stats,
+    attempts: Vec<Attempt>,
+    end: MessageEnd,
 }
 
 /// Reads the whole guestbook, page by page.

@@ -165,6 +165,9 @@ impl MessagesReport {
             &v.unacknowledged_present.to_string(),
         );
         row(&mut out, "attempts", &self.attempts.to_string());
+        if let Some(rate) = self.rate {
+            row(&mut out, "rate", &format!("{rate} messages/s (open loop)"));
+        }
         row(
             &mut out,
             "send time",

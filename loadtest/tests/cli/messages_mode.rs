@@ -126,3 +126,67 @@ async fn bad_usage_exits_2_and_an_unreachable_target_exits_3() {
         String::from_utf8_lossy(&unreachable.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_paces_the_messages_and_the_timeline_and_trace_record_them() {
+    let redis = RedisServer::start().await;
+    let lua = backend(&redis, AppendStrategy::Lua).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trace = dir.path().join("trace.csv");
+
+    let output = loadtest(&[
+        "messages",
+        "--target",
+        &lua.base,
+        "--count",
+        "60",
+        "--rate",
+        "40",
+        "--concurrency",
+        "16",
+        "--idempotent-retries",
+        "--trace",
+        trace.to_str().expect("utf-8 path"),
+        "--json",
+    ])
+    .await;
+
+    let report = json(&output);
+    assert_eq!(output.status.code(), Some(0), "{report}");
+    // 60 messages at 40/s: the last is due at 1.475 s.
+    let send_seconds = report["send_seconds"].as_f64().expect("send_seconds");
+    assert!(
+        (1.4..5.0).contains(&send_seconds),
+        "sent in {send_seconds} s"
+    );
+    assert_eq!(report["rate"], 40.0);
+    assert!(report["started_unix_ms"].as_u64().is_some_and(|ms| ms > 0));
+    let series = report["series"].as_array().expect("series");
+    assert!(series.len() >= 2, "{series:?}");
+    let sum = |field: &str| -> u64 { series.iter().filter_map(|s| s[field].as_u64()).sum() };
+    assert_eq!(sum("acknowledged"), 60);
+    assert_eq!(sum("attempts_ok"), 60);
+    assert_eq!(sum("attempts_failed") + sum("gave_up"), 0);
+    // Paced: no second holds more than its share (40, plus one at the edge).
+    assert!(
+        series
+            .iter()
+            .all(|s| s["acknowledged"].as_u64().unwrap_or(0) <= 41),
+        "{series:?}"
+    );
+
+    let csv = std::fs::read_to_string(&trace).expect("trace written");
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("message,attempt,replica,due_s,sent_s,done_s,latency_ms,outcome")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|line| line.split(',').collect()).collect();
+    assert_eq!(rows.len(), 60);
+    assert!(rows.iter().all(|row| row.len() == 8 && row[7] == "201"));
+    // Message 39 was due at 0.975 s.
+    let due: f64 = rows.iter().find(|row| row[0] == "39").expect("message 39")[3]
+        .parse()
+        .expect("a number");
+    assert!((due - 0.975).abs() < 1e-6, "{due}");
+}
