@@ -123,6 +123,9 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::health::routes())
         .merge(probes::routes())
         .merge(metrics::routes())
+        .merge(guestbook_common::openapi::routes(Arc::from(
+            crate::openapi::json(),
+        )))
         .fallback(|| async { ApiError::NotFound.into_response() })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(

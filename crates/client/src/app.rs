@@ -246,6 +246,9 @@ pub fn app(state: AppState, frontend: &std::path::Path) -> Router {
         .route("/api/{*rest}", any(proxy::proxy))
         .merge(probes::routes())
         .merge(metrics::routes())
+        .merge(guestbook_common::openapi::routes(Arc::from(
+            crate::openapi::json(),
+        )))
         .fallback_service(ServeDir::new(frontend))
         .layer(axum::middleware::from_fn_with_state(
             shedder,

@@ -8,12 +8,14 @@
 //! - [`metrics`]: the Prometheus registry, the per-route HTTP histogram and `/metrics`.
 //! - [`window`]: the sliding-window latency estimator (p50/p99/p99.9).
 //! - [`pressure`]: readiness and load shedding driven by that window and runtime signals.
+//! - [`openapi`]: the parts of both OpenAPI documents they share, and `/openapi.json`.
 //! - [`bulkhead`]: bounded capacity with a predicted queue wait, refused at once when too long.
 
 pub mod bulkhead;
 pub mod cli;
 pub mod lifecycle;
 pub mod metrics;
+pub mod openapi;
 pub mod pressure;
 pub mod probes;
 pub mod server;

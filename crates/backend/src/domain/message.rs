@@ -36,11 +36,21 @@ impl InputError {
     }
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /api/messages`. Both fields are trimmed before the limits apply, and
+/// neither may contain control characters (the text may contain newlines).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewMessageBody {
-    author: String,
-    text: String,
+pub struct NewMessageBody {
+    /// Who writes: 1-64 characters after trimming.
+    #[schema(min_length = 1, max_length = 64, example = "Mary")]
+    pub author: String,
+    /// What they write: 1-1000 characters after trimming.
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        example = "Hello from the guestbook"
+    )]
+    pub text: String,
 }
 
 /// A message that passed validation: trimmed, within limits, free of control characters.
@@ -138,15 +148,18 @@ fn check_length(field: &str, value: &str, max: usize) -> Result<(), InputError> 
 }
 
 /// A message as stored and served.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Message)]
 pub struct StoredMessage {
     /// Unique, ascending id.
+    #[schema(minimum = 1)]
     pub id: u64,
     /// Who wrote it.
     pub author: String,
     /// What they wrote.
     pub text: String,
     /// When the backend accepted it, RFC 3339.
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 

@@ -5,4 +5,4 @@ pub mod idempotency;
 pub mod message;
 
 pub use idempotency::IdempotencyKey;
-pub use message::{InputError, NewMessage, StoredMessage};
+pub use message::{InputError, NewMessage, NewMessageBody, StoredMessage};

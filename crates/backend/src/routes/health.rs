@@ -15,7 +15,16 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/health/dependencies", get(dependencies))
 }
 
-async fn dependencies(State(app): State<AppState>) -> Json<Value> {
+/// A diagnostic view of each dependency; no probe uses it.
+#[utoipa::path(
+    get,
+    path = "/health/dependencies",
+    tag = "probes",
+    responses(
+        (status = 200, description = "`redis_primary` (`up` with `latency_ms`, or `down` with `error`), `live_updates` (`following` or `reconnecting`, `last_id`), `append_strategy`", body = Object),
+    )
+)]
+pub(crate) async fn dependencies(State(app): State<AppState>) -> Json<Value> {
     let primary = match app.store.ping().await {
         Ok(rtt) => json!({"status": "up", "latency_ms": rtt.as_secs_f64() * 1e3}),
         Err(err) => json!({"status": "down", "error": err.to_string()}),

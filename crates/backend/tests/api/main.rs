@@ -8,6 +8,7 @@ mod exactly_once;
 mod faults;
 mod fencing;
 mod idempotency;
+mod openapi;
 mod outages;
 mod overload;
 mod paging;

@@ -38,13 +38,44 @@ impl LoadGenerator {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `POST /start-load`'s optional body.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StartLoad {
+    /// Calls per second, above 0 and at most 1000 (default 1).
+    #[schema(exclusive_minimum = 0.0, maximum = 1000.0, nullable = false)]
     rate: Option<f64>,
+    /// Length of the run in seconds, capped by LOAD_MAX_SECS (default: LOAD_MAX_SECS).
+    #[schema(nullable = false)]
     duration_secs: Option<u64>,
 }
 
+/// The load generator's answers: `status` is `started` (with `rate` and `duration_secs`),
+/// `already-running`, `stopped` or `not-running`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct LoadAnswer {
+    /// `started`, `already-running`, `stopped` or `not-running`.
+    #[schema(pattern = "^(started|already-running|stopped|not-running)$")]
+    pub status: String,
+    /// Calls per second (`started`).
+    #[schema(nullable = false)]
+    pub rate: Option<f64>,
+    /// Length of the run (`started`).
+    #[schema(nullable = false)]
+    pub duration_secs: Option<u64>,
+}
+
+/// Starts seed 002's background load on the backend's `/data`, bounded.
+#[utoipa::path(
+    post,
+    path = "/start-load",
+    tag = "seed",
+    request_body(content = Option<StartLoad>, description = "Optional; any content type", content_type = "application/json"),
+    responses(
+        (status = 200, description = "`started`, or `already-running`", body = LoadAnswer),
+        (status = 422, description = "A bad body or rate", body = guestbook_common::openapi::ErrorBody),
+    )
+)]
 pub(crate) async fn start(
     State(app): State<AppState>,
     body: Bytes,
@@ -92,6 +123,13 @@ pub(crate) async fn start(
     ))
 }
 
+/// Stops the background load.
+#[utoipa::path(
+    post,
+    path = "/stop-load",
+    tag = "seed",
+    responses((status = 200, description = "`stopped`, or `not-running`", body = LoadAnswer))
+)]
 pub(crate) async fn stop(State(app): State<AppState>) -> Json<Value> {
     let mut running = app
         .load
