@@ -4,7 +4,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-.PHONY: help fmt fmt-check lint openapi test test-rust test-ui build run run-backend run-client bench ci
+.PHONY: help fmt fmt-check lint openapi fuzz-api test test-rust test-ui build run run-backend run-client bench ci
 
 help: ## list the targets
 	@echo "usage: make TARGET [VAR=value ...]"
@@ -23,6 +23,10 @@ lint: ## clippy on every target, warnings are errors
 
 openapi: ## rewrite openapi/*.json from the code (a test fails while they differ)
 	UPDATE_OPENAPI=1 cargo test --locked -p guestbook-backend -p guestbook-client --test api openapi::the_checked_in_document
+
+fuzz-api: ## schemathesis against both services on loopback (about 3 min; MAX_TIME=60 s per service)
+	cargo build --locked -p guestbook-backend -p guestbook-client
+	scripts/schemathesis.sh
 
 test: test-rust test-ui ## every test (needs redis-server, chromium and node on PATH)
 

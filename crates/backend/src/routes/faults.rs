@@ -10,7 +10,6 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::domain::InputError;
 use crate::error::ApiError;
 use crate::faults::RedisFaults;
 use crate::routes::extract::{LimitedBody, require_bearer};
@@ -38,7 +37,7 @@ fn authorise(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|err| InputError::from_json(&err).into())
+    Ok(crate::domain::message::from_json_object(body)?)
 }
 
 fn check_rate(name: &str, rate: f64) -> Result<f64, ApiError> {
@@ -61,15 +60,15 @@ fn check_delay(delay_ms: u64) -> Result<u64, ApiError> {
     }
 }
 
-/// `POST /config/failure`: either field, or both.
+/// `POST /config/failure`: either field, or both; a missing or `null` field stays as it is.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FailureChange {
     /// Share of `/data` calls that fail, 0-1.
-    #[schema(minimum = 0.0, maximum = 1.0, nullable = false)]
+    #[schema(minimum = 0.0, maximum = 1.0)]
     failure_rate: Option<f64>,
     /// The status a failed call answers, 400-599.
-    #[schema(minimum = 400, maximum = 599, nullable = false)]
+    #[schema(minimum = 400, maximum = 599)]
     status_code: Option<u16>,
 }
 
@@ -119,15 +118,15 @@ pub(crate) async fn set_failure(
     Ok(changed(&app))
 }
 
-/// `POST /config/latency`: either field, or both.
+/// `POST /config/latency`: either field, or both; a missing or `null` field stays as it is.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LatencyChange {
     /// Injected delay of `/data`, in milliseconds (at most 600000).
-    #[schema(maximum = 600_000, nullable = false)]
+    #[schema(maximum = 600_000)]
     delay_ms: Option<u64>,
     /// Share of `/data` calls delayed, 0-1.
-    #[schema(minimum = 0.0, maximum = 1.0, nullable = false)]
+    #[schema(minimum = 0.0, maximum = 1.0)]
     delay_rate: Option<f64>,
 }
 
@@ -171,15 +170,15 @@ pub(crate) async fn set_latency(
     Ok(changed(&app))
 }
 
-/// `POST /config/redis`: either field, or both.
+/// `POST /config/redis`: either field, or both; a missing or `null` field stays as it is.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RedisChange {
     /// Delay before each Redis call made for a request, in milliseconds (at most 600000).
-    #[schema(maximum = 600_000, nullable = false)]
+    #[schema(maximum = 600_000)]
     delay_ms: Option<u64>,
     /// Share of those Redis calls failed without sending anything, 0-1.
-    #[schema(minimum = 0.0, maximum = 1.0, nullable = false)]
+    #[schema(minimum = 0.0, maximum = 1.0)]
     failure_rate: Option<f64>,
 }
 

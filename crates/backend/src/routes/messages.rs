@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::app::AppState;
 use crate::domain::{IdempotencyKey, NewMessage, StoredMessage};
 use crate::error::ApiError;
-use crate::routes::extract::{LimitedBody, ValidQuery, require_json};
+use crate::routes::extract::{LimitedBody, ValidQuery, check_id, require_json};
 use crate::routes::{admin, stream};
 use crate::store::{AppendOutcome, MAX_PAGE, Page, StoreError};
 
@@ -133,8 +133,8 @@ pub(crate) async fn list(
         )));
     }
     let page = Page {
-        after: query.after.unwrap_or(0),
-        before: query.before,
+        after: check_id("after", query.after)?.unwrap_or(0),
+        before: check_id("before", query.before)?,
         limit,
         newest_first: query.order == Some(Order::Desc),
     };

@@ -22,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::routes::extract::ValidQuery;
+use crate::routes::extract::{ValidQuery, check_id};
 use crate::store::{MAX_PAGE, Page, RawMessage, Store};
 
 /// Events buffered per subscriber before back-pressure reaches the pump.
@@ -72,8 +72,10 @@ pub(crate) async fn stream(
                 .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be a message id".into()))
         })
         .transpose()?;
+    let last_event_id = check_id("Last-Event-ID", last_event_id)?;
+    let after = check_id("after", query.after)?;
     let (feed, newest) = app.feed.subscribe();
-    let resume_after = last_event_id.or(query.after);
+    let resume_after = last_event_id.or(after);
     let (sender, receiver) = mpsc::channel(SUBSCRIBER_BUFFER);
     let gone = sender.clone();
     let pump = Pump {

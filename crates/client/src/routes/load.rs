@@ -17,6 +17,9 @@ use tower::ServiceExt;
 use crate::app::AppState;
 use crate::backend::BackendStack;
 
+/// The longest `duration_secs` accepted: a day (runs are cut to `LOAD_MAX_SECS` anyway).
+const MAX_DURATION_SECS: u64 = 86_400;
+
 /// The generator's state: at most one run at a time.
 #[derive(Default)]
 pub struct LoadGenerator {
@@ -38,15 +41,16 @@ impl LoadGenerator {
     }
 }
 
-/// `POST /start-load`'s optional body.
+/// `POST /start-load`'s optional body; `null` fields take their defaults.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StartLoad {
     /// Calls per second, above 0 and at most 1000 (default 1).
-    #[schema(exclusive_minimum = 0.0, maximum = 1000.0, nullable = false)]
+    #[schema(exclusive_minimum = 0.0, maximum = 1000.0)]
     rate: Option<f64>,
-    /// Length of the run in seconds, capped by LOAD_MAX_SECS (default: LOAD_MAX_SECS).
-    #[schema(nullable = false)]
+    /// Length of the run in seconds, at most 86400, and cut to LOAD_MAX_SECS (default:
+    /// LOAD_MAX_SECS).
+    #[schema(maximum = 86_400)]
     duration_secs: Option<u64>,
 }
 
@@ -86,11 +90,24 @@ pub(crate) async fn start(
             Json(json!({"error": message})),
         )
     };
-    let options: StartLoad = if body.iter().all(u8::is_ascii_whitespace) {
+    // No body, or JSON `null`, means every default (the document's body is optional).
+    let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
+    // serde would also take `[rate, duration]`; only an object, `null` or nothing is meant.
+    let options: StartLoad = if first.is_none() {
         StartLoad::default()
+    } else if !matches!(first, Some(b'{' | b'n')) {
+        return Err(bad("the body must be a JSON object"));
     } else {
-        serde_json::from_slice(&body).map_err(|err| bad(&format!("invalid body: {err}")))?
+        serde_json::from_slice::<Option<StartLoad>>(&body)
+            .map_err(|err| bad(&format!("invalid body: {err}")))?
+            .unwrap_or_default()
     };
+    if options
+        .duration_secs
+        .is_some_and(|secs| secs > MAX_DURATION_SECS)
+    {
+        return Err(bad("duration_secs must be at most 86400"));
+    }
     let rate = options.rate.unwrap_or(1.0);
     if !(rate.is_finite() && rate > 0.0 && rate <= 1_000.0) {
         return Err(bad("rate must be above 0 and at most 1000 per second"));
