@@ -12,6 +12,7 @@ mod openapi;
 mod outages;
 mod overload;
 mod paging;
+mod parsing;
 mod settings;
 mod stream;
 mod validation;
