@@ -107,8 +107,11 @@ faults_pid=$!
 pids+=("$faults_pid")
 
 # LOAD_MAX_SECS: schemathesis will start the load generator; keep each run short.
+# RATE_LIMIT_WRITES_PER_SEC=0: at the default, most generated POSTs would only meet the
+# limiter's 429 (documented, and tested on its own) instead of the validation behind it.
 LISTEN_ADDR=127.0.0.1:$client_port BACKEND_URL=http://127.0.0.1:$backend_port \
-  FRONTEND_DIR=frontend LOAD_MAX_SECS=2 SHUTDOWN_DELAY_SECS=0 DRAIN_TIMEOUT_SECS=2 \
+  FRONTEND_DIR=frontend LOAD_MAX_SECS=2 RATE_LIMIT_WRITES_PER_SEC=0 \
+  SHUTDOWN_DELAY_SECS=0 DRAIN_TIMEOUT_SECS=2 \
   LOG_FORMAT=json "$CLIENT_BIN" >"$LOGS/client.log" 2>&1 &
 client_pid=$!
 pids+=("$client_pid")

@@ -2,7 +2,7 @@
 //! attributes and served at `GET /openapi.json`. `openapi/backend.json` is the checked-in
 //! copy; `make openapi` rewrites it and a test fails when it differs from this.
 
-use guestbook_common::openapi::{CommonApi, Shedding};
+use guestbook_common::openapi::{CommonApi, HeaderLimit, Shedding};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -70,11 +70,13 @@ impl Modify for BearerAuth {
 #[allow(dead_code)] // Documents the route that `guestbook_common::openapi::routes` serves.
 fn openapi_json() {}
 
-/// The whole document: this crate's paths, the shared probes, and the shedder's 503.
+/// The whole document: this crate's paths, the shared probes, the shedder's 503 and the
+/// header limit's 431.
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut document = ApiDoc::openapi();
     document.merge(CommonApi::openapi());
     Shedding.modify(&mut document);
+    HeaderLimit.modify(&mut document);
     document
 }
 

@@ -5,7 +5,7 @@
 //! The proxied `/api/*` operations are the backend's: their schemas here are copies for the
 //! document only, and a test compares them with the backend's document so they cannot drift.
 
-use guestbook_common::openapi::{CommonApi, ErrorBody, Shedding};
+use guestbook_common::openapi::{CommonApi, ErrorBody, HeaderLimit, Shedding};
 use serde::Serialize;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
@@ -239,11 +239,13 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The whole document: this crate's paths, the shared probes, and the shedder's 503.
+/// The whole document: this crate's paths, the shared probes, the shedder's 503 and the
+/// header limit's 431.
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut document = ApiDoc::openapi();
     document.merge(CommonApi::openapi());
     Shedding.modify(&mut document);
+    HeaderLimit.modify(&mut document);
     document
 }
 

@@ -1,5 +1,5 @@
 //! What both services' OpenAPI documents share: the probes and `/metrics`, the error body,
-//! the load-shedding answer every other operation may give, and the JSON rendering that is
+//! the load-shedding answer every other operation may give, the header limit's 431, and the JSON rendering that is
 //! served at `/openapi.json` and checked into `openapi/`.
 //!
 //! The documents are generated from the handlers' `#[utoipa::path]` attributes, so a route
@@ -106,6 +106,40 @@ impl Modify for Shedding {
                     .responses
                     .entry("503".to_owned())
                     .or_insert_with(|| shed.clone());
+            }
+        }
+    }
+}
+
+/// Adds the header limit's 431 to every operation: every request passes that check.
+pub struct HeaderLimit;
+
+impl Modify for HeaderLimit {
+    fn modify(&self, openapi: &mut Document) {
+        let too_large: RefOr<ApiResponse> = utoipa::openapi::ResponseBuilder::new()
+            .description("The request headers add up to more than 16 KiB")
+            .content(
+                "application/json",
+                utoipa::openapi::ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+            .into();
+        for item in openapi.paths.paths.values_mut() {
+            let operations: [&mut Option<Operation>; 5] = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                operation
+                    .responses
+                    .responses
+                    .entry("431".to_owned())
+                    .or_insert_with(|| too_large.clone());
             }
         }
     }

@@ -13,6 +13,7 @@ mod outages;
 mod overload;
 mod paging;
 mod parsing;
+mod security;
 mod settings;
 mod stream;
 mod validation;

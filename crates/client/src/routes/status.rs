@@ -13,7 +13,7 @@ pub struct StatusAnswer {
     /// The circuit: `closed`, `open` or `half_open` (seed 002's field).
     #[schema(pattern = "^(closed|open|half_open)$")]
     pub circuit_state: String,
-    /// The backend's base URL.
+    /// The backend's base URL (any password replaced by `***`).
     pub backend_url: String,
     /// The breaker's counts: `state`, `consecutive_failures`, `window_calls`, ...
     #[schema(value_type = Object)]
@@ -37,7 +37,7 @@ pub(crate) async fn status(State(app): State<AppState>) -> Json<StatusAnswer> {
     let breaker = app.breaker.snapshot();
     Json(StatusAnswer {
         circuit_state: app.breaker.state().as_str().to_owned(),
-        backend_url: app.backend_url.clone(),
+        backend_url: app.backend_url_shown.clone(),
         breaker: serde_json::to_value(breaker).unwrap_or(Value::Null),
         retry: app.retry_summary.clone(),
         load: app.load.summary(),

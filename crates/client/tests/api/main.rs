@@ -5,4 +5,5 @@ mod helpers;
 
 mod openapi;
 mod resilience;
+mod security;
 mod surface;
