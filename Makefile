@@ -4,7 +4,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-.PHONY: help fmt fmt-check lint openapi fuzz-api test test-rust test-ui build run run-backend run-client bench ci
+.PHONY: help fmt fmt-check lint openapi fuzz-api deny test test-rust test-ui build run run-backend run-client bench ci
 
 help: ## list the targets
 	@echo "usage: make TARGET [VAR=value ...]"
@@ -27,6 +27,13 @@ openapi: ## rewrite openapi/*.json from the code (a test fails while they differ
 fuzz-api: ## schemathesis against both services on loopback (about 3 min; MAX_TIME=60 s per service)
 	cargo build --locked -p guestbook-backend -p guestbook-client
 	scripts/schemathesis.sh
+
+deny: ## cargo deny: licences, bans, sources; advisories too when the RustSec database can be fetched
+	cargo deny --locked check licenses bans sources
+	@out=$$(cargo deny --locked check advisories 2>&1) && { echo "$$out" | tail -n 1; exit 0; }; \
+	if grep -q "failed to fetch advisory database" <<<"$$out"; then \
+	  echo "cargo deny: advisories NOT checked: the RustSec database (GitHub) cannot be fetched from here"; \
+	else echo "$$out"; exit 1; fi
 
 test: test-rust test-ui ## every test (needs redis-server, chromium and node on PATH)
 
