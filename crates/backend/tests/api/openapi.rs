@@ -70,3 +70,49 @@ async fn the_document_is_served_and_every_operation_in_it_is_routed() {
         }
     }
 }
+
+/// `(METHOD, path)` of each row of the README table under `heading` whose first cell starts
+/// with a method, query strings dropped.
+fn readme_operations(heading: &str) -> std::collections::BTreeSet<(String, String)> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README.md");
+    let section = readme
+        .split(heading)
+        .nth(1)
+        .expect("the heading is in the README");
+    section
+        .lines()
+        .skip_while(|line| !line.starts_with('|'))
+        .take_while(|line| line.starts_with('|'))
+        .filter_map(|line| line.split('|').nth(1))
+        .filter_map(|cell| {
+            let cell = cell.trim().trim_matches('`');
+            let (method, rest) = cell.split_once(' ')?;
+            if !["GET", "POST", "DELETE", "PUT", "PATCH"].contains(&method) {
+                return None;
+            }
+            let path = rest.split(['?', '`', ',']).next()?.trim();
+            Some((method.to_owned(), path.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_endpoint_table_lists_exactly_the_documented_operations() {
+    let document: Value = serde_json::from_str(&guestbook_backend::openapi::json()).unwrap();
+    let documented: std::collections::BTreeSet<(String, String)> = document["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| (method.to_uppercase(), path.clone()))
+        })
+        .collect();
+
+    let listed = readme_operations("## Backend endpoints\n");
+
+    assert_eq!(listed, documented);
+}

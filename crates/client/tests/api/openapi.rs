@@ -99,3 +99,45 @@ async fn the_document_is_served() {
     assert_eq!(served, generated());
     assert_eq!(served["openapi"], "3.1.0");
 }
+
+#[test]
+fn the_readme_endpoint_table_lists_the_documented_operations() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = readme
+        .split("## The client: `guestbook-client`\n")
+        .nth(1)
+        .unwrap();
+    let table: Vec<&str> = section
+        .lines()
+        .skip_while(|line| !line.starts_with('|'))
+        .take_while(|line| line.starts_with('|'))
+        .collect();
+    let document = generated();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let method = method.to_uppercase();
+            // The proxied operations are one `/api/*` row.
+            let row = if path.starts_with("/api/messages") && path != "/api/messages/stream" {
+                "| `/api/*` |".to_owned()
+            } else {
+                format!("| `{method} {path}`")
+            };
+            assert!(
+                table.iter().any(|line| line.starts_with(&row)),
+                "{method} {path} is documented but has no README row"
+            );
+        }
+    }
+    for line in &table[2..] {
+        let cell = line.split('|').nth(1).unwrap().trim().trim_matches('`');
+        let (method, path) = match cell.split_once(' ') {
+            Some((method, path)) => (method.to_lowercase(), path.split('`').next().unwrap()),
+            None => continue, // `/api/*`
+        };
+        assert!(
+            !document["paths"][path][method.as_str()].is_null(),
+            "README row {cell} is not in the document"
+        );
+    }
+}
