@@ -5,7 +5,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-.PHONY: help fmt fmt-check lint test test-rust test-ui test-chaos build run run-backend run-client bench chaos ci deploy-tools deploy-check
+.PHONY: help fmt fmt-check lint openapi fuzz-api deny test test-rust test-ui test-chaos build run run-backend run-client bench chaos ci deploy-tools deploy-check
 
 help: ## list the targets
 	@echo "usage: make TARGET [VAR=value ...]"
@@ -21,6 +21,20 @@ fmt-check: ## fail if the code is not formatted
 
 lint: ## clippy on every target, warnings are errors
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+openapi: ## rewrite openapi/*.json from the code (a test fails while they differ)
+	UPDATE_OPENAPI=1 cargo test --locked -p guestbook-backend -p guestbook-client --test api openapi::the_checked_in_document
+
+fuzz-api: ## schemathesis against both services on loopback (about 3 min; MAX_TIME=60 s per service)
+	cargo build --locked -p guestbook-backend -p guestbook-client
+	scripts/schemathesis.sh
+
+deny: ## cargo deny: licences, bans, sources; advisories too when the RustSec database can be fetched
+	cargo deny --locked check licenses bans sources
+	@out=$$(cargo deny --locked check advisories 2>&1) && { echo "$$out" | tail -n 1; exit 0; }; \
+	if grep -q "failed to fetch advisory database" <<<"$$out"; then \
+	  echo "cargo deny: advisories NOT checked: the RustSec database (GitHub) cannot be fetched from here"; \
+	else echo "$$out"; exit 1; fi
 
 test: test-rust test-ui test-chaos ## every test (needs redis-server, chromium and node on PATH)
 
@@ -72,4 +86,4 @@ deploy-tools: ## install the deployment checkers (apt + a venv in ~/.cache; need
 deploy-check: ## lint and validate Dockerfiles, compose, kustomize, helm, chaos; live HPA-metric check
 	scripts/deploy-check.sh
 
-ci: fmt-check lint test deploy-check ## what .ci/run checks
+ci: fmt-check lint test deploy-check fuzz-api ## what .ci/run checks (and `make deny` when cargo-deny is installed)

@@ -147,7 +147,7 @@ done
 redis-cli -p "$REDIS_PORT" PING >/dev/null || die "redis-server did not answer on port $REDIS_PORT"
 
 BACKEND_ENV="APPEND_STRATEGY=<strategy> LISTEN_ADDR=127.0.0.1:<port> REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
-BACKEND_ENV+=" MAX_MESSAGES=$MAX_MESSAGES LOG_FORMAT=json RUST_LOG=warn SHUTDOWN_DELAY_SECS=0 $BIN"
+BACKEND_ENV+=" MAX_MESSAGES=$MAX_MESSAGES RATE_LIMIT_WRITES_PER_SEC=0 LOG_FORMAT=json RUST_LOG=warn SHUTDOWN_DELAY_SECS=0 $BIN"
 INVOCATION="DURATION=$DURATION STRATEGIES=\"$STRATEGIES\" INSTANCES=\"$INSTANCES\""
 INVOCATION+=" CONNECTIONS=\"$CONNECTIONS\" IDEMPOTENCY=$IDEMPOTENCY scripts/bench-appends.sh"
 "${REPORT[@]}" run-info --invocation "$INVOCATION" --duration "$DURATION" \
@@ -181,8 +181,8 @@ start_backends() { # strategy, count
     port=$((BASE_PORT + i))
     port_in_use "$port" && die "port $port is in use; set BASE_PORT to a free range"
     APPEND_STRATEGY=$strategy LISTEN_ADDR=127.0.0.1:$port REDIS_URL=redis://127.0.0.1:$REDIS_PORT \
-      MAX_MESSAGES=$MAX_MESSAGES LOG_FORMAT=json RUST_LOG=warn SHUTDOWN_DELAY_SECS=0 \
-      "$BIN" >>"$LOG_DIR/backend-$strategy-$count-$port.log" 2>&1 &
+      MAX_MESSAGES=$MAX_MESSAGES RATE_LIMIT_WRITES_PER_SEC=0 LOG_FORMAT=json RUST_LOG=warn \
+      SHUTDOWN_DELAY_SECS=0 "$BIN" >>"$LOG_DIR/backend-$strategy-$count-$port.log" 2>&1 &
     BACKEND_PIDS+=("$!")
   done
   for ((i = 0; i < count; i++)); do

@@ -42,7 +42,8 @@ def port_free(port):
 
 def start(command, env, url):
     process = subprocess.Popen(command, env=dict(os.environ, RUST_LOG="warn", LOG_FORMAT="json",
-                                                 SHUTDOWN_DELAY_SECS="0", DRAIN_TIMEOUT_SECS="1", **env),
+                                                 SHUTDOWN_DELAY_SECS="0", DRAIN_TIMEOUT_SECS="1",
+                                                 RATE_LIMIT_WRITES_PER_SEC="0", **env),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(100):
         if process.poll() is not None:

@@ -333,6 +333,8 @@ class Stack:
                 "BACKEND_URL": self.backend_urls[0],
                 "FRONTEND_DIR": str(ROOT / "frontend"),
                 "BREAKER_RESET_SECS": "2",
+                # One load tool on one address stands for many users: no per-client write limit.
+                "RATE_LIMIT_WRITES_PER_SEC": "0",
                 "LOG_FORMAT": "json",
                 "RUST_LOG": "warn",
             },

@@ -8,7 +8,9 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::response::IntoResponse;
 use guestbook_common::bulkhead::Bulkhead;
+use guestbook_common::limits;
 use guestbook_common::pressure::{self, Pressure};
+use guestbook_common::rate_limit::{self, RateLimiter};
 use guestbook_common::{Lifecycle, Metrics, metrics, probes, server, telemetry};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -59,6 +61,8 @@ pub struct Shared {
     pub slow: Arc<Bulkhead>,
     /// How long `/slow` holds its permit.
     pub slow_hold: std::time::Duration,
+    /// Per-client limit on `POST /api/messages`, when `RATE_LIMIT_WRITES_PER_SEC` is above 0.
+    pub write_limiter: Option<Arc<RateLimiter>>,
 }
 
 impl FromRef<AppState> for Lifecycle {
@@ -107,6 +111,10 @@ impl AppState {
                 slow_max_wait,
             )),
             slow_hold,
+            write_limiter: RateLimiter::new(
+                settings.rate_limit_writes_per_sec,
+                settings.rate_limit_writes_burst,
+            ),
         })))
     }
 }
@@ -115,16 +123,27 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let metrics = state.metrics.clone();
     let shedder = Arc::clone(&state.pressure);
+    let mut messages = routes::messages::routes();
+    if let Some(limiter) = state.write_limiter.clone() {
+        messages = messages.route_layer(axum::middleware::from_fn_with_state(
+            limiter,
+            rate_limit::guard,
+        ));
+    }
     Router::new()
-        .merge(routes::messages::routes())
+        .merge(messages)
         .merge(routes::data::routes())
         .merge(routes::slow::routes())
         .merge(routes::faults::routes())
         .merge(routes::health::routes())
         .merge(probes::routes())
         .merge(metrics::routes())
+        .merge(guestbook_common::openapi::routes(Arc::from(
+            crate::openapi::json(),
+        )))
         .fallback(|| async { ApiError::NotFound.into_response() })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(limits::headers))
         .layer(axum::middleware::from_fn_with_state(
             shedder,
             pressure::guard,

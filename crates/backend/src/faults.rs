@@ -36,7 +36,7 @@ impl Default for HttpFaults {
 }
 
 /// Faults on every Redis call the backend makes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RedisFaults {
     /// Delay added before every Redis call, in milliseconds (counts against the call's timeout).
     pub delay_ms: u64,

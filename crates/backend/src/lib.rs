@@ -7,11 +7,13 @@
 //! - [`store`]: Redis storage and the four append strategies.
 //! - [`faults`]: injected failures and latency, on `/data` and on the Redis hop.
 //! - [`error`]: the HTTP error type.
+//! - [`openapi`]: the OpenAPI 3.1 document, generated from the handlers.
 
 pub mod app;
 pub mod domain;
 pub mod error;
 pub mod faults;
+pub mod openapi;
 pub mod routes;
 pub mod settings;
 pub mod store;

@@ -8,12 +8,16 @@ use clap::Parser;
 use guestbook_common::ShutdownArgs;
 use guestbook_common::cli::{Validate, parse_bool};
 use guestbook_common::pressure::PressureArgs;
+use guestbook_common::redact;
 use guestbook_common::telemetry::LogFormat;
 
 use crate::store::AppendStrategy;
 
 /// The guestbook API over Redis.
-#[derive(Debug, Clone, Parser)]
+///
+/// `Debug` is written by hand so that logging the settings never shows `ADMIN_TOKEN` or the
+/// password in `REDIS_URL`.
+#[derive(Clone, Parser)]
 #[command(name = "guestbook-backend", version, about)]
 pub struct Settings {
     /// Address to listen on.
@@ -116,6 +120,16 @@ pub struct Settings {
     #[arg(long, env = "SLOW_MAX_WAIT_MS", default_value_t = 400)]
     pub slow_max_wait_ms: u64,
 
+    /// Writes (POST /api/messages) allowed per second per client IP address; 0 turns the limit
+    /// off. Off by default: the backend's callers are normally the client (every browser behind
+    /// one address) and the load tools; the client limits per browser.
+    #[arg(long, env = "RATE_LIMIT_WRITES_PER_SEC", default_value_t = 0.0)]
+    pub rate_limit_writes_per_sec: f64,
+
+    /// Writes a client may make at once before RATE_LIMIT_WRITES_PER_SEC applies.
+    #[arg(long, env = "RATE_LIMIT_WRITES_BURST", default_value_t = 20)]
+    pub rate_limit_writes_burst: u32,
+
     /// Log format: auto (JSON unless a terminal), json or pretty.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
@@ -156,9 +170,47 @@ impl Settings {
     }
 }
 
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen_addr", &self.listen_addr)
+            .field("redis_url", &redact::url(&self.redis_url))
+            .field(
+                "redis_replica_url",
+                &self.redis_replica_url.as_deref().map(redact::url),
+            )
+            .field("redis_sentinels", &self.redis_sentinels)
+            .field("redis_master_name", &self.redis_master_name)
+            .field("redis_min_replicas_ack", &self.redis_min_replicas_ack)
+            .field("redis_wait_timeout_ms", &self.redis_wait_timeout_ms)
+            .field("append_strategy", &self.append_strategy)
+            .field("fault_injection", &self.fault_injection)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| redact::REDACTED),
+            )
+            .field("max_messages", &self.max_messages)
+            .field("redis_timeout_ms", &self.redis_timeout_ms)
+            .field("guestbook_name", &self.guestbook_name)
+            .field("rate_limit_writes_per_sec", &self.rate_limit_writes_per_sec)
+            .field("rate_limit_writes_burst", &self.rate_limit_writes_burst)
+            .field("shutdown", &self.shutdown)
+            .field("pressure", &self.pressure)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Validate for Settings {
     fn validate(&self) -> Result<(), String> {
         self.pressure.validate()?;
+        if !(self.rate_limit_writes_per_sec.is_finite() && self.rate_limit_writes_per_sec >= 0.0)
+            || self.rate_limit_writes_burst == 0
+        {
+            return Err(
+                "RATE_LIMIT_WRITES_PER_SEC must be 0 (off) or above, RATE_LIMIT_WRITES_BURST at least 1"
+                    .into(),
+            );
+        }
         if self.slow_workers == 0 || self.slow_ms == 0 {
             return Err("SLOW_WORKERS and SLOW_MS must be at least 1".into());
         }
@@ -250,6 +302,20 @@ mod tests {
     fn naive_is_refused_unless_unsafe_is_allowed() {
         assert!(parse(&["--append-strategy", "naive"]).is_err());
         assert!(parse(&["--append-strategy", "naive", "--allow-unsafe", "true"]).is_ok());
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let settings = parse(&[
+            "--redis-url",
+            "redis://app:hunter2-redis@127.0.0.1:6390",
+            "--admin-token",
+            "hunter2-admin-token-0123",
+        ])
+        .unwrap();
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("redis://app:***@127.0.0.1:6390"), "{shown}");
     }
 
     #[test]

@@ -9,7 +9,9 @@ use axum::Router;
 use axum::extract::FromRef;
 use axum::routing::{any, get, post};
 use guestbook_common::pressure::{self, Pressure};
+use guestbook_common::rate_limit::{self, RateLimiter};
 use guestbook_common::{Lifecycle, Metrics, metrics, probes, server, telemetry};
+use guestbook_common::{limits, redact};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -59,6 +61,10 @@ pub struct Shared {
     pub breaker: Arc<Breaker>,
     /// The backend's base URL.
     pub backend_url: String,
+    /// The same with any password replaced, for logs and `/status`.
+    pub backend_url_shown: String,
+    /// Per-client limit on `POST /api/*`, when `RATE_LIMIT_WRITES_PER_SEC` is above 0.
+    pub write_limiter: Option<Arc<RateLimiter>>,
     /// Retry settings, as `/status` shows them.
     pub retry_summary: Value,
     /// The background load generator.
@@ -208,6 +214,11 @@ impl AppState {
             stack,
             breaker,
             backend_url: settings.backend_url.trim_end_matches('/').to_owned(),
+            backend_url_shown: redact::url(settings.backend_url.trim_end_matches('/')),
+            write_limiter: RateLimiter::new(
+                settings.rate_limit_writes_per_sec,
+                settings.rate_limit_writes_burst,
+            ),
             retry_summary: json!({
                 "max_attempts": settings.retry_max_attempts,
                 "base_ms": settings.retry_base_ms,
@@ -237,15 +248,25 @@ impl AppState {
 pub fn app(state: AppState, frontend: &std::path::Path) -> Router {
     let metrics = state.metrics.clone();
     let shedder = Arc::clone(&state.pressure);
+    let mut proxied = Router::new().route("/api/{*rest}", any(proxy::proxy));
+    if let Some(limiter) = state.write_limiter.clone() {
+        proxied = proxied.route_layer(axum::middleware::from_fn_with_state(
+            limiter,
+            rate_limit::guard,
+        ));
+    }
     Router::new()
         .route("/fetch", get(fetch::fetch))
         .route("/status", get(status::status))
         .route("/start-load", post(load::start))
         .route("/stop-load", post(load::stop))
         .route("/api/messages/stream", get(proxy::stream))
-        .route("/api/{*rest}", any(proxy::proxy))
+        .merge(proxied)
         .merge(probes::routes())
         .merge(metrics::routes())
+        .merge(guestbook_common::openapi::routes(Arc::from(
+            crate::openapi::json(),
+        )))
         .fallback_service(ServeDir::new(frontend))
         .layer(axum::middleware::from_fn_with_state(
             shedder,
@@ -255,6 +276,7 @@ pub fn app(state: AppState, frontend: &std::path::Path) -> Router {
             metrics,
             metrics::track,
         ))
+        .layer(axum::middleware::from_fn(limits::headers))
         .layer(axum::middleware::from_fn(security_headers::add))
         .layer(telemetry::trace_layer())
         .layer(telemetry::propagate_request_id_layer())
@@ -302,7 +324,7 @@ impl Application {
             settings,
         } = self;
         let refresh = tokio::spawn(Arc::clone(&state.pressure).run(state.tasks.clone()));
-        tracing::info!(addr = %listener.local_addr()?, backend = %state.backend_url, "guestbook-client serving");
+        tracing::info!(addr = %listener.local_addr()?, backend = %state.backend_url_shown, "guestbook-client serving");
         let lifecycle = state.lifecycle.clone();
         let tasks = state.tasks.clone();
         let router = app(state, &settings.frontend_dir);

@@ -6,11 +6,13 @@
 //! - [`backend`]: reqwest as a tower `Service`, and the stack around it (its order is
 //!   documented there).
 //! - [`middleware`]: the circuit breaker (tower has none) and the retry policy.
+//! - [`openapi`]: the OpenAPI 3.1 document, generated from the handlers.
 //! - [`routes`]: `/fetch`, `/status`, the load generator and the `/api` proxy.
 
 pub mod app;
 pub mod backend;
 pub mod middleware;
+pub mod openapi;
 pub mod routes;
 pub mod settings;
 

@@ -9,12 +9,16 @@ use clap::Parser;
 use guestbook_common::ShutdownArgs;
 use guestbook_common::cli::Validate;
 use guestbook_common::pressure::PressureArgs;
+use guestbook_common::redact;
 use guestbook_common::telemetry::LogFormat;
 
 use crate::middleware::circuit_breaker::BreakerConfig;
 
 /// The guestbook client: UI, /fetch and the /api proxy.
-#[derive(Debug, Clone, Parser)]
+///
+/// `Debug` is written by hand so that logging the settings never shows a password in
+/// `BACKEND_URL`.
+#[derive(Clone, Parser)]
 #[command(name = "guestbook-client", version, about)]
 pub struct Settings {
     /// Address to listen on.
@@ -74,6 +78,12 @@ pub struct Settings {
     /// Directory of the browser UI.
     #[arg(long, env = "FRONTEND_DIR", default_value = "frontend")]
     pub frontend_dir: PathBuf,
+    /// Writes (POST /api/*) allowed per second per client IP address; 0 turns the limit off.
+    #[arg(long, env = "RATE_LIMIT_WRITES_PER_SEC", default_value_t = 20.0)]
+    pub rate_limit_writes_per_sec: f64,
+    /// Writes a client may make at once before RATE_LIMIT_WRITES_PER_SEC applies.
+    #[arg(long, env = "RATE_LIMIT_WRITES_BURST", default_value_t = 40)]
+    pub rate_limit_writes_burst: u32,
     /// Log format: auto (JSON unless a terminal), json or pretty.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
@@ -113,13 +123,38 @@ impl Settings {
     }
 }
 
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen_addr", &self.listen_addr)
+            .field("backend_url", &redact::url(&self.backend_url))
+            .field("retry_max_attempts", &self.retry_max_attempts)
+            .field("backend_timeout_ms", &self.backend_timeout_ms)
+            .field("request_deadline_ms", &self.request_deadline_ms)
+            .field("rate_limit_writes_per_sec", &self.rate_limit_writes_per_sec)
+            .field("rate_limit_writes_burst", &self.rate_limit_writes_burst)
+            .field("frontend_dir", &self.frontend_dir)
+            .field("shutdown", &self.shutdown)
+            .field("pressure", &self.pressure)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Validate for Settings {
     fn validate(&self) -> Result<(), String> {
         self.pressure.validate()?;
+        if !(self.rate_limit_writes_per_sec.is_finite() && self.rate_limit_writes_per_sec >= 0.0)
+            || self.rate_limit_writes_burst == 0
+        {
+            return Err(
+                "RATE_LIMIT_WRITES_PER_SEC must be 0 (off) or above, RATE_LIMIT_WRITES_BURST at least 1"
+                    .into(),
+            );
+        }
         if !(self.backend_url.starts_with("http://") || self.backend_url.starts_with("https://")) {
             return Err(format!(
                 "BACKEND_URL must be an http(s) URL, got {:?}",
-                self.backend_url
+                redact::url(&self.backend_url)
             ));
         }
         if self.retry_max_attempts == 0 {

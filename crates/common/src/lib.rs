@@ -8,14 +8,22 @@
 //! - [`metrics`]: the Prometheus registry, the per-route HTTP histogram and `/metrics`.
 //! - [`window`]: the sliding-window latency estimator (p50/p99/p99.9).
 //! - [`pressure`]: readiness and load shedding driven by that window and runtime signals.
+//! - [`openapi`]: the parts of both OpenAPI documents they share, and `/openapi.json`.
+//! - [`rate_limit`]: per-client token buckets on writes (429 with `Retry-After`).
+//! - [`limits`]: the request header size limit (431).
+//! - [`redact`]: passwords out of URLs before they are logged or shown.
 //! - [`bulkhead`]: bounded capacity with a predicted queue wait, refused at once when too long.
 
 pub mod bulkhead;
 pub mod cli;
 pub mod lifecycle;
+pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod pressure;
 pub mod probes;
+pub mod rate_limit;
+pub mod redact;
 pub mod server;
 pub mod telemetry;
 pub mod window;

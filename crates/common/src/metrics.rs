@@ -92,7 +92,17 @@ where
     Router::new().route("/metrics", get(render))
 }
 
-async fn render(State(metrics): State<Metrics>) -> Response {
+/// The registry in the OpenMetrics text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "probes",
+    responses(
+        (status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text"),
+        (status = 500, description = "The registry could not be encoded (logged); empty body"),
+    )
+)]
+pub(crate) async fn render(State(metrics): State<Metrics>) -> Response {
     match metrics.encode() {
         Ok(body) => (
             [(

@@ -52,8 +52,8 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(10);
 const RECOVER_RATIO: f64 = 0.9;
 /// The smallest concurrency limit shedding goes down to.
 const MIN_LIMIT: u64 = 2;
-/// Paths that are never shed nor recorded.
-const EXEMPT: [&str; 3] = ["/liveness", "/readiness", "/metrics"];
+/// Paths that are never shed nor recorded (the OpenAPI documents leave their 503 out too).
+pub const EXEMPT: [&str; 3] = ["/liveness", "/readiness", "/metrics"];
 
 /// Backpressure settings, shared by both services.
 #[derive(Debug, Clone, clap::Args)]

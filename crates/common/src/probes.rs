@@ -24,13 +24,28 @@ where
 }
 
 /// 200 while the process can answer at all.
-async fn liveness() -> &'static str {
+#[utoipa::path(
+    get,
+    path = "/liveness",
+    tag = "probes",
+    responses((status = 200, description = "The process serves; never looks at a dependency", body = String, content_type = "text/plain", example = "OK"))
+)]
+pub(crate) async fn liveness() -> &'static str {
     "OK"
 }
 
 /// 200 while the windowed p99.9 is under `READINESS_P999_MS` and the process is not shutting
 /// down; otherwise 503 with the reason and the measured figure.
-async fn readiness(State(pressure): State<Arc<Pressure>>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/readiness",
+    tag = "probes",
+    responses(
+        (status = 200, description = "Ready: the windowed p99.9 is under READINESS_P999_MS", body = crate::openapi::Readiness),
+        (status = 503, description = "Unready: `reason` is `latency` (with the figures) or `shutting_down`", body = crate::openapi::Readiness),
+    )
+)]
+pub(crate) async fn readiness(State(pressure): State<Arc<Pressure>>) -> Response {
     match pressure.readiness() {
         Ok(body) => Json(body).into_response(),
         Err(body) => (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response(),

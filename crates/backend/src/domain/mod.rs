@@ -4,5 +4,8 @@
 pub mod idempotency;
 pub mod message;
 
+#[cfg(test)]
+mod proptests;
+
 pub use idempotency::IdempotencyKey;
-pub use message::{InputError, NewMessage, StoredMessage};
+pub use message::{InputError, NewMessage, NewMessageBody, StoredMessage};

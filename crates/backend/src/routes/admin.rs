@@ -4,21 +4,41 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::routes::extract::require_bearer;
 
+/// The body of a successful `DELETE /api/messages`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Deleted {
+    /// How many messages were deleted.
+    pub deleted: u64,
+}
+
+/// Clears the guestbook (admin).
+#[utoipa::path(
+    delete,
+    path = "/api/messages",
+    tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every message and idempotency record deleted; ids are not reset", body = Deleted),
+        (status = 401, description = "Missing or wrong bearer token", body = guestbook_common::openapi::ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 404, description = "ADMIN_TOKEN is not set: the endpoint does not exist", body = guestbook_common::openapi::ErrorBody),
+        (status = 500, description = "Unexpected Redis error", body = guestbook_common::openapi::ErrorBody),
+    )
+)]
 pub(crate) async fn clear(
     State(app): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Deleted>, ApiError> {
     let Some(token) = app.admin_token.as_deref() else {
         return Err(ApiError::NotFound);
     };
     require_bearer(&headers, token)?;
     let deleted = app.store.clear().await?;
     tracing::info!(deleted, "guestbook cleared by an administrator");
-    Ok(Json(json!({ "deleted": deleted })))
+    Ok(Json(Deleted { deleted }))
 }

@@ -17,7 +17,27 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/data", get(data))
 }
 
-async fn data(State(app): State<AppState>) -> Response {
+/// `GET /data`'s healthy answer (seed 002's shape).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DataAnswer {
+    /// `OK`.
+    pub message: String,
+    /// `BackendService healthy`.
+    pub note: String,
+}
+
+/// Seed 002's endpoint.
+#[utoipa::path(
+    get,
+    path = "/data",
+    tag = "seed",
+    responses(
+        (status = 200, description = "Healthy", body = DataAnswer),
+        (status = "4XX", description = "An injected failure (POST /config/failure): `{\"error\": \"Injected failure\"}`", body = guestbook_common::openapi::ErrorBody),
+        (status = "5XX", description = "An injected failure (POST /config/failure)", body = guestbook_common::openapi::ErrorBody),
+    )
+)]
+pub(crate) async fn data(State(app): State<AppState>) -> Response {
     let faults = app.faults.http();
     if faults.delay_ms > 0 && fastrand::f64() < faults.delay_rate {
         tracing::debug!(delay_ms = faults.delay_ms, "injecting latency");
@@ -29,5 +49,9 @@ async fn data(State(app): State<AppState>) -> Response {
             StatusCode::from_u16(faults.status_code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return (status, Json(json!({"error": "Injected failure"}))).into_response();
     }
-    Json(json!({"message": "OK", "note": "BackendService healthy"})).into_response()
+    Json(DataAnswer {
+        message: "OK".to_owned(),
+        note: "BackendService healthy".to_owned(),
+    })
+    .into_response()
 }

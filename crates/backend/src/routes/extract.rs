@@ -72,6 +72,20 @@ where
     }
 }
 
+/// The largest message id: Redis counters (`INCR`) are signed 64-bit integers, and the
+/// OpenAPI documents give ids as `int64`.
+pub const MAX_ID: u64 = i64::MAX as u64;
+
+/// Refuses an id above [`MAX_ID`] with 400: no message can have it, and the documents say so.
+pub fn check_id(name: &str, id: Option<u64>) -> Result<Option<u64>, ApiError> {
+    match id {
+        Some(id) if id > MAX_ID => Err(ApiError::BadRequest(format!(
+            "{name} must be a message id, at most {MAX_ID}"
+        ))),
+        other => Ok(other),
+    }
+}
+
 /// Checks `Authorization: Bearer <token>` against `expected` in constant time.
 pub fn require_bearer(headers: &HeaderMap, expected: &str) -> Result<(), ApiError> {
     let presented = headers

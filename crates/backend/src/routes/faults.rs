@@ -8,10 +8,8 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::app::AppState;
-use crate::domain::InputError;
 use crate::error::ApiError;
 use crate::faults::RedisFaults;
 use crate::routes::extract::{LimitedBody, require_bearer};
@@ -39,7 +37,7 @@ fn authorise(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|err| InputError::from_json(&err).into())
+    Ok(crate::domain::message::from_json_object(body)?)
 }
 
 fn check_rate(name: &str, rate: f64) -> Result<f64, ApiError> {
@@ -62,18 +60,39 @@ fn check_delay(delay_ms: u64) -> Result<u64, ApiError> {
     }
 }
 
-#[derive(Deserialize)]
+/// `POST /config/failure`: either field, or both; a missing or `null` field stays as it is.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct FailureChange {
+pub(crate) struct FailureChange {
+    /// Share of `/data` calls that fail, 0-1.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     failure_rate: Option<f64>,
+    /// The status a failed call answers, 400-599.
+    #[schema(minimum = 400, maximum = 599)]
     status_code: Option<u16>,
 }
 
-async fn set_failure(
+#[utoipa::path(
+    post,
+    path = "/config/failure",
+    tag = "faults",
+    security((), ("bearer" = [])),
+    request_body(content = FailureChange, description = "Failure injection for /data; accepted with or without a JSON content type (seed 002's curl sends none)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Changed", body = FaultChanged),
+        (status = 400, description = "The body is not JSON", body = guestbook_common::openapi::ErrorBody),
+        (status = 401, description = "ADMIN_TOKEN is set and the bearer token is missing or wrong", body = guestbook_common::openapi::ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 404, description = "FAULT_INJECTION is off: the endpoint does not exist", body = guestbook_common::openapi::ErrorBody),
+        (status = 413, description = "The body is over 16 KiB", body = guestbook_common::openapi::ErrorBody),
+        (status = 422, description = "An unknown field or an out-of-range value", body = guestbook_common::openapi::ErrorBody),
+    )
+)]
+pub(crate) async fn set_failure(
     State(app): State<AppState>,
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FaultChanged>, ApiError> {
     authorise(&app, &headers)?;
     let change: FailureChange = parse(&body)?;
     let rate = change
@@ -96,21 +115,42 @@ async fn set_failure(
         }
     });
     tracing::info!(failure = ?app.faults.http(), "failure injection changed");
-    Ok(Json(json!({"result": "ok", "config": snapshot(&app)})))
+    Ok(changed(&app))
 }
 
-#[derive(Deserialize)]
+/// `POST /config/latency`: either field, or both; a missing or `null` field stays as it is.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LatencyChange {
+pub(crate) struct LatencyChange {
+    /// Injected delay of `/data`, in milliseconds (at most 600000).
+    #[schema(maximum = 600_000)]
     delay_ms: Option<u64>,
+    /// Share of `/data` calls delayed, 0-1.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     delay_rate: Option<f64>,
 }
 
-async fn set_latency(
+#[utoipa::path(
+    post,
+    path = "/config/latency",
+    tag = "faults",
+    security((), ("bearer" = [])),
+    request_body(content = LatencyChange, description = "Latency injection for /data; accepted with or without a JSON content type (seed 002's curl sends none)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Changed", body = FaultChanged),
+        (status = 400, description = "The body is not JSON", body = guestbook_common::openapi::ErrorBody),
+        (status = 401, description = "ADMIN_TOKEN is set and the bearer token is missing or wrong", body = guestbook_common::openapi::ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 404, description = "FAULT_INJECTION is off: the endpoint does not exist", body = guestbook_common::openapi::ErrorBody),
+        (status = 413, description = "The body is over 16 KiB", body = guestbook_common::openapi::ErrorBody),
+        (status = 422, description = "An unknown field or an out-of-range value", body = guestbook_common::openapi::ErrorBody),
+    )
+)]
+pub(crate) async fn set_latency(
     State(app): State<AppState>,
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FaultChanged>, ApiError> {
     authorise(&app, &headers)?;
     let change: LatencyChange = parse(&body)?;
     let delay = change.delay_ms.map(check_delay).transpose()?;
@@ -127,21 +167,66 @@ async fn set_latency(
         }
     });
     tracing::info!(latency = ?app.faults.http(), "latency injection changed");
-    Ok(Json(json!({"result": "ok", "config": snapshot(&app)})))
+    Ok(changed(&app))
 }
 
-#[derive(Deserialize)]
+/// `POST /config/redis`: either field, or both; a missing or `null` field stays as it is.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RedisChange {
+pub(crate) struct RedisChange {
+    /// Delay before each Redis call made for a request, in milliseconds (at most 600000).
+    #[schema(maximum = 600_000)]
     delay_ms: Option<u64>,
+    /// Share of those Redis calls failed without sending anything, 0-1.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     failure_rate: Option<f64>,
 }
 
-async fn set_redis(
+/// The current faults (seed 002's flat shape plus the Redis faults).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct FaultConfig {
+    /// Share of `/data` calls that fail.
+    pub failure_rate: f64,
+    /// The status they answer.
+    pub status_code: u16,
+    /// Injected delay of `/data`, in milliseconds.
+    pub delay_ms: u64,
+    /// Share of `/data` calls delayed.
+    pub delay_rate: f64,
+    /// Faults on the Redis hop.
+    pub redis: RedisFaults,
+}
+
+/// The answer to a change: `{"result": "ok", "config": {...}}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct FaultChanged {
+    /// `ok`.
+    pub result: String,
+    /// The faults now in force.
+    pub config: FaultConfig,
+}
+
+#[utoipa::path(
+    post,
+    path = "/config/redis",
+    tag = "faults",
+    security((), ("bearer" = [])),
+    request_body(content = RedisChange, description = "Faults on the Redis hop; accepted with or without a JSON content type (seed 002's curl sends none)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Changed", body = FaultChanged),
+        (status = 400, description = "The body is not JSON", body = guestbook_common::openapi::ErrorBody),
+        (status = 401, description = "ADMIN_TOKEN is set and the bearer token is missing or wrong", body = guestbook_common::openapi::ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 404, description = "FAULT_INJECTION is off: the endpoint does not exist", body = guestbook_common::openapi::ErrorBody),
+        (status = 413, description = "The body is over 16 KiB", body = guestbook_common::openapi::ErrorBody),
+        (status = 422, description = "An unknown field or an out-of-range value", body = guestbook_common::openapi::ErrorBody),
+    )
+)]
+pub(crate) async fn set_redis(
     State(app): State<AppState>,
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FaultChanged>, ApiError> {
     authorise(&app, &headers)?;
     let change: RedisChange = parse(&body)?;
     let current = app.faults.redis();
@@ -159,22 +244,45 @@ async fn set_redis(
     };
     app.faults.set_redis(faults);
     tracing::info!(redis = ?faults, "Redis fault injection changed");
-    Ok(Json(json!({"result": "ok", "config": snapshot(&app)})))
+    Ok(changed(&app))
 }
 
-async fn current(State(app): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+/// The current fault configuration.
+#[utoipa::path(
+    get,
+    path = "/config/get",
+    tag = "faults",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The faults in force", body = FaultConfig),
+        (status = 401, description = "ADMIN_TOKEN is set and the bearer token is missing or wrong", body = guestbook_common::openapi::ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 404, description = "FAULT_INJECTION is off: the endpoint does not exist", body = guestbook_common::openapi::ErrorBody),
+    )
+)]
+pub(crate) async fn current(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<FaultConfig>, ApiError> {
     authorise(&app, &headers)?;
     Ok(Json(snapshot(&app)))
 }
 
 /// Seed 002's flat shape, plus the Redis faults.
-fn snapshot(app: &AppState) -> Value {
+fn snapshot(app: &AppState) -> FaultConfig {
     let http = app.faults.http();
-    json!({
-        "failure_rate": http.failure_rate,
-        "status_code": http.status_code,
-        "delay_ms": http.delay_ms,
-        "delay_rate": http.delay_rate,
-        "redis": app.faults.redis(),
+    FaultConfig {
+        failure_rate: http.failure_rate,
+        status_code: http.status_code,
+        delay_ms: http.delay_ms,
+        delay_rate: http.delay_rate,
+        redis: app.faults.redis(),
+    }
+}
+
+fn changed(app: &AppState) -> Json<FaultChanged> {
+    Json(FaultChanged {
+        result: "ok".to_owned(),
+        config: snapshot(app),
     })
 }

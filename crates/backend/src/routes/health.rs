@@ -15,7 +15,16 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/health/dependencies", get(dependencies))
 }
 
-async fn dependencies(State(app): State<AppState>) -> Json<Value> {
+/// A diagnostic view of each dependency; no probe uses it.
+#[utoipa::path(
+    get,
+    path = "/health/dependencies",
+    tag = "probes",
+    responses(
+        (status = 200, description = "`redis_primary` (`up` with `address` and `latency_ms`, or `down` with `address` and `error`), `live_updates` (`following` or `reconnecting`, `last_id`), `append_strategy`", body = Object),
+    )
+)]
+pub(crate) async fn dependencies(State(app): State<AppState>) -> Json<Value> {
     let address = app.store.primary_address();
     let primary = match app.store.ping().await {
         Ok(rtt) => {

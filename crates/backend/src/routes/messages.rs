@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::app::AppState;
 use crate::domain::{IdempotencyKey, NewMessage, StoredMessage};
 use crate::error::ApiError;
-use crate::routes::extract::{LimitedBody, ValidQuery, require_json};
+use crate::routes::extract::{LimitedBody, ValidQuery, check_id, require_json};
 use crate::routes::{admin, stream};
 use crate::store::{AppendOutcome, MAX_PAGE, Page, StoreError};
 
@@ -28,7 +28,31 @@ pub fn routes() -> Router<AppState> {
         .route("/api/messages/stream", get(stream::stream))
 }
 
-async fn create(
+/// Appends a message, exactly once per `Idempotency-Key`.
+#[utoipa::path(
+    post,
+    path = "/api/messages",
+    tag = "messages",
+    request_body(content = crate::domain::NewMessageBody, content_type = "application/json"),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "Names one logical write: 1-255 visible ASCII characters. A retry with the same key and body answers the first message (200); with another body, 422.", min_length = 1, max_length = 255, pattern = "^[!-~]+$"),
+    ),
+    responses(
+        (status = 201, description = "Created", body = crate::domain::StoredMessage),
+        (status = 200, description = "An idempotent replay: the message first created with this key", body = crate::domain::StoredMessage,
+            headers(("Idempotent-Replayed" = String, description = "Always `true`"))),
+        (status = 400, description = "The body is not JSON, or a malformed Idempotency-Key", body = guestbook_common::openapi::ErrorBody),
+        (status = 413, description = "The body is over 16 KiB", body = guestbook_common::openapi::ErrorBody),
+        (status = 415, description = "No JSON content type", body = guestbook_common::openapi::ErrorBody),
+        (status = 422, description = "Wrong shape or invalid values, or an Idempotency-Key reused with another body", body = guestbook_common::openapi::ErrorBody),
+        (status = 429, description = "Over the per-client write rate (RATE_LIMIT_WRITES_PER_SEC)", body = guestbook_common::openapi::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "Redis holds data this program did not write; `internal error`", body = guestbook_common::openapi::ErrorBody),
+        (status = 503, description = "Redis unavailable or contended; nothing was written, a retry with the same key is safe", body = guestbook_common::openapi::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+pub(crate) async fn create(
     State(app): State<AppState>,
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
@@ -62,24 +86,43 @@ async fn create(
 }
 
 /// `?after=ID&before=ID&order=asc|desc&limit=N`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// Only messages with ids above this (default 0).
     after: Option<u64>,
+    /// Only messages with ids below this (default: no bound).
     before: Option<u64>,
+    /// `asc` (oldest first, the default) or `desc` (newest first).
+    #[param(inline)]
     order: Option<Order>,
+    /// Page size, 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
 /// Oldest first (the default: how followers catch up) or newest first (how people read).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
-enum Order {
+pub(crate) enum Order {
     Asc,
     Desc,
 }
 
-async fn list(
+/// One page of messages.
+#[utoipa::path(
+    get,
+    path = "/api/messages",
+    tag = "messages",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of messages, ascending by id unless `order=desc`", body = MessagePage),
+        (status = 400, description = "A bad query: unknown parameter, non-numeric id, `limit` outside 1-1000, bad `order`", body = guestbook_common::openapi::ErrorBody),
+        (status = 500, description = "Redis holds data this program did not write", body = guestbook_common::openapi::ErrorBody),
+    )
+)]
+pub(crate) async fn list(
     State(app): State<AppState>,
     ValidQuery(query): ValidQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
@@ -90,8 +133,8 @@ async fn list(
         )));
     }
     let page = Page {
-        after: query.after.unwrap_or(0),
-        before: query.before,
+        after: check_id("after", query.after)?.unwrap_or(0),
+        before: check_id("before", query.before)?,
         limit,
         newest_first: query.order == Some(Order::Desc),
     };
@@ -108,6 +151,14 @@ async fn list(
     }
     body.push_str("]}");
     Ok(json(body).into_response())
+}
+
+// Built by splicing stored JSON in `list`; this type documents the shape.
+/// The body of `GET /api/messages`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct MessagePage {
+    /// The page, in the order asked for.
+    pub messages: Vec<StoredMessage>,
 }
 
 /// A pre-encoded JSON body.

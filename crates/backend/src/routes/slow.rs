@@ -9,7 +9,6 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use guestbook_common::pressure::Shed;
-use serde_json::json;
 
 use crate::app::AppState;
 
@@ -18,10 +17,34 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/slow", get(slow))
 }
 
-async fn slow(State(app): State<AppState>) -> Response {
+/// `GET /slow`'s answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SlowAnswer {
+    /// `OK`.
+    pub message: String,
+    /// How long the permit was held, in milliseconds (`SLOW_MS`).
+    pub held_ms: u64,
+}
+
+/// Seed 001's bounded-capacity work.
+#[utoipa::path(
+    get,
+    path = "/slow",
+    tag = "seed",
+    responses(
+        (status = 200, description = "Held one of SLOW_WORKERS permits for SLOW_MS", body = SlowAnswer),
+        (status = 503, description = "The predicted queueing exceeds SLOW_MAX_WAIT_MS, or load shedding: `{\"error\", \"reason\"}`", body = guestbook_common::openapi::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+pub(crate) async fn slow(State(app): State<AppState>) -> Response {
     let hold = app.slow_hold;
     match app.slow.run(|| tokio::time::sleep(hold)).await {
-        Ok(()) => Json(json!({"message": "OK", "held_ms": hold.as_millis()})).into_response(),
+        Ok(()) => Json(SlowAnswer {
+            message: "OK".to_owned(),
+            held_ms: u64::try_from(hold.as_millis()).unwrap_or(u64::MAX),
+        })
+        .into_response(),
         Err(full) => {
             tracing::debug!(
                 predicted_ms = full.predicted.as_millis(),

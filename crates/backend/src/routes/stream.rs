@@ -22,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::routes::extract::ValidQuery;
+use crate::routes::extract::{ValidQuery, check_id};
 use crate::store::{MAX_PAGE, Page, RawMessage, Store};
 
 /// Events buffered per subscriber before back-pressure reaches the pump.
@@ -30,12 +30,30 @@ const SUBSCRIBER_BUFFER: usize = 64;
 /// Keep-alive comment interval: below common proxy idle timeouts (60 s).
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct StreamQuery {
+    /// On a first connection, start after this id (Last-Event-ID wins when both are sent).
     after: Option<u64>,
 }
 
+/// Live updates as Server-Sent Events.
+#[utoipa::path(
+    get,
+    path = "/api/messages/stream",
+    tag = "messages",
+    params(
+        StreamQuery,
+        ("Last-Event-ID" = Option<u64>, Header, nullable = false, description = "Resume after this message id (browsers send it on reconnect)"),
+    ),
+    responses(
+        (status = 200, description = "An endless `text/event-stream`: one `message` event per new message, `id:` the message id, `data:` the message JSON; a keep-alive comment every 15 s", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "A bad query or Last-Event-ID", body = guestbook_common::openapi::ErrorBody),
+        (status = 503, description = "MAX_STREAM_CLIENTS streams are already open, or load shedding", body = guestbook_common::openapi::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn stream(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -54,8 +72,10 @@ pub(crate) async fn stream(
                 .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be a message id".into()))
         })
         .transpose()?;
+    let last_event_id = check_id("Last-Event-ID", last_event_id)?;
+    let after = check_id("after", query.after)?;
     let (feed, newest) = app.feed.subscribe();
-    let resume_after = last_event_id.or(query.after);
+    let resume_after = last_event_id.or(after);
     let (sender, receiver) = mpsc::channel(SUBSCRIBER_BUFFER);
     let gone = sender.clone();
     let pump = Pump {

@@ -25,6 +25,35 @@ pub fn failure_message(result: &Result<http::Response<Bytes>, BoxError>) -> Stri
     }
 }
 
+/// `/fetch`'s body: `ok` with `data`, `stale` with `data`, `age_ms` and `message`, or
+/// `fallback` with `message`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct FetchAnswer {
+    /// `ok`, `stale` or `fallback`.
+    #[schema(pattern = "^(ok|stale|fallback)$")]
+    pub status: String,
+    /// The backend's `/data` body (`ok` and `stale`).
+    #[schema(value_type = Object, nullable = false)]
+    pub data: Option<Value>,
+    /// Age of a stale answer, in milliseconds.
+    #[schema(nullable = false)]
+    pub age_ms: Option<u64>,
+    /// Why the backend gave no fresh answer: `backend answered N`, `timeout`, `circuit-open`,
+    /// `backend unreachable: ...`.
+    #[schema(nullable = false)]
+    pub message: Option<String>,
+}
+
+/// Seed 002's endpoint: the backend's `/data` through the stack.
+#[utoipa::path(
+    get,
+    path = "/fetch",
+    tag = "seed",
+    responses(
+        (status = 200, description = "`{\"status\": \"ok\", \"data\"}`, or with FALLBACK_CACHE_SECS a `stale` answer", body = FetchAnswer),
+        (status = 503, description = "`{\"status\": \"fallback\", \"message\"}` after the attempts failed or at once while the circuit is open", body = FetchAnswer),
+    )
+)]
 pub(crate) async fn fetch(State(app): State<AppState>) -> Response {
     let request = http::Request::get("/data")
         .body(Bytes::new())

@@ -17,6 +17,9 @@ use tower::ServiceExt;
 use crate::app::AppState;
 use crate::backend::BackendStack;
 
+/// The longest `duration_secs` accepted: a day (runs are cut to `LOAD_MAX_SECS` anyway).
+const MAX_DURATION_SECS: u64 = 86_400;
+
 /// The generator's state: at most one run at a time.
 #[derive(Default)]
 pub struct LoadGenerator {
@@ -38,13 +41,45 @@ impl LoadGenerator {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `POST /start-load`'s optional body; `null` fields take their defaults.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StartLoad {
+    /// Calls per second, above 0 and at most 1000 (default 1).
+    #[schema(exclusive_minimum = 0.0, maximum = 1000.0)]
     rate: Option<f64>,
+    /// Length of the run in seconds, at most 86400, and cut to LOAD_MAX_SECS (default:
+    /// LOAD_MAX_SECS).
+    #[schema(maximum = 86_400)]
     duration_secs: Option<u64>,
 }
 
+/// The load generator's answers: `status` is `started` (with `rate` and `duration_secs`),
+/// `already-running`, `stopped` or `not-running`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct LoadAnswer {
+    /// `started`, `already-running`, `stopped` or `not-running`.
+    #[schema(pattern = "^(started|already-running|stopped|not-running)$")]
+    pub status: String,
+    /// Calls per second (`started`).
+    #[schema(nullable = false)]
+    pub rate: Option<f64>,
+    /// Length of the run (`started`).
+    #[schema(nullable = false)]
+    pub duration_secs: Option<u64>,
+}
+
+/// Starts seed 002's background load on the backend's `/data`, bounded.
+#[utoipa::path(
+    post,
+    path = "/start-load",
+    tag = "seed",
+    request_body(content = Option<StartLoad>, description = "Optional; any content type", content_type = "application/json"),
+    responses(
+        (status = 200, description = "`started`, or `already-running`", body = LoadAnswer),
+        (status = 422, description = "A bad body or rate", body = guestbook_common::openapi::ErrorBody),
+    )
+)]
 pub(crate) async fn start(
     State(app): State<AppState>,
     body: Bytes,
@@ -55,11 +90,24 @@ pub(crate) async fn start(
             Json(json!({"error": message})),
         )
     };
-    let options: StartLoad = if body.iter().all(u8::is_ascii_whitespace) {
+    // No body, or JSON `null`, means every default (the document's body is optional).
+    let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
+    // serde would also take `[rate, duration]`; only an object, `null` or nothing is meant.
+    let options: StartLoad = if first.is_none() {
         StartLoad::default()
+    } else if !matches!(first, Some(b'{' | b'n')) {
+        return Err(bad("the body must be a JSON object"));
     } else {
-        serde_json::from_slice(&body).map_err(|err| bad(&format!("invalid body: {err}")))?
+        serde_json::from_slice::<Option<StartLoad>>(&body)
+            .map_err(|err| bad(&format!("invalid body: {err}")))?
+            .unwrap_or_default()
     };
+    if options
+        .duration_secs
+        .is_some_and(|secs| secs > MAX_DURATION_SECS)
+    {
+        return Err(bad("duration_secs must be at most 86400"));
+    }
     let rate = options.rate.unwrap_or(1.0);
     if !(rate.is_finite() && rate > 0.0 && rate <= 1_000.0) {
         return Err(bad("rate must be above 0 and at most 1000 per second"));
@@ -92,6 +140,13 @@ pub(crate) async fn start(
     ))
 }
 
+/// Stops the background load.
+#[utoipa::path(
+    post,
+    path = "/stop-load",
+    tag = "seed",
+    responses((status = 200, description = "`stopped`, or `not-running`", body = LoadAnswer))
+)]
 pub(crate) async fn stop(State(app): State<AppState>) -> Json<Value> {
     let mut running = app
         .load

@@ -3,17 +3,43 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::app::AppState;
 
-pub(crate) async fn status(State(app): State<AppState>) -> Json<Value> {
+/// `/status`'s body.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct StatusAnswer {
+    /// The circuit: `closed`, `open` or `half_open` (seed 002's field).
+    #[schema(pattern = "^(closed|open|half_open)$")]
+    pub circuit_state: String,
+    /// The backend's base URL (any password replaced by `***`).
+    pub backend_url: String,
+    /// The breaker's counts: `state`, `consecutive_failures`, `window_calls`, ...
+    #[schema(value_type = Object)]
+    pub breaker: Value,
+    /// The retry settings.
+    #[schema(value_type = Object)]
+    pub retry: Value,
+    /// The load generator: `running`, `sent`, `ok`.
+    #[schema(value_type = Object)]
+    pub load: Value,
+}
+
+/// The circuit's state, its counts and the stack's settings.
+#[utoipa::path(
+    get,
+    path = "/status",
+    tag = "seed",
+    responses((status = 200, description = "The circuit and the stack", body = StatusAnswer))
+)]
+pub(crate) async fn status(State(app): State<AppState>) -> Json<StatusAnswer> {
     let breaker = app.breaker.snapshot();
-    Json(json!({
-        "circuit_state": app.breaker.state().as_str(),
-        "backend_url": app.backend_url,
-        "breaker": breaker,
-        "retry": app.retry_summary,
-        "load": app.load.summary(),
-    }))
+    Json(StatusAnswer {
+        circuit_state: app.breaker.state().as_str().to_owned(),
+        backend_url: app.backend_url_shown.clone(),
+        breaker: serde_json::to_value(breaker).unwrap_or(Value::Null),
+        retry: app.retry_summary.clone(),
+        load: app.load.summary(),
+    })
 }

@@ -3,5 +3,7 @@
 
 mod helpers;
 
+mod openapi;
 mod resilience;
+mod security;
 mod surface;

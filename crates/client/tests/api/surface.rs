@@ -135,6 +135,35 @@ async fn the_load_generator_runs_bounded_and_stops_on_request() {
     assert_eq!(bad.status().as_u16(), 422);
 }
 
+#[tokio::test]
+async fn a_null_load_body_or_null_fields_take_the_defaults() {
+    let Stack(_redis, _backend, client, http) = stack(|_| {}).await;
+    for body in ["null", r#"{"rate": null, "duration_secs": 1}"#, " "] {
+        let answer = http
+            .post(client.url("/start-load"))
+            .body(body)
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(answer.status().as_u16(), 200, "{body}");
+        let stopped = http
+            .post(client.url("/stop-load"))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(stopped.status().as_u16(), 200);
+    }
+    for body in ["[5, 1]", r#"{"duration_secs": 86401}"#] {
+        let refused = http
+            .post(client.url("/start-load"))
+            .body(body)
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(refused.status().as_u16(), 422, "{body}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_fallback_cache_a_failed_fetch_answers_the_last_good_data_as_stale() {
     let Stack(_redis, backend, client, http) = stack(|settings| {

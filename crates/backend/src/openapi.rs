@@ -1,0 +1,86 @@
+//! The backend's OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]`
+//! attributes and served at `GET /openapi.json`. `openapi/backend.json` is the checked-in
+//! copy; `make openapi` rewrites it and a test fails when it differs from this.
+
+use guestbook_common::openapi::{CommonApi, HeaderLimit, Shedding};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{admin, data, faults, health, messages, slow, stream};
+
+/// The document's paths and schemas.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "guestbook-backend",
+        description = "The guestbook API over Redis: exactly-once appends with Idempotency-Key, \
+                       paging, live updates (Server-Sent Events), seed endpoints, fault \
+                       injection (only with FAULT_INJECTION=true) and probes. Every error body \
+                       is `{\"error\": \"...\"}`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    paths(
+        messages::create,
+        messages::list,
+        admin::clear,
+        stream::stream,
+        data::data,
+        slow::slow,
+        faults::set_failure,
+        faults::set_latency,
+        faults::set_redis,
+        faults::current,
+        health::dependencies,
+        openapi_json,
+    ),
+    components(schemas(messages::MessagePage, admin::Deleted)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "messages", description = "The guestbook"),
+        (name = "admin", description = "Only when ADMIN_TOKEN is set"),
+        (name = "faults", description = "Only when FAULT_INJECTION=true; the bearer token when ADMIN_TOKEN is set"),
+        (name = "seed", description = "The seeds' endpoints"),
+        (name = "probes", description = "Probes, diagnostics, metrics and this document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The `bearer` security scheme (`ADMIN_TOKEN`).
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            );
+    }
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "probes",
+    responses((status = 200, description = "This OpenAPI 3.1 document", body = Object))
+)]
+#[allow(dead_code)] // Documents the route that `guestbook_common::openapi::routes` serves.
+fn openapi_json() {}
+
+/// The whole document: this crate's paths, the shared probes, the shedder's 503 and the
+/// header limit's 431.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut document = ApiDoc::openapi();
+    document.merge(CommonApi::openapi());
+    Shedding.modify(&mut document);
+    HeaderLimit.modify(&mut document);
+    document
+}
+
+/// [`document`] as pretty JSON, as served and checked in.
+pub fn json() -> String {
+    guestbook_common::openapi::render(&document())
+}

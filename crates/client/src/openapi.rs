@@ -1,0 +1,255 @@
+//! The client's OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]`
+//! attributes and served at `GET /openapi.json`. `openapi/client.json` is the checked-in copy;
+//! `make openapi` rewrites it and a test fails when it differs from this.
+//!
+//! The proxied `/api/*` operations are the backend's: their schemas here are copies for the
+//! document only, and a test compares them with the backend's document so they cannot drift.
+
+use guestbook_common::openapi::{CommonApi, ErrorBody, HeaderLimit, Shedding};
+use serde::Serialize;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+
+use crate::routes::{fetch, load, status};
+
+/// A message as stored and served.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Message {
+    /// Unique, ascending id.
+    #[schema(minimum = 1)]
+    pub id: u64,
+    /// Who wrote it.
+    pub author: String,
+    /// What they wrote.
+    pub text: String,
+    /// When the backend accepted it, RFC 3339.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+/// The body of `POST /api/messages`. Both fields are trimmed before the limits apply, and
+/// neither may contain control characters (the text may contain newlines).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMessageBody {
+    /// Who writes: 1-64 characters after trimming.
+    #[schema(min_length = 1, max_length = 64, example = "Mary")]
+    pub author: String,
+    /// What they write: 1-1000 characters after trimming.
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        example = "Hello from the guestbook"
+    )]
+    pub text: String,
+}
+
+/// The body of `GET /api/messages`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessagePage {
+    /// The page, in the order asked for.
+    pub messages: Vec<Message>,
+}
+
+/// The body of a successful `DELETE /api/messages`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deleted {
+    /// How many messages were deleted.
+    pub deleted: u64,
+}
+
+/// Oldest first (the default: how followers catch up) or newest first (how people read).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// Oldest first.
+    Asc,
+    /// Newest first.
+    Desc,
+}
+
+/// `?after=ID&before=ID&order=asc|desc&limit=N`, passed to the backend.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Documents the backend's query.
+pub struct ListQuery {
+    /// Only messages with ids above this (default 0).
+    after: Option<u64>,
+    /// Only messages with ids below this (default: no bound).
+    before: Option<u64>,
+    /// `asc` (oldest first, the default) or `desc` (newest first).
+    #[param(inline)]
+    order: Option<Order>,
+    /// Page size, 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+}
+
+/// The answer when the stack gives none (circuit open, deadline, backend unreachable).
+const NO_ANSWER: &str = "The stack gave no answer (circuit open, deadline, backend unreachable), or load shedding; `Retry-After: 1`";
+
+/// Lists messages (proxied to the backend).
+#[utoipa::path(
+    get,
+    path = "/api/messages",
+    tag = "messages",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of messages, ascending by id unless `order=desc`", body = MessagePage),
+        (status = 400, description = "A bad query: unknown parameter, non-numeric id, `limit` outside 1-1000, bad `order`", body = ErrorBody),
+        (status = 500, description = "The backend's Redis holds data it did not write", body = ErrorBody),
+        (status = 503, description = NO_ANSWER, body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[allow(dead_code)]
+fn list_messages() {}
+
+/// Appends a message (proxied; retried only with an `Idempotency-Key`).
+#[utoipa::path(
+    post,
+    path = "/api/messages",
+    tag = "messages",
+    request_body(content = NewMessageBody, content_type = "application/json"),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "Names one logical write: 1-255 visible ASCII characters. A retry with the same key and body answers the first message (200); with another body, 422. With it the client may retry the POST.", min_length = 1, max_length = 255, pattern = "^[!-~]+$"),
+    ),
+    responses(
+        (status = 201, description = "Created", body = Message),
+        (status = 200, description = "An idempotent replay: the message first created with this key", body = Message,
+            headers(("Idempotent-Replayed" = String, description = "Always `true`"))),
+        (status = 400, description = "The body is not JSON, or a malformed Idempotency-Key", body = ErrorBody),
+        (status = 413, description = "The body is over the backend's 16 KiB (or the client's 64 KiB)", body = ErrorBody),
+        (status = 415, description = "No JSON content type", body = ErrorBody),
+        (status = 422, description = "Wrong shape or invalid values, or an Idempotency-Key reused with another body", body = ErrorBody),
+        (status = 429, description = "Over the per-client write rate (RATE_LIMIT_WRITES_PER_SEC)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "The backend's Redis holds data it did not write", body = ErrorBody),
+        (status = 503, description = NO_ANSWER, body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[allow(dead_code)]
+fn create_message() {}
+
+/// Clears the guestbook (admin; proxied with the `Authorization` header).
+#[utoipa::path(
+    delete,
+    path = "/api/messages",
+    tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every message and idempotency record deleted", body = Deleted),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 404, description = "The backend's ADMIN_TOKEN is not set", body = ErrorBody),
+        (status = 500, description = "Unexpected Redis error", body = ErrorBody),
+        (status = 503, description = NO_ANSWER, body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[allow(dead_code)]
+fn clear_messages() {}
+
+/// Live updates, passed through unbuffered (not retried, not behind the breaker).
+#[utoipa::path(
+    get,
+    path = "/api/messages/stream",
+    tag = "messages",
+    params(
+        ("after" = Option<u64>, Query, nullable = false, description = "On a first connection, start after this id"),
+        ("Last-Event-ID" = Option<u64>, Header, nullable = false, description = "Resume after this message id"),
+    ),
+    responses(
+        (status = 200, description = "An endless `text/event-stream`, as the backend sends it", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "A bad query or Last-Event-ID", body = ErrorBody),
+        (status = 503, description = "The backend cannot be reached, or it has MAX_STREAM_CLIENTS streams open", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[allow(dead_code)]
+fn stream_messages() {}
+
+/// The browser UI.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "ui",
+    responses(
+        (status = 200, description = "The guestbook page; other paths serve FRONTEND_DIR's static files", body = String, content_type = "text/html"),
+        (status = 404, description = "FRONTEND_DIR has no index.html"),
+    )
+)]
+#[allow(dead_code)]
+fn index() {}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "probes",
+    responses((status = 200, description = "This OpenAPI 3.1 document", body = Object))
+)]
+#[allow(dead_code)]
+fn openapi_json() {}
+
+/// The document's paths and schemas.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "guestbook-client",
+        description = "The guestbook client: seed 002's /fetch, /status and load generator, the \
+                       backend's /api/* through one resilient tower stack (circuit breaker, \
+                       deadline, retry budget), the browser UI, and probes. Every error body \
+                       is `{\"error\": \"...\"}`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    paths(
+        fetch::fetch,
+        status::status,
+        load::start,
+        load::stop,
+        list_messages,
+        create_message,
+        clear_messages,
+        stream_messages,
+        index,
+        openapi_json,
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "seed", description = "Seed 002's endpoints"),
+        (name = "messages", description = "The backend's guestbook, proxied"),
+        (name = "admin", description = "The backend's admin endpoint, proxied"),
+        (name = "ui", description = "The browser UI"),
+        (name = "probes", description = "Probes, metrics and this document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The `bearer` security scheme (the backend's `ADMIN_TOKEN`).
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            );
+    }
+}
+
+/// The whole document: this crate's paths, the shared probes, the shedder's 503 and the
+/// header limit's 431.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut document = ApiDoc::openapi();
+    document.merge(CommonApi::openapi());
+    Shedding.modify(&mut document);
+    HeaderLimit.modify(&mut document);
+    document
+}
+
+/// [`document`] as pretty JSON, as served and checked in.
+pub fn json() -> String {
+    guestbook_common::openapi::render(&document())
+}

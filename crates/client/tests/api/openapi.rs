@@ -1,0 +1,143 @@
+//! The client's OpenAPI document: identical to the checked-in `openapi/client.json`, served at
+//! `/openapi.json`, and its copy of the proxied `/api/messages` operations agrees with the
+//! backend's own document.
+
+use serde_json::Value;
+
+use crate::helpers::{RedisServer, backend, client, client_settings, http};
+
+/// The checked-in copy.
+const CHECKED_IN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../openapi/client.json");
+
+fn generated() -> Value {
+    serde_json::from_str(&guestbook_client::openapi::json()).expect("the document is JSON")
+}
+
+#[test]
+fn the_checked_in_document_is_what_the_code_generates() {
+    let generated = guestbook_client::openapi::json();
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(CHECKED_IN, &generated).expect("openapi/client.json is writable");
+    }
+    let checked_in = std::fs::read_to_string(CHECKED_IN).unwrap_or_default();
+    assert!(
+        checked_in == generated,
+        "openapi/client.json differs from what the code generates: run `make openapi` and commit it"
+    );
+}
+
+#[test]
+fn the_proxied_operations_agree_with_the_backends_document() {
+    let client: Value = generated();
+    let backend: Value = serde_json::from_str(&guestbook_backend::openapi::json()).unwrap();
+    for schema in [
+        "Message",
+        "NewMessageBody",
+        "MessagePage",
+        "Deleted",
+        "ErrorBody",
+    ] {
+        assert_eq!(
+            client["components"]["schemas"][schema], backend["components"]["schemas"][schema],
+            "schema {schema} differs between the client's and the backend's documents"
+        );
+    }
+    for (path, method) in [
+        ("/api/messages", "get"),
+        ("/api/messages", "post"),
+        ("/api/messages", "delete"),
+        ("/api/messages/stream", "get"),
+    ] {
+        let ours = &client["paths"][path][method];
+        let theirs = &backend["paths"][path][method];
+        let names = |operation: &Value| -> Vec<(String, Value)> {
+            let mut names: Vec<(String, Value)> = operation["parameters"]
+                .as_array()
+                .map(|parameters| {
+                    parameters
+                        .iter()
+                        .map(|p| (p["name"].as_str().unwrap().to_owned(), p["schema"].clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort_by(|a, b| a.0.cmp(&b.0));
+            names
+        };
+        assert_eq!(
+            names(ours),
+            names(theirs),
+            "{method} {path}: parameters differ"
+        );
+        for (status, answer) in theirs["responses"].as_object().unwrap() {
+            let mine = &ours["responses"][status];
+            assert!(
+                !mine.is_null(),
+                "{method} {path}: the backend's {status} is missing"
+            );
+            assert_eq!(
+                mine["content"], answer["content"],
+                "{method} {path} {status}: bodies differ"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_document_is_served() {
+    let redis = RedisServer::start().await;
+    let backend = backend(&redis).await;
+    let client = client(client_settings(&backend)).await;
+
+    let served = http()
+        .get(client.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(served.status(), 200);
+    let served: Value = served.json().await.unwrap();
+    assert_eq!(served, generated());
+    assert_eq!(served["openapi"], "3.1.0");
+}
+
+#[test]
+fn the_readme_endpoint_table_lists_the_documented_operations() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = readme
+        .split("## The client: `guestbook-client`\n")
+        .nth(1)
+        .unwrap();
+    let table: Vec<&str> = section
+        .lines()
+        .skip_while(|line| !line.starts_with('|'))
+        .take_while(|line| line.starts_with('|'))
+        .collect();
+    let document = generated();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let method = method.to_uppercase();
+            // The proxied operations are one `/api/*` row.
+            let row = if path.starts_with("/api/messages") && path != "/api/messages/stream" {
+                "| `/api/*` |".to_owned()
+            } else {
+                format!("| `{method} {path}`")
+            };
+            assert!(
+                table.iter().any(|line| line.starts_with(&row)),
+                "{method} {path} is documented but has no README row"
+            );
+        }
+    }
+    for line in &table[2..] {
+        let cell = line.split('|').nth(1).unwrap().trim().trim_matches('`');
+        let (method, path) = match cell.split_once(' ') {
+            Some((method, path)) => (method.to_lowercase(), path.split('`').next().unwrap()),
+            None => continue, // `/api/*`
+        };
+        assert!(
+            !document["paths"][path][method.as_str()].is_null(),
+            "README row {cell} is not in the document"
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! What both services' OpenAPI documents share: the probes and `/metrics`, the error body,
+//! the load-shedding answer every other operation may give, the header limit's 431, and the JSON rendering that is
+//! served at `/openapi.json` and checked into `openapi/`.
+//!
+//! The documents are generated from the handlers' `#[utoipa::path]` attributes, so a route
+//! whose documented shape changes changes the document; a test in each service compares the
+//! generated JSON with the checked-in file, so neither can drift silently.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::{OpenApi as Document, RefOr, Response as ApiResponse};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::pressure::EXEMPT;
+use crate::{metrics, probes};
+
+/// Every error body of both services: `{"error": "..."}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for people; opaque (`internal error`) on a 500.
+    pub error: String,
+    /// Present on load-shedding answers: `latency`, `runtime`, `memory`, `queue`, ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub reason: Option<String>,
+}
+
+/// `/readiness`' body, ready or not.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `unready`.
+    #[schema(pattern = "^(ready|unready)$")]
+    pub status: String,
+    /// Why unready: `latency` or `shutting_down`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub reason: Option<String>,
+    /// The windowed p99.9 latency, in milliseconds (absent while shutting down).
+    #[schema(nullable = false)]
+    pub p999_ms: Option<f64>,
+    /// `READINESS_P999_MS` (absent while shutting down).
+    #[schema(nullable = false)]
+    pub threshold_ms: Option<u64>,
+    /// Samples in the window (absent while shutting down).
+    #[schema(nullable = false)]
+    pub samples: Option<u64>,
+}
+
+/// The probes and `/metrics`, merged into each service's document.
+#[derive(OpenApi)]
+#[openapi(
+    paths(probes::liveness, probes::readiness, metrics::render),
+    components(schemas(ErrorBody, Readiness))
+)]
+pub struct CommonApi;
+
+/// Adds the load shedder's 503 (with `Retry-After`) to every operation it can answer for:
+/// everything except the probes and `/metrics`.
+pub struct Shedding;
+
+impl Modify for Shedding {
+    fn modify(&self, openapi: &mut Document) {
+        let shed: RefOr<ApiResponse> = utoipa::openapi::ResponseBuilder::new()
+            .description(
+                "Overloaded (load shedding) or temporarily unavailable: `{\"error\": \"...\"}`, \
+                 retry after `Retry-After` seconds",
+            )
+            .header(
+                "Retry-After",
+                utoipa::openapi::HeaderBuilder::new()
+                    .schema(
+                        utoipa::openapi::ObjectBuilder::new()
+                            .schema_type(utoipa::openapi::schema::Type::Integer),
+                    )
+                    .description(Some("Seconds to wait before retrying"))
+                    .build(),
+            )
+            .content(
+                "application/json",
+                utoipa::openapi::ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+            .into();
+        for (path, item) in &mut openapi.paths.paths {
+            if EXEMPT.contains(&path.as_str()) {
+                continue;
+            }
+            let operations: [&mut Option<Operation>; 5] = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                operation
+                    .responses
+                    .responses
+                    .entry("503".to_owned())
+                    .or_insert_with(|| shed.clone());
+            }
+        }
+    }
+}
+
+/// Adds the header limit's 431 to every operation: every request passes that check.
+pub struct HeaderLimit;
+
+impl Modify for HeaderLimit {
+    fn modify(&self, openapi: &mut Document) {
+        let too_large: RefOr<ApiResponse> = utoipa::openapi::ResponseBuilder::new()
+            .description("The request headers add up to more than 16 KiB")
+            .content(
+                "application/json",
+                utoipa::openapi::ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+            .into();
+        for item in openapi.paths.paths.values_mut() {
+            let operations: [&mut Option<Operation>; 5] = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                operation
+                    .responses
+                    .responses
+                    .entry("431".to_owned())
+                    .or_insert_with(|| too_large.clone());
+            }
+        }
+    }
+}
+
+/// The document as served and checked in: pretty JSON with a final newline.
+pub fn render(document: &Document) -> String {
+    let mut json = document
+        .to_pretty_json()
+        .expect("an OpenAPI document always serialises");
+    json.push('\n');
+    json
+}
+
+/// `GET /openapi.json`, serving `json` (rendered once at start).
+pub fn routes<S>(json: Arc<str>) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new().route(
+        "/openapi.json",
+        get(move || {
+            let json = Arc::clone(&json);
+            async move { serve(&json) }
+        }),
+    )
+}
+
+fn serve(json: &str) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        json.to_owned(),
+    )
+        .into_response()
+}
