@@ -90,11 +90,14 @@ pub(crate) async fn start(
             Json(json!({"error": message})),
         )
     };
-    // No body, or JSON `null`, means every default (the document's body is optional).
+    // No body, or JSON `null`, means every default (the document's body is optional). A body
+    // of only whitespace is not JSON (schemathesis sent one): it is refused like any other.
     let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
     // serde would also take `[rate, duration]`; only an object, `null` or nothing is meant.
-    let options: StartLoad = if first.is_none() {
+    let options: StartLoad = if body.is_empty() {
         StartLoad::default()
+    } else if first.is_none() {
+        return Err(bad("the body is blank: send a JSON object, null, or nothing"));
     } else if !matches!(first, Some(b'{' | b'n')) {
         return Err(bad("the body must be a JSON object"));
     } else {

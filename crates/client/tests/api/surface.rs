@@ -138,7 +138,7 @@ async fn the_load_generator_runs_bounded_and_stops_on_request() {
 #[tokio::test]
 async fn a_null_load_body_or_null_fields_take_the_defaults() {
     let Stack(_redis, _backend, client, http) = stack(|_| {}).await;
-    for body in ["null", r#"{"rate": null, "duration_secs": 1}"#, " "] {
+    for body in ["null", r#"{"rate": null, "duration_secs": 1}"#, ""] {
         let answer = http
             .post(client.url("/start-load"))
             .body(body)
@@ -153,7 +153,8 @@ async fn a_null_load_body_or_null_fields_take_the_defaults() {
             .expect("answers");
         assert_eq!(stopped.status().as_u16(), 200);
     }
-    for body in ["[5, 1]", r#"{"duration_secs": 86401}"#] {
+    // A blank body is not JSON (schemathesis found it accepted), unlike no body at all.
+    for body in ["[5, 1]", r#"{"duration_secs": 86401}"#, " ", "\n"] {
         let refused = http
             .post(client.url("/start-load"))
             .body(body)
