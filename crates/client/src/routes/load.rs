@@ -97,7 +97,9 @@ pub(crate) async fn start(
     let options: StartLoad = if body.is_empty() {
         StartLoad::default()
     } else if first.is_none() {
-        return Err(bad("the body is blank: send a JSON object, null, or nothing"));
+        return Err(bad(
+            "the body is blank: send a JSON object, null, or nothing",
+        ));
     } else if !matches!(first, Some(b'{' | b'n')) {
         return Err(bad("the body must be a JSON object"));
     } else {
