@@ -75,6 +75,7 @@ bench: build ## every benchmark; a full run rewrites BENCHMARKS.md
 	python3 scripts/bench_loadtest.py
 	python3 scripts/bench_backpressure.py
 	python3 scripts/bench_client.py
+	python3 scripts/bench_replication.py
 
 chaos: build ## the chaos scenarios in full (~3 min); rewrites RELIABILITY.md's table, plots in docs/chaos/
 	python3 scripts/chaos/harness.py --bin-dir target/release --out target/chaos \

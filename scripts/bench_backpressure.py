@@ -21,11 +21,10 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
+
+from benchkit import port_free, replace_section, stop, wait_http
 
 BACKEND = "target/release/guestbook-backend"
 LOADTEST = "target/release/guestbook-loadtest"
@@ -33,32 +32,6 @@ SLOW_MS, SLOW_WORKERS = 200, 4
 CAPACITY = SLOW_WORKERS * 1000 / SLOW_MS
 SHED_P999_MS = 800
 MULTIPLES = (1, 2, 5, 10)
-
-
-def port_free(port):
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) != 0
-
-
-def wait_http(url, process):
-    for _ in range(100):
-        if process.poll() is not None:
-            sys.exit(f"bench_backpressure: the process behind {url} exited")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"bench_backpressure: {url} did not answer")
-
-
-def stop(process):
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def criterion():
@@ -100,7 +73,7 @@ def main():
                            RUST_LOG="warn", LOG_FORMAT="json", SHUTDOWN_DELAY_SECS="0", DRAIN_TIMEOUT_SECS="1")
                 backend = subprocess.Popen([BACKEND], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 try:
-                    wait_http(f"{base}/liveness", backend)
+                    wait_http(f"{base}/liveness", backend, "bench_backpressure")
                     rate = CAPACITY * multiple
                     command = [LOADTEST, "http", "--preset", "slow", "--target", base, "--rate", f"{rate:g}",
                                "--connections", "256", "--duration", f"{duration}s", "--timeout-ms", "10000", "--json"]
@@ -180,12 +153,7 @@ def main():
                                      ("criterion", criterion_text, "Recording cost")):
             if section is None:
                 continue
-            begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-            if begin not in text:
-                text = text.rstrip("\n") + f"\n\n## {title}\n\n{begin}\n{end}\n"
-            head, rest = text.split(begin, 1)
-            _, tail = rest.split(end, 1)
-            text = f"{head}{begin}\n{section}\n{end}{tail}"
+            text = replace_section(text, name, title, section)
         with open(doc, "w", encoding="utf-8") as out:
             out.write(text)
         print(f"wrote {doc}", file=sys.stderr)

@@ -23,21 +23,16 @@ import json
 import os
 import resource
 import shlex
-import socket
 import statistics
 import subprocess
 import sys
-import time
 import urllib.request
+
+from benchkit import port_free, stop, wait_http, write_section
 
 BACKEND = "target/release/guestbook-backend"
 CLIENT = "target/release/guestbook-client"
 LOADTEST = "target/release/guestbook-loadtest"
-
-
-def port_free(port):
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
 def start(command, env, url):
@@ -45,24 +40,8 @@ def start(command, env, url):
                                                  SHUTDOWN_DELAY_SECS="0", DRAIN_TIMEOUT_SECS="1",
                                                  RATE_LIMIT_WRITES_PER_SEC="0", **env),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        if process.poll() is not None:
-            sys.exit(f"bench_client: {command[0]} exited")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return process
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"bench_client: {url} did not answer")
-
-
-def stop(process):
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    wait_http(url, process, "bench_client")
+    return process
 
 
 def cpu_seconds(process):
@@ -247,15 +226,7 @@ def main():
     section = "\n".join(lines)
     print(section)
     if doc:
-        with open(doc, encoding="utf-8") as current:
-            text = current.read()
-        begin, end = "<!-- client:begin -->", "<!-- client:end -->"
-        if begin not in text:
-            text = text.rstrip("\n") + f"\n\n## The client: /fetch through the stack\n\n{begin}\n{end}\n"
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        with open(doc, "w", encoding="utf-8") as out:
-            out.write(f"{head}{begin}\n{section}\n{end}{tail}")
+        write_section(doc, "client", "The client: /fetch through the stack", section)
         print(f"wrote {doc}", file=sys.stderr)
 
 

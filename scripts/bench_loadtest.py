@@ -19,35 +19,17 @@ import json
 import os
 import re
 import shlex
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
+
+from benchkit import port_free, wait_http, write_section
 
 TARGET_RATIO = 0.70
 BACKEND = "target/release/guestbook-backend"
 LOADTEST = "target/release/guestbook-loadtest"
 ADMIN_TOKEN = "bench-admin-token-0123456789"
-
-
-def port_free(port):
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) != 0
-
-
-def wait_http(url, process, seconds=10):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"bench_loadtest: the process behind {url} exited")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"bench_loadtest: {url} did not answer")
 
 
 def run(command):
@@ -97,7 +79,7 @@ def main():
             backend = subprocess.Popen([BACKEND], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             started.append(backend)
             bases.append(f"http://127.0.0.1:{port}")
-            wait_http(f"{bases[-1]}/liveness", backend)
+            wait_http(f"{bases[-1]}/liveness", backend, "bench_loadtest")
 
         wrk_command = ["wrk", "-t2", "-c64", f"-d{duration}s", f"{bases[0]}/liveness"]
         tool_command = [LOADTEST, "http", "--preset", "liveness", "--target", bases[0], "--connections", "64",
@@ -161,15 +143,7 @@ def main():
     ])
     print(section)
     if doc:
-        with open(doc, encoding="utf-8") as current:
-            text = current.read()
-        begin, end = "<!-- loadtest:begin -->", "<!-- loadtest:end -->"
-        if begin not in text:
-            text = text.rstrip("\n") + f"\n\n## The load tool\n\n{begin}\n{end}\n"
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        with open(doc, "w", encoding="utf-8") as out:
-            out.write(f"{head}{begin}\n{section}\n{end}{tail}")
+        write_section(doc, "loadtest", "The load tool", section)
         print(f"wrote {doc}")
 
 

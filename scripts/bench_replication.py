@@ -16,32 +16,15 @@ import datetime
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
+
+from benchkit import port_free, stop, wait_http, write_section
 
 BACKEND = "target/release/guestbook-backend"
 LOADTEST = "target/release/guestbook-loadtest"
 BODY = '{"author":"bench","text":"a message of ordinary length for the benchmark"}'
-
-
-def port_free(port):
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) != 0
-
-
-def wait_http(url, process):
-    for _ in range(100):
-        if process.poll() is not None:
-            sys.exit(f"bench_replication: the process behind {url} exited")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"bench_replication: {url} did not answer")
 
 
 def wait_replica(port):
@@ -51,15 +34,6 @@ def wait_replica(port):
             return
         time.sleep(0.05)
     sys.exit("bench_replication: the replica never linked")
-
-
-def stop(process):
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def load(url, method, duration):
@@ -100,7 +74,7 @@ def main():
                        MAX_MESSAGES="10000", **extra)
             backend = subprocess.Popen([BACKEND], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
-                wait_http(f"http://127.0.0.1:{port}/liveness", backend)
+                wait_http(f"http://127.0.0.1:{port}/liveness", backend, "bench_replication")
                 if "REDIS_REPLICA_URL" in extra:
                     command, report = load(f"http://127.0.0.1:{port}/api/messages?order=desc&limit=20", "GET", duration)
                     what = "`GET /api/messages?order=desc&limit=20`"
@@ -144,15 +118,7 @@ def main():
     section = "\n".join(lines)
     print(section)
     if doc:
-        with open(doc, encoding="utf-8") as current:
-            text = current.read()
-        begin, end = "<!-- replication:begin -->", "<!-- replication:end -->"
-        if begin not in text:
-            text = text.rstrip("\n") + f"\n\n## Durability: waiting for replicas\n\n{begin}\n{end}\n"
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        with open(doc, "w", encoding="utf-8") as out:
-            out.write(f"{head}{begin}\n{section}\n{end}{tail}")
+        write_section(doc, "replication", "Durability: waiting for replicas", section)
 
 
 if __name__ == "__main__":
