@@ -321,41 +321,31 @@ impl Store {
             .arg(to)
             .arg("COUNT")
             .arg(page.limit);
-        let replica = inner.replica.as_ref().filter(|_| prefer_replica);
-        let entries: Vec<(String, Vec<String>)> = match replica {
-            Some(replica) => {
-                let mut conn = replica.clone();
-                match inner
-                    .hop
-                    .call("xrange_replica", read.query_async(&mut conn))
-                    .await
-                {
-                    Ok(entries) => entries,
-                    Err(err) if err.is_transient() => {
-                        // The replica is down or slow: the primary answers instead.
-                        tracing::debug!(error = %err, "replica read failed; reading the primary");
-                        inner.metrics.replica_fallbacks.inc();
-                        let mut conn = inner.conn()?;
-                        inner
-                            .hop
-                            .call("xrange", read.query_async(&mut conn))
-                            .await?
-                    }
-                    Err(err) => return Err(err),
+        if let Some(replica) = inner.replica.as_ref().filter(|_| prefer_replica) {
+            let mut conn = replica.clone();
+            match inner
+                .hop
+                .call::<Vec<(String, Vec<String>)>, _, _>(
+                    "xrange_replica",
+                    read.query_async(&mut conn),
+                )
+                .await
+            {
+                Ok(entries) => return entries_to_messages(entries),
+                // The replica is down or slow: the primary answers instead.
+                Err(err) if err.is_transient() => {
+                    tracing::debug!(error = %err, "replica read failed; reading the primary");
+                    inner.metrics.replica_fallbacks.inc();
                 }
+                Err(err) => return Err(err),
             }
-            None => {
-                let mut conn = inner.conn()?;
-                inner
-                    .hop
-                    .call("xrange", read.query_async(&mut conn))
-                    .await?
-            }
-        };
-        entries
-            .into_iter()
-            .map(|(id, fields)| log_entry(&id, fields))
-            .collect()
+        }
+        let mut conn = inner.conn()?;
+        let entries = inner
+            .hop
+            .call("xrange", read.query_async(&mut conn))
+            .await?;
+        entries_to_messages(entries)
     }
 
     /// Deletes every message and idempotency record; returns how many messages were removed.
@@ -425,6 +415,14 @@ impl Store {
             .await?;
         Ok(started.elapsed())
     }
+}
+
+/// The messages of an `XRANGE`/`XREVRANGE` answer.
+fn entries_to_messages(entries: Vec<(String, Vec<String>)>) -> Result<Vec<RawMessage>, StoreError> {
+    entries
+        .into_iter()
+        .map(|(id, fields)| log_entry(&id, fields))
+        .collect()
 }
 
 /// Decodes one stream entry (`"<id>-0"`, `["m", json]`).
