@@ -9,6 +9,7 @@
 //! - [`window`]: the sliding-window latency estimator (p50/p99/p99.9).
 //! - [`pressure`]: readiness and load shedding driven by that window and runtime signals.
 //! - [`openapi`]: the parts of both OpenAPI documents they share, and `/openapi.json`.
+//! - [`client_addr`]: who one client is for per-client limits (an IPv4 address, an IPv6 /64).
 //! - [`rate_limit`]: per-client token buckets on writes (429 with `Retry-After`).
 //! - [`limits`]: the request header size limit (431).
 //! - [`redact`]: passwords out of URLs before they are logged or shown.
@@ -16,6 +17,7 @@
 
 pub mod bulkhead;
 pub mod cli;
+pub mod client_addr;
 pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
