@@ -8,10 +8,12 @@ export class ServiceError extends Error {
   /**
    * @param {"circuit-open" | "unavailable" | "invalid" | "offline"} kind
    * @param {string} message
+   * @param {number} status the HTTP status, 0 when no answer came
    */
-  constructor(kind, message) {
+  constructor(kind, message, status = 0) {
     super(message);
     this.kind = kind;
+    this.status = status;
   }
 }
 
@@ -30,9 +32,9 @@ async function call(path, options = {}) {
   }
   if (response.ok) return body;
   const detail = body && typeof body.error === "string" ? body.error : `status ${response.status}`;
-  if (detail === "circuit-open") throw new ServiceError("circuit-open", detail);
-  if (response.status >= 500 || response.status === 429) throw new ServiceError("unavailable", detail);
-  throw new ServiceError("invalid", detail);
+  if (detail === "circuit-open") throw new ServiceError("circuit-open", detail, response.status);
+  if (response.status >= 500 || response.status === 429) throw new ServiceError("unavailable", detail, response.status);
+  throw new ServiceError("invalid", detail, response.status);
 }
 
 /** The newest messages, newest first; with `before`, the ones older than that id. */

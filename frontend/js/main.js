@@ -99,10 +99,17 @@ async function onSubmit(event) {
     health.requestSucceeded();
   } catch (err) {
     const kind = err instanceof ServiceError ? err.kind : "unavailable";
+    const status = err instanceof ServiceError ? err.status : 0;
     if (kind === "invalid") {
       setStatus(`Not posted: ${err.message}`, true);
+    } else if (kind === "circuit-open" || status === 429) {
+      // Refused before anything was sent on: certainly not posted.
+      setStatus("Not posted: the guestbook is not taking messages right now. Your message is kept here; try again in a moment.", true);
+      health.requestFailed(kind);
     } else {
-      setStatus("Not posted: the guestbook is unavailable right now. Your message is kept here; try again in a moment.", true);
+      // No answer, or a 503 from a write that may have gone through (a timeout after Redis
+      // stored it, say): say so, and keep the key, so that posting again is always safe.
+      setStatus("Not confirmed: no answer came, so your message may or may not have been posted. It is kept here; posting it again is safe and never makes a second copy.", true);
       health.requestFailed(kind);
     }
   } finally {

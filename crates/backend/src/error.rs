@@ -2,7 +2,9 @@
 //!
 //! 4xx answers carry a message for the caller and are not logged; 5xx answers are opaque to
 //! the caller and logged once here with their cause chain. Transient store failures become
-//! 503 with `Retry-After`: with an idempotency key the retry is always safe.
+//! 503 with `Retry-After`: with an idempotency key the retry is always safe. A failed append
+//! says when it may have been stored all the same (a timeout after the script ran, replicas
+//! that did not confirm in time): a retry without the same key could then store it twice.
 
 use std::error::Error as _;
 
@@ -47,6 +49,9 @@ pub enum ApiError {
     /// 503 + Retry-After, or 500 for a non-transient store failure.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// 503 + Retry-After: an append failed in a way that may have stored it all the same.
+    #[error(transparent)]
+    AppendUncertain(StoreError),
 }
 
 impl From<InputError> for ApiError {
@@ -70,6 +75,7 @@ impl ApiError {
             Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(err) if err.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::AppendUncertain(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -84,6 +90,13 @@ impl IntoResponse for ApiError {
             tracing::warn!(error = %err, cause = %cause_chain(&self), "store unavailable");
             // The reason (timeout, contention, ...) helps operators and leaks nothing.
             format!("temporarily unavailable: {}", err.label())
+        } else if let Self::AppendUncertain(err) = &self {
+            tracing::warn!(error = %err, cause = %cause_chain(&self), "append outcome unknown");
+            format!(
+                "temporarily unavailable: {}; the message may have been written: \
+                 retry only with the same Idempotency-Key",
+                err.label()
+            )
         } else {
             self.to_string()
         };

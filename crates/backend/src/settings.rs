@@ -211,9 +211,6 @@ impl Validate for Settings {
                     .into(),
             );
         }
-        if self.slow_workers == 0 || self.slow_ms == 0 {
-            return Err("SLOW_WORKERS and SLOW_MS must be at least 1".into());
-        }
         if self.append_strategy == AppendStrategy::Naive && !self.allow_unsafe {
             return Err("APPEND_STRATEGY=naive loses messages under concurrency; \
                         set ALLOW_UNSAFE=true to run it anyway"
@@ -249,23 +246,38 @@ impl Validate for Settings {
         if !(1..=60_000).contains(&self.redis_wait_timeout_ms) {
             return Err("REDIS_WAIT_TIMEOUT_MS must be between 1 and 60000".into());
         }
-        if self.max_messages == 0 {
-            return Err("MAX_MESSAGES must be at least 1".into());
+        // Bounds that keep every value within what Redis takes (an EX beyond its range used to
+        // fail an append half-way) and within what one backend can sensibly hold.
+        within("MAX_MESSAGES", self.max_messages, 1, MAX_RETENTION)?;
+        within(
+            "IDEMPOTENCY_TTL_SECS",
+            self.idempotency_ttl_secs,
+            1,
+            MAX_IDEMPOTENCY_TTL_SECS,
+        )?;
+        within("LOCK_TTL_MS", self.lock_ttl_ms, 1, 60_000)?;
+        within("LOCK_WAIT_MS", self.lock_wait_ms, 1, 60_000)?;
+        within(
+            "WATCH_MAX_ATTEMPTS",
+            u64::from(self.watch_max_attempts),
+            1,
+            1_000,
+        )?;
+        within("REDIS_POOL_SIZE", self.redis_pool_size as u64, 1, 1_024)?;
+        within("SLOW_MS", self.slow_ms, 1, 60_000)?;
+        within("SLOW_WORKERS", self.slow_workers as u64, 1, 10_000)?;
+        within("SLOW_MAX_WAIT_MS", self.slow_max_wait_ms, 0, 600_000)?;
+        within(
+            "RATE_LIMIT_WRITES_BURST",
+            u64::from(self.rate_limit_writes_burst),
+            1,
+            1_000_000,
+        )?;
+        if self.rate_limit_writes_per_sec > 1_000_000.0 {
+            return Err("RATE_LIMIT_WRITES_PER_SEC must be at most 1000000".into());
         }
         if !(1..=600_000).contains(&self.redis_timeout_ms) {
             return Err("REDIS_TIMEOUT_MS must be between 1 and 600000".into());
-        }
-        if self.redis_pool_size == 0 {
-            return Err("REDIS_POOL_SIZE must be at least 1".into());
-        }
-        if self.watch_max_attempts == 0 {
-            return Err("WATCH_MAX_ATTEMPTS must be at least 1".into());
-        }
-        if self.lock_ttl_ms == 0 {
-            return Err("LOCK_TTL_MS must be at least 1".into());
-        }
-        if self.idempotency_ttl_secs == 0 {
-            return Err("IDEMPOTENCY_TTL_SECS must be at least 1".into());
         }
         let name_ok = !self.guestbook_name.is_empty()
             && self.guestbook_name.len() <= 64
@@ -277,6 +289,22 @@ impl Validate for Settings {
             return Err("GUESTBOOK_NAME must be 1-64 characters of [A-Za-z0-9_-]".into());
         }
         Ok(())
+    }
+}
+
+/// Largest `MAX_MESSAGES`: a hundred million messages is tens of GB of Redis.
+pub const MAX_RETENTION: u64 = 100_000_000;
+/// Longest `IDEMPOTENCY_TTL_SECS`: 30 days. Each keyed post keeps a small record that long.
+pub const MAX_IDEMPOTENCY_TTL_SECS: u64 = 30 * 24 * 3_600;
+
+/// `Ok` when `value` is within `low..=high`, else the one-line complaint.
+fn within(name: &str, value: u64, low: u64, high: u64) -> Result<(), String> {
+    if (low..=high).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} must be between {low} and {high}, got {value}"
+        ))
     }
 }
 

@@ -17,6 +17,8 @@ pub fn free_port() -> u16 {
 /// A real Redis, started for one test.
 pub struct RedisServer {
     child: Option<Child>,
+    /// The loopback address it listens on: `127.0.0.1`, or `::1`.
+    host: &'static str,
     port: u16,
     dir: tempfile::TempDir,
     appendonly: bool,
@@ -156,6 +158,19 @@ impl RedisServer {
         server
     }
 
+    /// Starts Redis without persistence, listening on the IPv6 loopback `::1` only.
+    pub async fn start_on_ipv6() -> Self {
+        let mut server = Self::new(false, None);
+        server.host = "::1";
+        server.spawn().await;
+        server
+    }
+
+    /// The address it listens on (`127.0.0.1` or `::1`).
+    pub fn host(&self) -> &'static str {
+        self.host
+    }
+
     async fn launch(appendonly: bool) -> Self {
         let mut server = Self::new(appendonly, None);
         server.spawn().await;
@@ -165,6 +180,7 @@ impl RedisServer {
     fn new(appendonly: bool, replica_of: Option<u16>) -> Self {
         Self {
             child: None,
+            host: "127.0.0.1",
             port: free_port(),
             dir: tempfile::tempdir().expect("a temporary directory for Redis"),
             appendonly,
@@ -256,7 +272,7 @@ impl RedisServer {
     async fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(self.security_args())
-            .args(["--bind", "127.0.0.1", "--save", ""])
+            .args(["--bind", self.host, "--save", ""])
             .args(["--appendonly", if self.appendonly { "yes" } else { "no" }])
             .args(["--appendfsync", "always", "--dir"])
             .arg(self.dir.path())
@@ -296,10 +312,12 @@ impl RedisServer {
         }
     }
 
-    /// `redis://127.0.0.1:PORT`, or `rediss://USER:PASSWORD@127.0.0.1:PORT` for a TLS server.
+    /// `redis://127.0.0.1:PORT` (`redis://[::1]:PORT` on IPv6), or
+    /// `rediss://USER:PASSWORD@127.0.0.1:PORT` for a TLS server.
     pub fn url(&self) -> String {
         match &self.secured {
-            None => format!("redis://127.0.0.1:{}", self.port),
+            None if self.host.contains(':') => format!("redis://[{}]:{}", self.host, self.port),
+            None => format!("redis://{}:{}", self.host, self.port),
             Some(secured) => format!(
                 "rediss://{}:{}@127.0.0.1:{}",
                 secured.user, secured.password, self.port
@@ -366,11 +384,12 @@ impl SentinelServer {
         std::fs::write(
             &config,
             format!(
-                "port {port}\nbind 127.0.0.1\n\
-                 sentinel monitor mymaster 127.0.0.1 {primary} {quorum}\n\
+                "port {port}\nbind 127.0.0.1 ::1\n\
+                 sentinel monitor mymaster {host} {primary} {quorum}\n\
                  sentinel down-after-milliseconds mymaster 1000\n\
                  sentinel failover-timeout mymaster 5000\n\
                  sentinel parallel-syncs mymaster 1\n",
+                host = primary.host,
                 primary = primary.port,
             ),
         )

@@ -122,29 +122,57 @@ impl NewMessage {
     /// The stored JSON without its id: everything after `{"id":N,`. The id is only known
     /// inside the atomic append, which prepends it.
     pub fn json_tail(&self, created_at: OffsetDateTime) -> String {
+        self.json_tail_at(&format_created_at(created_at))
+    }
+
+    /// The same with `created_at` already formatted: how a replay rebuilds the exact bytes of
+    /// the first answer from an idempotency record.
+    pub fn json_tail_at(&self, created_at: &str) -> String {
         #[derive(Serialize)]
         struct Tail<'a> {
             author: &'a str,
             text: &'a str,
             created_at: &'a str,
         }
-        let created_at = created_at
-            .format(&Rfc3339)
-            .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"));
         let object = serde_json::to_string(&Tail {
             author: &self.author,
             text: &self.text,
-            created_at: &created_at,
+            created_at,
         })
         .expect("serialising strings to JSON cannot fail");
         // `{"author":...}` → `"author":...}`
         object[1..].to_owned()
     }
 
+    /// A digest of the author and text: what an idempotency record keeps instead of the
+    /// message, enough to tell a replay (same digest) from a key reused with another body.
+    ///
+    /// SHA-256 over the length-prefixed fields, so no two (author, text) pairs share an input;
+    /// truncated to 128 bits, which keeps accidental collisions out of reach and the record
+    /// small.
+    pub fn fingerprint(&self) -> String {
+        let mut input = Vec::with_capacity(8 + self.author.len() + self.text.len());
+        input.extend_from_slice(&(self.author.len() as u64).to_le_bytes());
+        input.extend_from_slice(self.author.as_bytes());
+        input.extend_from_slice(self.text.as_bytes());
+        let digest = ring::digest::digest(&ring::digest::SHA256, &input);
+        digest.as_ref()[..16]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
     /// True when `stored` holds the same author and text: an idempotent replay.
     pub fn same_content_as(&self, stored: &StoredMessage) -> bool {
         self.author == stored.author && self.text == stored.text
     }
+}
+
+/// `created_at` as stored: RFC 3339 in UTC.
+pub fn format_created_at(created_at: OffsetDateTime) -> String {
+    created_at
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
 }
 
 /// Builds the full stored JSON from an id and a [`NewMessage::json_tail`].
@@ -277,5 +305,24 @@ mod tests {
         assert_eq!(stored.id, 42);
         assert!(message.same_content_as(&stored));
         assert_eq!(stored.created_at, "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn fingerprints_tell_bodies_apart_and_ignore_what_trimming_removes() {
+        let one = NewMessage::new("Mary", "Hello").unwrap();
+        assert_eq!(
+            one.fingerprint(),
+            NewMessage::new(" Mary ", "Hello\n").unwrap().fingerprint()
+        );
+        assert_ne!(
+            one.fingerprint(),
+            NewMessage::new("Mary", "Hello!").unwrap().fingerprint()
+        );
+        // The length prefix keeps the boundary between the fields.
+        assert_ne!(
+            NewMessage::new("ab", "c").unwrap().fingerprint(),
+            NewMessage::new("a", "bc").unwrap().fingerprint()
+        );
+        assert_eq!(one.fingerprint().len(), 32);
     }
 }

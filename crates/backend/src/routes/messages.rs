@@ -12,7 +12,7 @@ use crate::domain::{IdempotencyKey, NewMessage, StoredMessage};
 use crate::error::ApiError;
 use crate::routes::extract::{LimitedBody, ValidQuery, check_id, require_json};
 use crate::routes::{admin, stream};
-use crate::store::{AppendOutcome, MAX_PAGE, Page, StoreError};
+use crate::store::{AppendOutcome, MAX_PAGE, Page};
 
 /// The request header naming one logical write.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -48,7 +48,7 @@ pub fn routes() -> Router<AppState> {
         (status = 429, description = "Over the per-client write rate (RATE_LIMIT_WRITES_PER_SEC)", body = guestbook_common::openapi::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 500, description = "Redis holds data this program did not write; `internal error`", body = guestbook_common::openapi::ErrorBody),
-        (status = 503, description = "Redis unavailable or contended; nothing was written, a retry with the same key is safe", body = guestbook_common::openapi::ErrorBody,
+        (status = 503, description = "Redis unavailable, slow or contended. The message may have been written (the answer was lost or came too late, or replicas did not confirm it in time): retry only with the same Idempotency-Key, which never writes twice; a retry without one may store the message twice", body = guestbook_common::openapi::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
@@ -64,24 +64,24 @@ pub(crate) async fn create(
         .transpose()
         .map_err(ApiError::BadRequest)?;
     let message = NewMessage::from_json(&body)?;
-    match app.store.append(&message, key.as_ref()).await? {
-        AppendOutcome::Created(created) => {
+    match app.store.append(&message, key.as_ref()).await {
+        Ok(AppendOutcome::Created(created)) => {
             Ok((StatusCode::CREATED, json(created.json)).into_response())
         }
-        AppendOutcome::Existing(existing) => {
-            let stored = StoredMessage::from_json(&existing.json)
-                .map_err(|err| StoreError::Corrupt(format!("idempotency record: {err}")))?;
-            if !message.same_content_as(&stored) {
-                return Err(ApiError::Unprocessable(
-                    "this Idempotency-Key was already used with a different body".into(),
-                ));
-            }
-            let mut response = (StatusCode::OK, json(existing.json)).into_response();
+        Ok(AppendOutcome::Replayed(first)) => {
+            let mut response = (StatusCode::OK, json(first.json)).into_response();
             response
                 .headers_mut()
                 .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
             Ok(response)
         }
+        Ok(AppendOutcome::KeyReused) => Err(ApiError::Unprocessable(
+            "this Idempotency-Key was already used with a different body".into(),
+        )),
+        Err(err) if err.is_transient() && err.may_have_written() => {
+            Err(ApiError::AppendUncertain(err))
+        }
+        Err(err) => Err(err.into()),
     }
 }
 

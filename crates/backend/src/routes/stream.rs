@@ -6,7 +6,8 @@
 //! subscribing before replaying leaves no gap, and the id check leaves no duplicate. A
 //! subscriber that falls behind the feed's buffer catches up from Redis the same way.
 //!
-//! [`Feed`]: crate::store::feed::Feed
+//! A catch-up reads no further than the feed's ceiling (what the tail has passed on): with
+//! `REDIS_MIN_REPLICAS_ACK` that keeps unconfirmed appends out of every stream.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::routes::extract::{ValidQuery, check_id};
+use crate::store::feed::Feed;
 use crate::store::{MAX_PAGE, Page, RawMessage, Store};
 
 /// Events buffered per subscriber before back-pressure reaches the pump.
@@ -80,6 +82,7 @@ pub(crate) async fn stream(
     let gone = sender.clone();
     let pump = Pump {
         store: app.store.clone(),
+        feed: app.feed.clone(),
         sender,
         _permit: permit,
     };
@@ -97,6 +100,7 @@ pub(crate) async fn stream(
 /// Moves messages from Redis and the feed to one subscriber.
 struct Pump {
     store: Store,
+    feed: Feed,
     sender: mpsc::Sender<Result<Event, Infallible>>,
     /// Held for the subscriber's lifetime: bounds concurrent streams.
     _permit: OwnedSemaphorePermit,
@@ -142,15 +146,20 @@ impl Pump {
         }
     }
 
-    /// Sends everything after `after` from Redis; returns the last id sent, or `None` when the
-    /// subscriber is gone or Redis failed (the client reconnects with `Last-Event-ID`).
+    /// Sends what the feed has passed on after `after`, from Redis; returns the last id sent,
+    /// or `None` when the subscriber is gone or Redis failed (the client reconnects with
+    /// `Last-Event-ID`). Nothing beyond the feed's ceiling: that arrives through the channel.
     async fn catch_up(&self, mut after: u64) -> Option<u64> {
+        let ceiling = self.feed.ceiling().await;
         loop {
-            let page = match self
-                .store
-                .list_from_primary(Page::after(after, MAX_PAGE))
-                .await
-            {
+            if after >= ceiling {
+                return Some(after);
+            }
+            let page = Page {
+                before: Some(ceiling.saturating_add(1)),
+                ..Page::after(after, MAX_PAGE)
+            };
+            let page = match self.store.list_from_primary(page).await {
                 Ok(page) => page,
                 Err(err) => {
                     tracing::warn!(error = %err, "live-update catch-up failed; ending the stream");

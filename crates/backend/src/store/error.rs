@@ -55,6 +55,10 @@ pub enum StoreError {
     /// Redis holds something this program did not write.
     #[error("unexpected data in Redis: {0}")]
     Corrupt(String),
+    /// The task running an append ended without an answer (it panicked, or the runtime is
+    /// shutting down).
+    #[error("the append task failed: {0}")]
+    TaskFailed(String),
     /// Any other error reply from Redis.
     #[error("Redis error")]
     Redis(#[source] redis::RedisError),
@@ -63,7 +67,26 @@ pub enum StoreError {
 impl StoreError {
     /// True when retrying later may succeed (the HTTP layer answers 503 + Retry-After).
     pub fn is_transient(&self) -> bool {
-        !matches!(self, Self::Corrupt(_) | Self::Redis(_))
+        !matches!(
+            self,
+            Self::Corrupt(_) | Self::Redis(_) | Self::TaskFailed(_)
+        )
+    }
+
+    /// True when an append that failed with this error may nevertheless be stored: the
+    /// request reached Redis and its answer was lost or came too late, or the append is on the
+    /// primary but unconfirmed by replicas. Only a retry with the same `Idempotency-Key` is
+    /// then safe; a retry without one may store the message twice.
+    pub fn may_have_written(&self) -> bool {
+        !matches!(
+            self,
+            Self::Injected(_)
+                | Self::Contention { .. }
+                | Self::LockTimeout(_)
+                | Self::Fenced { .. }
+                | Self::Pool(_)
+                | Self::NoPrimary
+        )
     }
 
     /// A short label for metrics.
@@ -80,6 +103,7 @@ impl StoreError {
             Self::NoPrimary => "no_primary",
             Self::ReplicationCheck(_) => "replication_check",
             Self::Corrupt(_) => "corrupt",
+            Self::TaskFailed(_) => "task_failed",
             Self::Redis(_) => "redis",
         }
     }
@@ -99,8 +123,12 @@ impl From<redis::RedisError> for StoreError {
         );
         // Credentials Redis refuses (a rotated password, a missing ACL user or permission) are
         // the operator's to fix: 503 while they do, not 500, and never a crash.
+        // An unauthenticated connection that sends a long command (a script call with its keys
+        // and arguments) gets "Protocol error: unauthenticated multibulk length" instead of
+        // NOAUTH: the same missing credentials.
         let refused_credentials = matches!(err.kind(), ErrorKind::AuthenticationFailed)
-            || matches!(err.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"));
+            || matches!(err.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+            || err.to_string().contains("unauthenticated");
         if retryable
             || refused_credentials
             || err.is_io_error()
@@ -135,6 +163,16 @@ mod tests {
             "Authentication required.".to_owned(),
         ));
         assert!(StoreError::from(noauth).is_transient());
+    }
+
+    #[test]
+    fn a_long_command_from_an_unauthenticated_connection_is_unavailability() {
+        let refused = redis::RedisError::from((
+            redis::ErrorKind::Extension,
+            "Protocol error",
+            "unauthenticated multibulk length".to_owned(),
+        ));
+        assert!(StoreError::from(refused).is_transient());
     }
 
     #[test]

@@ -8,16 +8,27 @@
 //! Why a stream and not Pub/Sub: Pub/Sub forgets what it published while a subscriber was
 //! disconnected; the log remembers, so a subscriber that falls behind (or reconnects with
 //! `Last-Event-ID`) catches up from Redis with `XRANGE` and misses nothing.
+//!
+//! With `REDIS_MIN_REPLICAS_ACK` the tail passes a message on only once replicas have
+//! confirmed it (the same group-committed `WAIT` that acknowledges appends): an append that
+//! answered 503 because replicas did not confirm it is not streamed, so a failover that loses
+//! it takes nothing from a reader. Catch-ups read no further than what the tail has passed on
+//! ([`Feed::ceiling`]); what lies beyond arrives through the channel.
+//!
+//! When Sentinel names another primary, the tail starts over on it at once, after the last
+//! message it passed on (ids on a new primary are above every earlier one: see
+//! [`crate::store::sequence`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::AsyncConnectionConfig;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{RawMessage, Store, log_entry};
+use crate::store::primary::PrimaryLinks;
+use crate::store::{RawMessage, Store, StoreError, log_entry};
 
 /// How many messages the broadcast channel holds for a slow subscriber before it lags (and
 /// then catches up from Redis).
@@ -26,6 +37,12 @@ const CHANNEL_CAPACITY: usize = 1_024;
 const BLOCK: Duration = Duration::from_secs(5);
 /// Messages per XREAD.
 const BATCH: usize = 512;
+/// First pause after losing Redis, doubled per failed session up to [`MAX_BACKOFF`], and back
+/// to this once a session follows again.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Pause between confirmation attempts while replicas have not confirmed a batch.
+const CONFIRM_PAUSE: Duration = Duration::from_millis(100);
 
 /// The process's view of the log's tail.
 #[derive(Clone)]
@@ -37,12 +54,20 @@ struct FeedInner {
     sender: broadcast::Sender<Arc<RawMessage>>,
     last_id: AtomicU64,
     following: AtomicBool,
+    /// True once the tail has fixed where it starts: before that, `last_id` means nothing.
+    started: watch::Sender<bool>,
 }
 
 impl Default for Feed {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// How a tail session ended without an error.
+enum Ended {
+    /// Sentinel named another primary.
+    PrimaryChanged,
 }
 
 impl Feed {
@@ -54,6 +79,7 @@ impl Feed {
                 sender,
                 last_id: AtomicU64::new(0),
                 following: AtomicBool::new(false),
+                started: watch::Sender::new(false),
             }),
         }
     }
@@ -70,49 +96,69 @@ impl Feed {
         self.inner.following.load(Ordering::Relaxed)
     }
 
-    /// The id of the newest message seen by the tail.
+    /// The id of the newest message passed on by the tail.
     pub fn last_id(&self) -> u64 {
         self.inner.last_id.load(Ordering::Acquire)
     }
 
-    /// Follows the log until `stop` is cancelled, reconnecting with backoff after errors.
+    /// How far a subscriber's catch-up from Redis may read: the newest message passed on, once
+    /// the tail has started. A subscriber that subscribed before asking receives everything
+    /// above it through the channel, so reading no further leaves no gap, and never serves a
+    /// message the tail has held back (one replicas have not confirmed).
+    pub async fn ceiling(&self) -> u64 {
+        let mut started = self.inner.started.subscribe();
+        // The sender lives as long as the feed, which this `&self` keeps alive.
+        let _ = started.wait_for(|started| *started).await;
+        self.last_id()
+    }
+
+    /// Follows the log until `stop` is cancelled, reconnecting with backoff after errors and
+    /// at once when the primary changes.
     pub async fn run(self, store: Store, stop: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = FIRST_BACKOFF;
         let mut start: Option<u64> = None;
+        let mut changes = store.primary_changes();
         while !stop.is_cancelled() {
+            changes.borrow_and_update();
             let session = self.follow(&store, &mut start);
             let ended = tokio::select! {
                 () = stop.cancelled() => break,
                 ended = session => ended,
+                Ok(()) = changes.changed() => Ok(Ended::PrimaryChanged),
             };
-            self.inner.following.store(false, Ordering::Relaxed);
-            if let Err(err) = ended {
-                tracing::warn!(error = %err, retry_in_ms = backoff.as_millis(), "live-update tail lost Redis");
+            let was_following = self.inner.following.swap(false, Ordering::Relaxed);
+            if was_following {
+                backoff = FIRST_BACKOFF;
+            }
+            match ended {
+                Ok(Ended::PrimaryChanged) => {
+                    tracing::info!(after = ?start, "the Redis primary changed; the live tail starts over on it");
+                    continue;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis(), "live-update tail lost Redis");
+                }
             }
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(backoff) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
         self.inner.following.store(false, Ordering::Relaxed);
     }
 
-    async fn follow(
-        &self,
-        store: &Store,
-        start: &mut Option<u64>,
-    ) -> Result<(), redis::RedisError> {
+    async fn follow(&self, store: &Store, start: &mut Option<u64>) -> Result<Ended, StoreError> {
         let limit = store.inner.hop.timeout();
         // No response timeout: XREAD BLOCK legitimately waits; we bound it ourselves below.
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(limit))
             .set_response_timeout(None);
-        // Asked again on every reconnection: with Sentinel, the primary may have moved.
-        let client = store.client().map_err(|err| {
-            redis::RedisError::from((redis::ErrorKind::Io, "no primary", err.to_string()))
-        })?;
-        let mut conn = client
+        // Asked again on every session: with Sentinel, the primary may have moved. The same
+        // links serve the reads and their confirmation.
+        let links = store.inner.primary()?;
+        let mut conn = links
+            .client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
         let log = &store.keys().log;
@@ -128,11 +174,14 @@ impl Feed {
                     .arg(1)
                     .query_async(&mut conn)
                     .await?;
-                newest
+                let newest = newest
                     .first()
                     .and_then(|(id, _)| id.strip_suffix("-0"))
                     .and_then(|id| id.parse().ok())
-                    .unwrap_or(0)
+                    .unwrap_or(0);
+                store.observe(newest);
+                self.confirmed(&links).await?;
+                newest
             }
         };
         *start = Some(after);
@@ -140,6 +189,7 @@ impl Feed {
         // program did not write is stepped over instead of re-read for ever.
         let mut cursor = format!("{after}-0");
         self.inner.last_id.fetch_max(after, Ordering::AcqRel);
+        self.inner.started.send_replace(true);
         self.inner.following.store(true, Ordering::Relaxed);
         tracing::info!(after, "live-update tail following the log");
         loop {
@@ -156,29 +206,53 @@ impl Feed {
                 command.query_async::<Option<Vec<(String, Vec<(String, Vec<String>)>)>>>(&mut conn);
             let reply = match tokio::time::timeout(BLOCK + limit, read).await {
                 Ok(reply) => reply?,
-                Err(_) => {
-                    return Err(redis::RedisError::from(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "XREAD did not return",
-                    )));
-                }
+                Err(_) => return Err(StoreError::Timeout(BLOCK + limit)),
             };
+            let mut batch = Vec::new();
             for (_stream, entries) in reply.into_iter().flatten() {
                 for (entry_id, fields) in entries {
                     let decoded = log_entry(&entry_id, fields);
                     cursor = entry_id;
                     match decoded {
                         Ok(message) => {
-                            *start = Some(message.id);
-                            self.inner.last_id.fetch_max(message.id, Ordering::AcqRel);
-                            // No subscribers is fine: nothing to deliver.
-                            let _ = self.inner.sender.send(Arc::new(message));
+                            // Handed out, confirmed or not: a new term must jump past it.
+                            store.observe(message.id);
+                            batch.push(message);
                         }
                         Err(err) => {
                             tracing::error!(error = %err, "skipping an unreadable log entry")
                         }
                     }
                 }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            self.confirmed(&links).await?;
+            for message in batch {
+                *start = Some(message.id);
+                self.inner.last_id.fetch_max(message.id, Ordering::AcqRel);
+                // No subscribers is fine: nothing to deliver.
+                let _ = self.inner.sender.send(Arc::new(message));
+            }
+        }
+    }
+
+    /// Returns once replicas have confirmed everything read so far (at once without
+    /// `REDIS_MIN_REPLICAS_ACK`). Replicas that lag are waited for; any other failure ends the
+    /// session, which starts again after the last message passed on.
+    async fn confirmed(&self, links: &PrimaryLinks) -> Result<(), StoreError> {
+        let Some(replication) = &links.replication else {
+            return Ok(());
+        };
+        loop {
+            match replication.confirm().await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::NotReplicated { acked, wanted, .. }) => {
+                    tracing::debug!(acked, wanted, "live-update tail waiting for replicas");
+                    tokio::time::sleep(CONFIRM_PAUSE).await;
+                }
+                Err(err) => return Err(err),
             }
         }
     }

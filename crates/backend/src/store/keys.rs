@@ -19,6 +19,8 @@ pub struct Keys {
     pub naive: String,
     /// Written before each `WAIT` (see `store::replication`); its value means nothing.
     pub replication_fence: String,
+    /// The replication id of the primary that last handed out ids (see `store::sequence`).
+    pub term: String,
 }
 
 impl Keys {
@@ -33,6 +35,7 @@ impl Keys {
             fence_seen: format!("{tag}:fence-seen"),
             naive: format!("{tag}:naive"),
             replication_fence: format!("{tag}:replication-fence"),
+            term: format!("{tag}:term"),
             tag,
         }
     }
@@ -62,6 +65,7 @@ mod tests {
             &keys.lock,
             &keys.fence_seq,
             &keys.replication_fence,
+            &keys.term,
             &keys.fence_seen,
             &keys.naive,
         ] {

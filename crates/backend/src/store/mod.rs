@@ -21,9 +21,11 @@ mod pool;
 mod primary;
 mod replication;
 mod sentinel;
+pub mod sequence;
 pub mod strategy;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
@@ -33,13 +35,15 @@ pub use keys::Keys;
 pub use metrics::StoreMetrics;
 pub use strategy::AppendStrategy;
 
-use crate::domain::{IdempotencyKey, NewMessage};
+use crate::domain::message::format_created_at;
+use crate::domain::{IdempotencyKey, IdempotencyRecord, NewMessage, Replay, StoredMessage};
 use crate::faults::Faults;
 use crate::settings::Settings;
 use hop::Hop;
 use metrics::AppendLabels;
 use primary::{CurrentPrimary, PrimaryLinks, manager_config};
 use sentinel::Sentinel;
+use strategy::{AppendRequest, Written};
 
 /// Largest page a single read returns (the API's `limit` maximum).
 pub const MAX_PAGE: usize = 1_000;
@@ -95,8 +99,10 @@ pub struct RawMessage {
 pub enum AppendOutcome {
     /// A new message was written.
     Created(RawMessage),
-    /// The idempotency key was seen before; this is what it stored (possibly another body).
-    Existing(RawMessage),
+    /// The idempotency key was used before with the same author and text: the first answer.
+    Replayed(RawMessage),
+    /// The idempotency key was used before with another body; nothing was written.
+    KeyReused,
 }
 
 /// Tunables of the append strategies.
@@ -137,6 +143,9 @@ pub(crate) struct Inner {
     /// Queues this process's lock contenders locally, so only one task per process polls the
     /// Redis lock (fair FIFO here instead of a polling storm against Redis).
     pub(crate) local_lock: tokio::sync::Mutex<()>,
+    /// The highest message id this process has seen (appended, replayed or read by the live
+    /// tail): a new term's ids start past it (see [`sequence`]).
+    highest_seen: AtomicU64,
 }
 
 impl Inner {
@@ -148,6 +157,11 @@ impl Inner {
     /// The shared multiplexed connection to the current primary.
     pub(crate) fn conn(&self) -> Result<ConnectionManager, StoreError> {
         Ok(self.primary()?.conn.clone())
+    }
+
+    /// Notes a message id this process has seen.
+    pub(crate) fn observe(&self, id: u64) {
+        self.highest_seen.fetch_max(id, Ordering::AcqRel);
     }
 
     /// Points every connection at the primary at `url` (Sentinel named a new one).
@@ -207,6 +221,7 @@ impl Store {
                 limits,
                 metrics,
                 local_lock: tokio::sync::Mutex::new(()),
+                highest_seen: AtomicU64::new(0),
             }),
         })
     }
@@ -232,38 +247,42 @@ impl Store {
         &self.inner.keys
     }
 
-    pub(crate) fn client(&self) -> Result<redis::Client, StoreError> {
-        Ok(self.inner.primary()?.client.clone())
+    /// Notes a message id seen outside an append (the live tail reads every new one).
+    pub fn observe(&self, id: u64) {
+        self.inner.observe(id);
+    }
+
+    /// Changes whenever Sentinel names another primary (the live tail starts over on it).
+    pub fn primary_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.primary.changes()
     }
 
     /// Appends a message exactly once per idempotency key.
+    ///
+    /// The primary is looked up once: the append and the `WAIT` that confirms it go to the
+    /// same server, so a primary change in between cannot make another server vouch for it.
     pub async fn append(
         &self,
         message: &NewMessage,
         key: Option<&IdempotencyKey>,
     ) -> Result<AppendOutcome, StoreError> {
-        let tail = message.json_tail(time::OffsetDateTime::now_utc());
         let inner = &*self.inner;
-        let outcome = match inner.strategy {
-            AppendStrategy::Lua => strategy::lua::append(inner, &tail, key).await,
-            AppendStrategy::Watch => strategy::watch::append(inner, &tail, key).await,
-            AppendStrategy::Lock => strategy::lock::append(inner, &tail, key).await,
-            AppendStrategy::Naive => strategy::naive::append(inner, &tail, key).await,
+        let created_at = format_created_at(time::OffsetDateTime::now_utc());
+        let request = AppendRequest {
+            tail: message.json_tail_at(&created_at),
+            record: key.map(|key| {
+                (
+                    inner.keys.idempotency(key.as_str()),
+                    IdempotencyRecord::suffix(&created_at, message),
+                )
+            }),
+            known: inner.highest_seen.load(Ordering::Acquire),
         };
-        // A replayed key is confirmed too: its first answer may have been this very 503.
-        let outcome = match outcome {
-            Ok(appended) => match inner.primary() {
-                Ok(links) => match &links.replication {
-                    Some(replication) => replication.confirm().await.map(|()| appended),
-                    None => Ok(appended),
-                },
-                Err(err) => Err(err),
-            },
-            Err(err) => Err(err),
-        };
+        let outcome = self.append_on_one_primary(message, request).await;
         let label = match &outcome {
             Ok(AppendOutcome::Created(_)) => "created",
-            Ok(AppendOutcome::Existing(_)) => "replayed",
+            Ok(AppendOutcome::Replayed(_)) => "replayed",
+            Ok(AppendOutcome::KeyReused) => "key_reused",
             Err(err) => err.label(),
         };
         inner
@@ -275,6 +294,47 @@ impl Store {
             })
             .inc();
         outcome
+    }
+
+    async fn append_on_one_primary(
+        &self,
+        message: &NewMessage,
+        request: AppendRequest,
+    ) -> Result<AppendOutcome, StoreError> {
+        let inner = &*self.inner;
+        let links = inner.primary()?;
+        let written = match inner.strategy {
+            AppendStrategy::Lua => strategy::lua::append(inner, &links, &request).await?,
+            AppendStrategy::Watch => {
+                detached(strategy::watch::append(
+                    Arc::clone(&self.inner),
+                    Arc::clone(&links),
+                    request,
+                ))
+                .await?
+            }
+            AppendStrategy::Lock => {
+                detached(strategy::lock::append(
+                    Arc::clone(&self.inner),
+                    Arc::clone(&links),
+                    request,
+                ))
+                .await?
+            }
+            AppendStrategy::Naive => strategy::naive::append(inner, &links, &request).await?,
+        };
+        let outcome = match written {
+            Written::Created(created) => AppendOutcome::Created(created),
+            Written::Recorded(record) => replay(&record, message)?,
+        };
+        if let AppendOutcome::Created(raw) | AppendOutcome::Replayed(raw) = &outcome {
+            inner.observe(raw.id);
+            // A replayed key is confirmed too: its first answer may have been this very 503.
+            if let Some(replication) = &links.replication {
+                replication.confirm().await?;
+            }
+        }
+        Ok(outcome)
     }
 
     /// The messages `page` selects (at most [`MAX_PAGE`]), from the replica when there is one
@@ -415,6 +475,37 @@ impl Store {
             .await?;
         Ok(started.elapsed())
     }
+}
+
+/// Runs a strategy that must not stop half-way in a task of its own: the request that awaits
+/// it may be dropped (its client left), the task finishes regardless.
+async fn detached<F>(work: F) -> Result<Written, StoreError>
+where
+    F: std::future::Future<Output = Result<Written, StoreError>> + Send + 'static,
+{
+    tokio::spawn(work)
+        .await
+        .map_err(|err| StoreError::TaskFailed(err.to_string()))?
+}
+
+/// What an idempotency record says about a request that reused its key.
+fn replay(record: &str, message: &NewMessage) -> Result<AppendOutcome, StoreError> {
+    // Records written before records held only a fingerprint hold the whole message.
+    if record.starts_with('{') {
+        let stored = StoredMessage::from_json(record)
+            .map_err(|err| StoreError::Corrupt(format!("idempotency record: {err}")))?;
+        return Ok(if message.same_content_as(&stored) {
+            AppendOutcome::Replayed(raw_message(record.to_owned())?)
+        } else {
+            AppendOutcome::KeyReused
+        });
+    }
+    let record = IdempotencyRecord::decode(record)
+        .ok_or_else(|| StoreError::Corrupt(format!("idempotency record {record:?}")))?;
+    Ok(match record.replay(message) {
+        Replay::Same { id, json } => AppendOutcome::Replayed(RawMessage { id, json }),
+        Replay::OtherBody => AppendOutcome::KeyReused,
+    })
 }
 
 /// The messages of an `XRANGE`/`XREVRANGE` answer.

@@ -75,13 +75,25 @@ impl PrimaryLinks {
     }
 }
 
-/// The current primary's links, if one is known (with Sentinel, not before the first answer).
-#[derive(Default)]
-pub(crate) struct CurrentPrimary(RwLock<Option<Arc<PrimaryLinks>>>);
+/// The current primary's links, if one is known (with Sentinel, not before the first answer),
+/// and a counter of changes that long-lived users (the live tail) watch.
+pub(crate) struct CurrentPrimary {
+    links: RwLock<Option<Arc<PrimaryLinks>>>,
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for CurrentPrimary {
+    fn default() -> Self {
+        Self {
+            links: RwLock::new(None),
+            changes: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
 
 impl CurrentPrimary {
     pub(crate) fn get(&self) -> Result<Arc<PrimaryLinks>, StoreError> {
-        self.0
+        self.links
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
@@ -90,9 +102,15 @@ impl CurrentPrimary {
 
     pub(crate) fn set(&self, links: PrimaryLinks) {
         *self
-            .0
+            .links
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(links));
+        self.changes.send_modify(|generation| *generation += 1);
+    }
+
+    /// A receiver that sees every [`CurrentPrimary::set`].
+    pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The address of the current primary, if any.

@@ -75,7 +75,13 @@ impl Sentinel {
     fn url_for(&self, host: &str, port: u16) -> Result<String, String> {
         let mut url = redis::parse_redis_url(&self.template)
             .ok_or_else(|| "REDIS_URL is not a Redis URL".to_owned())?;
-        url.set_host(Some(host))
+        // Sentinel names an IPv6 primary bare (`::1`); a URL needs it in brackets.
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        url.set_host(Some(&host))
             .map_err(|err| format!("sentinel named host {host:?}: {err}"))?;
         url.set_port(Some(port))
             .map_err(|()| format!("sentinel named port {port} for a URL without a host"))?;
@@ -106,5 +112,38 @@ pub(crate) async fn follow(inner: &Inner, stop: CancellationToken) {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(POLL) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sentinel(template: &str) -> Sentinel {
+        Sentinel {
+            addresses: vec!["127.0.0.1:26379".into()],
+            master_name: "mymaster".into(),
+            template: template.into(),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn an_ipv6_primary_becomes_a_bracketed_url_keeping_credentials_and_tls() {
+        let named = sentinel("rediss://app:secret@127.0.0.1:6379/2").url_for("::1", 6380);
+        assert_eq!(named.as_deref(), Ok("rediss://app:secret@[::1]:6380/2"));
+        let named = sentinel("redis://127.0.0.1:6379").url_for("fd00::5", 7000);
+        assert_eq!(named.as_deref(), Ok("redis://[fd00::5]:7000"));
+        redis::Client::open(named.unwrap_or_default()).expect("redis-rs opens it");
+    }
+
+    #[test]
+    fn an_ipv4_or_named_primary_replaces_the_host() {
+        assert_eq!(
+            sentinel("redis://127.0.0.1:6379")
+                .url_for("redis-1.local", 6380)
+                .as_deref(),
+            Ok("redis://redis-1.local:6380")
+        );
     }
 }

@@ -261,13 +261,18 @@ pub async fn idempotency_records(redis: &RedisServer) -> BTreeMap<String, u64> {
         .expect("KEYS");
     let mut records = BTreeMap::new();
     for key in keys {
-        let json: String = redis::cmd("GET")
+        let record: String = redis::cmd("GET")
             .arg(&key)
             .query_async(&mut conn)
             .await
             .expect("GET");
-        let message: Message = serde_json::from_str(&json).expect("a record holds a message");
-        records.insert(key, message.id);
+        // "<id> <created_at> <fingerprint>"
+        let id = record
+            .split(' ')
+            .next()
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("a record starts with its message id: {record:?}"));
+        records.insert(key, id);
     }
     records
 }
@@ -316,6 +321,89 @@ pub async fn read_events(
         }
     }
     events
+}
+
+/// A live-update stream read in the background: every `(id, message JSON)` as it arrives.
+pub struct EventTap {
+    events: std::sync::Arc<std::sync::Mutex<Vec<(u64, serde_json::Value)>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl EventTap {
+    /// Connects (asserting 200) and starts reading.
+    pub async fn open(client: &reqwest::Client, url: &str, last_event_id: Option<u64>) -> Self {
+        let mut request = client.get(url).timeout(Duration::from_secs(3_600));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await.expect("stream connects");
+        assert_eq!(response.status().as_u16(), 200, "stream status");
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&events);
+        let reader = tokio::spawn(async move {
+            let mut body = response.bytes_stream();
+            let mut buffer = String::new();
+            while let Some(Ok(chunk)) = body.next().await {
+                buffer.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buffer.find("\n\n") {
+                    let block: String = buffer.drain(..end + 2).collect();
+                    let mut id = None;
+                    let mut data = None;
+                    for line in block.lines() {
+                        if let Some(value) = line.strip_prefix("id:") {
+                            id = value.trim().parse::<u64>().ok();
+                        } else if let Some(value) = line.strip_prefix("data:") {
+                            data = serde_json::from_str(value.trim()).ok();
+                        }
+                    }
+                    if let (Some(id), Some(data)) = (id, data) {
+                        sink.lock().expect("not poisoned").push((id, data));
+                    }
+                }
+            }
+        });
+        Self { events, reader }
+    }
+
+    /// Every event so far.
+    pub fn events(&self) -> Vec<(u64, serde_json::Value)> {
+        self.events.lock().expect("not poisoned").clone()
+    }
+
+    /// The texts of the events so far, in arrival order.
+    pub fn texts(&self) -> Vec<String> {
+        self.events()
+            .iter()
+            .map(|(_, data)| data["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// Waits until every text in `texts` has arrived or `within` has passed; returns the
+    /// events either way (the caller asserts, so a miss is reported with what did arrive).
+    pub async fn wait_for_texts(
+        &self,
+        texts: &[&str],
+        within: Duration,
+    ) -> Vec<(u64, serde_json::Value)> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let seen = self.texts();
+            if texts
+                .iter()
+                .all(|text| seen.iter().any(|seen| seen == text))
+                || tokio::time::Instant::now() >= deadline
+            {
+                return self.events();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for EventTap {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 /// GETs `url` and parses the JSON answer, whatever its status.

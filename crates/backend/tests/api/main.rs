@@ -4,7 +4,9 @@
 mod helpers;
 
 mod admin;
+mod cancellation;
 mod exactly_once;
+mod failover;
 mod faults;
 mod fencing;
 mod idempotency;

@@ -60,7 +60,12 @@ async fn an_append_is_acknowledged_only_once_a_replica_has_it() {
             Some("1")
         );
         let body: serde_json::Value = response.json().await.expect("JSON");
-        assert_eq!(body["error"], "temporarily unavailable: not_replicated");
+        // It is on the primary: the answer says a retry must reuse the key.
+        assert_eq!(
+            body["error"],
+            "temporarily unavailable: not_replicated; the message may have been written: \
+             retry only with the same Idempotency-Key"
+        );
         assert_eq!(log_len(&primary).await, 2);
 
         // Once the replica is back, the retry with the same key confirms the same message.

@@ -14,7 +14,7 @@ use crate::helpers::{
 
 /// Waits until every sentinel knows both replicas and the other sentinels: before that a
 /// failover cannot be elected.
-async fn wait_until_sentinels_agree(sentinels: &[SentinelServer]) {
+pub(crate) async fn wait_until_sentinels_agree(sentinels: &[SentinelServer]) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut ready = 0;
@@ -50,7 +50,11 @@ async fn wait_until_sentinels_agree(sentinels: &[SentinelServer]) {
 }
 
 /// Posts with a key until it is acknowledged (201, or 200 for a replay), within 30 s.
-async fn post_until_acknowledged(client: &reqwest::Client, base: &str, text: &str) -> u64 {
+pub(crate) async fn post_until_acknowledged(
+    client: &reqwest::Client,
+    base: &str,
+    text: &str,
+) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok((status, _, body)) = post(client, base, "a", text, Some(text)).await
@@ -124,4 +128,24 @@ async fn a_failover_is_followed_without_a_restart_and_loses_no_acknowledged_appe
     ids.sort_unstable();
     acknowledged.sort_unstable();
     assert_eq!(ids, acknowledged, "every acknowledged append, exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_that_sentinel_names_by_ipv6_address_is_followed() {
+    // Arrange: Sentinel answers `::1` bare; a URL needs `[::1]`.
+    let primary = RedisServer::start_on_ipv6().await;
+    let sentinel = SentinelServer::start(&primary, 1).await;
+    let mut config = settings(&primary, AppendStrategy::Lua);
+    config.redis_url = "redis://127.0.0.1:1".to_owned();
+    config.redis_sentinels = Some(sentinel.address());
+    let app = TestApp::spawn(config).await;
+    let client = http();
+
+    // Act
+    let id = post_until_acknowledged(&client, &app.base, "over-IPv6").await;
+
+    // Assert
+    assert_eq!(primary_port(&client, &app).await, Some(primary.port()));
+    let stored = read_all(&client, &app.base).await;
+    assert_eq!(stored.iter().map(|m| m.id).collect::<Vec<_>>(), [id]);
 }

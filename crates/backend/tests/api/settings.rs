@@ -44,6 +44,31 @@ fn bad_settings_exit_2_with_one_line() {
 }
 
 #[test]
+fn settings_beyond_their_bounds_exit_2_naming_the_bound() {
+    // Each of these used to be accepted; an idempotency TTL beyond what Redis's EX takes made
+    // every keyed append fail after its message was written.
+    for (name, value) in [
+        ("IDEMPOTENCY_TTL_SECS", "9223372036854775807"),
+        ("IDEMPOTENCY_TTL_SECS", "2592001"),
+        ("MAX_MESSAGES", "18446744073709551615"),
+        ("LOCK_TTL_MS", "3600000"),
+        ("LOCK_WAIT_MS", "0"),
+        ("WATCH_MAX_ATTEMPTS", "4000000000"),
+        ("REDIS_POOL_SIZE", "1000000"),
+        ("SLOW_WORKERS", "100000000"),
+        ("RATE_LIMIT_WRITES_BURST", "4000000000"),
+    ] {
+        let output = run_with(&[(name, value)]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{name}={value}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("error: {name} must be between")),
+            "{name}={value}: {stderr:?}"
+        );
+    }
+}
+
+#[test]
 fn help_lists_every_setting_with_its_environment_variable() {
     let output = Command::new(BINARY).arg("--help").output().expect("runs");
     assert_eq!(output.status.code(), Some(0));

@@ -122,3 +122,57 @@ async fn open_streams_end_when_the_server_drains_so_shutdown_does_not_hang() {
     let rest = tokio::time::timeout(std::time::Duration::from_secs(4), response.bytes()).await;
     assert!(rest.is_ok(), "the stream ended");
 }
+
+/// Polls `/health/dependencies` until the live-update tail follows the log again; returns how
+/// long that took, at most `within`.
+async fn until_following(
+    client: &reqwest::Client,
+    app: &TestApp,
+    within: std::time::Duration,
+) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    while started.elapsed() < within {
+        let health = crate::helpers::get_json(client, &app.url("/health/dependencies")).await;
+        if health["live_updates"]["status"] == "following" {
+            return started.elapsed();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_long_outage_the_next_short_one_is_followed_again_at_once() {
+    // Arrange: a long outage drives the tail's reconnect backoff to its 5 s ceiling.
+    let mut redis = RedisServer::start_durable().await;
+    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let client = http();
+    until_following(&client, &app, std::time::Duration::from_secs(10)).await;
+    redis.kill();
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    redis.restart().await;
+    until_following(&client, &app, std::time::Duration::from_secs(15)).await;
+
+    let live =
+        crate::helpers::EventTap::open(&client, &app.url("/api/messages/stream"), None).await;
+
+    // Act: a blip, then a message.
+    redis.restart().await;
+    let posted = loop {
+        if let Ok((201, _, _)) = post(&client, &app.base, "a", "after the blip", None).await {
+            break std::time::Instant::now();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+
+    // Assert: the backoff started again from its first step once the tail had followed, so
+    // the message is streamed well before the 5 s ceiling would have let it.
+    live.wait_for_texts(&["after the blip"], std::time::Duration::from_secs(10))
+        .await;
+    let took = posted.elapsed();
+    assert!(
+        live.texts() == ["after the blip"] && took < std::time::Duration::from_secs(3),
+        "streamed {:?} only {took:?} after it was acknowledged",
+        live.texts()
+    );
+}

@@ -2,11 +2,15 @@
 -- has touched the data, so a holder whose lock expired meanwhile (an older token) can no
 -- longer commit: its commit finds a newer token and is refused.
 --
--- KEYS[1] highest token seen   KEYS[2] idempotency record   KEYS[3] id sequence
+-- KEYS[1] highest token seen   KEYS[2] idempotency record   KEYS[3] id sequence   KEYS[4] term
 -- ARGV[1] fencing token        ARGV[2] '1' when an idempotency key was sent
--- Returns {-1} when fenced, {0, stored message} for a replay, {1, current sequence value}.
+-- ARGV[3] the highest id the calling backend has seen
+-- Returns {-1} when fenced, {0, stored record} for a replay, {1, sequence to continue from}.
+-- A new term's jump is written here: a jump without a message wastes ids, never reuses one.
+local token = whole(ARGV[1], 1, 9007199254740991, 'fencing token')
+local known = whole(ARGV[3], 0, 9007199254740991, 'known id')
 local seen = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) < seen then
+if token < seen then
   return {-1}
 end
 redis.call('SET', KEYS[1], ARGV[1])
@@ -16,4 +20,10 @@ if ARGV[2] == '1' then
     return {0, existing}
   end
 end
-return {1, redis.call('GET', KEYS[3]) or '0'}
+local seq, new_term = sequence_base(KEYS[3], KEYS[4], known)
+local value = string.format('%d', seq)
+if new_term then
+  redis.call('SET', KEYS[3], value)
+  redis.call('SET', KEYS[4], new_term)
+end
+return {1, value}

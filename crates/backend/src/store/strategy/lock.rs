@@ -20,21 +20,27 @@
 //! the *read* as well as the write matters: a newer holder may read before the stale one
 //! writes, and that read would otherwise be based on data the stale write then changes.
 //! A fenced append is retried from step 2 until `LOCK_WAIT_MS` runs out.
+//!
+//! # Why it runs in a task of its own
+//! A request future is dropped when its client goes away. Dropped between steps 2 and 6, it
+//! would leave the lock held until its TTL ran out, stalling every replica's appends for
+//! `LOCK_TTL_MS`. [`crate::store::Store::append`] therefore runs this strategy in a spawned
+//! task, which finishes (and releases) whatever happens to the request.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use redis::Script;
 
-use crate::domain::IdempotencyKey;
 use crate::domain::message::stored_json;
-use crate::store::strategy::{full_jitter, script_reply};
-use crate::store::{AppendOutcome, Inner, RawMessage, StoreError, raw_message};
+use crate::store::primary::PrimaryLinks;
+use crate::store::sequence::script_with_sequence;
+use crate::store::strategy::{AppendRequest, Written, full_jitter, script_reply};
+use crate::store::{Inner, RawMessage, StoreError};
 
-static FENCED_READ: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../scripts/fenced_read.lua")));
+static FENCED_READ: LazyLock<Script> = LazyLock::new(|| script_with_sequence!("fenced_read.lua"));
 static FENCED_COMMIT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../scripts/fenced_commit.lua")));
+    LazyLock::new(|| script_with_sequence!("fenced_commit.lua"));
 static UNLOCK: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../scripts/unlock.lua")));
 
@@ -48,10 +54,10 @@ struct Held {
 }
 
 pub(crate) async fn append(
-    store: &Inner,
-    tail: &str,
-    key: Option<&IdempotencyKey>,
-) -> Result<AppendOutcome, StoreError> {
+    store: Arc<Inner>,
+    links: Arc<PrimaryLinks>,
+    request: AppendRequest,
+) -> Result<Written, StoreError> {
     let started = Instant::now();
     let deadline = started + store.limits.lock_wait;
     let Ok(_local) = tokio::time::timeout(store.limits.lock_wait, store.local_lock.lock()).await
@@ -59,19 +65,19 @@ pub(crate) async fn append(
         return Err(StoreError::LockTimeout(store.limits.lock_wait));
     };
     loop {
-        let held = acquire(store, deadline).await?;
+        let held = acquire(&store, &links, deadline).await?;
         store
             .metrics
             .lock_wait_seconds
             .observe(started.elapsed().as_secs_f64());
-        let outcome = critical_section(store, &held, tail, key).await;
-        release(store, &held).await;
+        let outcome = critical_section(&store, &links, &held, &request).await;
+        release(&store, &links, &held).await;
         match outcome {
             Err(StoreError::Fenced { token }) => {
                 store.metrics.fenced_writes.inc();
                 tracing::warn!(
                     token,
-                    "append fenced off: the lock expired under this holder"
+                    "append fenced off: the lock expired under this holder, or the primary changed"
                 );
                 if Instant::now() >= deadline {
                     return Err(StoreError::Fenced { token });
@@ -82,13 +88,17 @@ pub(crate) async fn append(
     }
 }
 
-async fn acquire(store: &Inner, deadline: Instant) -> Result<Held, StoreError> {
+async fn acquire(
+    store: &Inner,
+    links: &PrimaryLinks,
+    deadline: Instant,
+) -> Result<Held, StoreError> {
     let keys = &store.keys;
     let ttl_ms = u64::try_from(store.limits.lock_ttl.as_millis()).unwrap_or(u64::MAX);
     let mut attempt = 0;
     loop {
         let owner = uuid::Uuid::new_v4().simple().to_string();
-        let mut conn = store.conn()?;
+        let mut conn = links.conn.clone();
         let (set, token): (redis::Value, u64) = store
             .hop
             .call(
@@ -121,28 +131,35 @@ async fn acquire(store: &Inner, deadline: Instant) -> Result<Held, StoreError> {
 
 async fn critical_section(
     store: &Inner,
+    links: &PrimaryLinks,
     held: &Held,
-    tail: &str,
-    key: Option<&IdempotencyKey>,
-) -> Result<AppendOutcome, StoreError> {
+    request: &AppendRequest,
+) -> Result<Written, StoreError> {
     let keys = &store.keys;
-    let record = key.map_or_else(|| keys.seq.clone(), |key| keys.idempotency(key.as_str()));
-    let has_key = if key.is_some() { "1" } else { "0" };
-    let mut conn = store.conn()?;
+    let (record, suffix) = request
+        .record
+        .as_ref()
+        .map_or((keys.seq.as_str(), ""), |(key, suffix)| {
+            (key.as_str(), suffix.as_str())
+        });
+    let has_key = if request.record.is_some() { "1" } else { "0" };
+    let mut conn = links.conn.clone();
 
     let mut read = FENCED_READ.prepare_invoke();
     read.key(&keys.fence_seen)
-        .key(&record)
+        .key(record)
         .key(&keys.seq)
+        .key(&keys.term)
         .arg(held.token)
-        .arg(has_key);
+        .arg(has_key)
+        .arg(request.known);
     let reply: redis::Value = store
         .hop
         .call("fenced_read", read.invoke_async(&mut conn))
         .await?;
     let seq: u64 = match script_reply(reply)? {
         (-1, _) => return Err(StoreError::Fenced { token: held.token }),
-        (0, Some(existing)) => return Ok(AppendOutcome::Existing(raw_message(existing)?)),
+        (0, Some(existing)) => return Ok(Written::Recorded(existing)),
         (1, Some(seq)) => seq
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("sequence value {seq:?}")))?,
@@ -154,37 +171,37 @@ async fn critical_section(
     };
 
     let id = seq + 1;
-    let json = stored_json(id, tail);
+    let json = stored_json(id, &request.tail);
     let mut commit = FENCED_COMMIT.prepare_invoke();
     commit
         .key(&keys.fence_seen)
         .key(&keys.seq)
         .key(&keys.log)
-        .key(&record)
+        .key(record)
+        .key(&keys.term)
         .arg(held.token)
         .arg(id)
         .arg(&json)
         .arg(store.limits.max_messages)
         .arg(store.limits.idempotency_ttl_secs)
-        .arg(has_key);
+        .arg(has_key)
+        .arg(suffix);
     let written: i64 = store
         .hop
         .call("fenced_commit", commit.invoke_async(&mut conn))
         .await?;
     if written == 1 {
-        Ok(AppendOutcome::Created(RawMessage { id, json }))
+        Ok(Written::Created(RawMessage { id, json }))
     } else {
         Err(StoreError::Fenced { token: held.token })
     }
 }
 
 /// Best effort: a lock that cannot be released expires on its own after its TTL.
-async fn release(store: &Inner, held: &Held) {
+async fn release(store: &Inner, links: &PrimaryLinks, held: &Held) {
     let mut unlock = UNLOCK.prepare_invoke();
     unlock.key(&store.keys.lock).arg(&held.owner);
-    let Ok(mut conn) = store.conn() else {
-        return;
-    };
+    let mut conn = links.conn.clone();
     if let Err(err) = store
         .hop
         .call::<i64, _, _>("lock_release", unlock.invoke_async(&mut conn))

@@ -20,6 +20,29 @@ pub mod watch;
 
 use std::time::Duration;
 
+use crate::store::RawMessage;
+
+/// One append as the strategies see it. Everything is owned, so that a strategy which must
+/// not be cancelled half-way (`lock`, `watch`) can run in a task of its own.
+#[derive(Debug, Clone)]
+pub(crate) struct AppendRequest {
+    /// The message JSON after its id (`"author":...}`).
+    pub tail: String,
+    /// When an idempotency key was sent: the record's Redis key, and the record after its id.
+    pub record: Option<(String, String)>,
+    /// The highest id this backend has seen: a new term jumps past it (see `store::sequence`).
+    pub known: u64,
+}
+
+/// What a strategy did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// A new message.
+    Created(RawMessage),
+    /// Nothing: the key was used before, and this is its stored record.
+    Recorded(String),
+}
+
 /// How one logical append is made atomic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AppendStrategy {

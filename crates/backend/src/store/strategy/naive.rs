@@ -4,10 +4,12 @@
 //! message in the application, and SETs it back. Two appends that overlap both read the same
 //! array and the second SET erases the first's message. Refused at start unless
 //! `ALLOW_UNSAFE=true`; it exists so the test suite can prove its lost-write check can fail.
+//! It keeps none of the other strategies' promises: ids may repeat after a failover too.
 
-use crate::domain::IdempotencyKey;
 use crate::domain::message::{StoredMessage, stored_json};
-use crate::store::{AppendOutcome, Inner, Page, RawMessage, StoreError, raw_message};
+use crate::store::primary::PrimaryLinks;
+use crate::store::strategy::{AppendRequest, Written};
+use crate::store::{Inner, Page, RawMessage, StoreError};
 
 async fn read_all(store: &Inner) -> Result<Vec<StoredMessage>, StoreError> {
     let mut conn = store.conn()?;
@@ -29,12 +31,11 @@ async fn read_all(store: &Inner) -> Result<Vec<StoredMessage>, StoreError> {
 
 pub(crate) async fn append(
     store: &Inner,
-    tail: &str,
-    key: Option<&IdempotencyKey>,
-) -> Result<AppendOutcome, StoreError> {
-    let mut conn = store.conn()?;
-    let record = key.map(|key| store.keys.idempotency(key.as_str()));
-    if let Some(record) = &record {
+    links: &PrimaryLinks,
+    request: &AppendRequest,
+) -> Result<Written, StoreError> {
+    let mut conn = links.conn.clone();
+    if let Some((record, _)) = &request.record {
         let existing: Option<String> = store
             .hop
             .call(
@@ -43,12 +44,12 @@ pub(crate) async fn append(
             )
             .await?;
         if let Some(existing) = existing {
-            return Ok(AppendOutcome::Existing(raw_message(existing)?));
+            return Ok(Written::Recorded(existing));
         }
     }
     let mut messages = read_all(store).await?;
     let id = messages.last().map_or(0, |last| last.id) + 1;
-    let json = stored_json(id, tail);
+    let json = stored_json(id, &request.tail);
     let message = StoredMessage::from_json(&json)
         .map_err(|err| StoreError::Corrupt(format!("new message: {err}")))?;
     messages.push(message);
@@ -68,21 +69,21 @@ pub(crate) async fn append(
                 .query_async(&mut conn),
         )
         .await?;
-    if let Some(record) = &record {
+    if let Some((record, suffix)) = &request.record {
         let _: () = store
             .hop
             .call(
                 "naive_set",
                 redis::cmd("SET")
                     .arg(record)
-                    .arg(&json)
+                    .arg(format!("{id} {suffix}"))
                     .arg("EX")
                     .arg(store.limits.idempotency_ttl_secs)
                     .query_async(&mut conn),
             )
             .await?;
     }
-    Ok(AppendOutcome::Created(RawMessage { id, json }))
+    Ok(Written::Created(RawMessage { id, json }))
 }
 
 pub(crate) async fn list(store: &Inner, page: Page) -> Result<Vec<RawMessage>, StoreError> {

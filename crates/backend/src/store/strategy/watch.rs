@@ -1,9 +1,14 @@
 //! The `watch` strategy: optimistic concurrency with WATCH/MULTI/EXEC.
 //!
-//! 1. WATCH the id sequence (and the idempotency record), then read both, in one pipeline.
+//! 1. WATCH the id sequence, the term, the log (and the idempotency record), then read them and
+//!    this server's replication id, in one pipeline.
 //! 2. If the key was used before, UNWATCH and return what it stored.
-//! 3. MULTI: set the sequence to id + 1, append, record the key; EXEC.
-//! 4. EXEC answers nil when any watched key changed since step 1: another writer won. Wait a
+//! 3. Compute the id: the sequence as this primary may continue it ([`continue_from`]), and
+//!    above the log's last entry, so the log write inside the transaction cannot fail.
+//! 4. MULTI: append, record the key, set the sequence to the id (and the term); EXEC. Inside
+//!    a transaction a failing command does not stop the others, which is why step 3 rules out
+//!    the one failure that would leave a record without its message.
+//! 5. EXEC answers nil when any watched key changed since step 1: another writer won. Wait a
 //!    jittered, growing pause and start again, at most `WATCH_MAX_ATTEMPTS` times.
 //!
 //! # Why it collapses under load
@@ -13,26 +18,31 @@
 //!
 //! WATCH state belongs to a connection, so this strategy takes a connection from a bounded
 //! pool for the whole attempt; a connection that saw an error mid-transaction is discarded
-//! rather than returned with a WATCH still armed.
+//! rather than returned with a WATCH still armed. A request dropped mid-attempt would return
+//! its connection with a WATCH armed (or inside MULTI); [`crate::store::Store::append`]
+//! runs this strategy in a task of its own, so an attempt always ends with EXEC or UNWATCH.
+//!
+//! [`continue_from`]: crate::store::sequence::continue_from
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_redis::Connection;
 
-use crate::domain::IdempotencyKey;
 use crate::domain::message::stored_json;
-use crate::store::strategy::full_jitter;
-use crate::store::{AppendOutcome, Inner, RawMessage, StoreError, raw_message};
+use crate::store::primary::PrimaryLinks;
+use crate::store::sequence::{continue_from, replication_id};
+use crate::store::strategy::{AppendRequest, Written, full_jitter};
+use crate::store::{Inner, RawMessage, StoreError};
 
 const BACKOFF_BASE: Duration = Duration::from_micros(500);
 const BACKOFF_CAP: Duration = Duration::from_millis(25);
 
 pub(crate) async fn append(
-    store: &Inner,
-    tail: &str,
-    key: Option<&IdempotencyKey>,
-) -> Result<AppendOutcome, StoreError> {
-    let links = store.primary()?;
+    store: Arc<Inner>,
+    links: Arc<PrimaryLinks>,
+    request: AppendRequest,
+) -> Result<Written, StoreError> {
     let pool = links
         .pool
         .as_ref()
@@ -44,7 +54,7 @@ pub(crate) async fn append(
     };
     let attempts = store.limits.watch_max_attempts;
     for attempt in 0..attempts {
-        match attempt_once(store, &mut conn, tail, key).await {
+        match attempt_once(&store, &mut conn, &request).await {
             Ok(Some(outcome)) => return Ok(outcome),
             Ok(None) => {
                 store.metrics.watch_conflicts.inc();
@@ -60,49 +70,85 @@ pub(crate) async fn append(
     Err(StoreError::Contention { attempts })
 }
 
+/// What step 1 reads.
+type Read = (
+    Option<String>,
+    Option<String>,
+    String,
+    Vec<(String, Vec<String>)>,
+    Option<String>,
+);
+
 /// One optimistic attempt; `Ok(None)` when another writer got in first.
 async fn attempt_once(
     store: &Inner,
     conn: &mut Connection,
-    tail: &str,
-    key: Option<&IdempotencyKey>,
-) -> Result<Option<AppendOutcome>, StoreError> {
+    request: &AppendRequest,
+) -> Result<Option<Written>, StoreError> {
     let keys = &store.keys;
-    let record = key.map(|key| keys.idempotency(key.as_str()));
+    let record = request.record.as_ref();
 
+    // 1. One round trip: WATCH, then the reads. Without a key the last GET reads the sequence
+    //    again, which keeps the reply's shape fixed.
     let mut read = redis::pipe();
-    read.cmd("WATCH").arg(&keys.seq);
-    if let Some(record) = &record {
-        read.arg(record);
+    read.cmd("WATCH")
+        .arg(&keys.seq)
+        .arg(&keys.term)
+        .arg(&keys.log);
+    if let Some((key, _)) = record {
+        read.arg(key);
     }
-    read.ignore().cmd("GET").arg(&keys.seq);
-    if let Some(record) = &record {
-        read.cmd("GET").arg(record);
-    }
-    let (seq, existing): (Option<u64>, Option<String>) = if record.is_some() {
-        store.hop.call("watch_read", read.query_async(conn)).await?
-    } else {
-        let (seq,): (Option<u64>,) = store.hop.call("watch_read", read.query_async(conn)).await?;
-        (seq, None)
-    };
+    read.ignore()
+        .cmd("GET")
+        .arg(&keys.seq)
+        .cmd("GET")
+        .arg(&keys.term)
+        .cmd("INFO")
+        .arg("replication")
+        .cmd("XREVRANGE")
+        .arg(&keys.log)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .cmd("GET")
+        .arg(record.map_or(keys.seq.as_str(), |(key, _)| key.as_str()));
+    let (seq, term, info, last, existing): Read =
+        store.hop.call("watch_read", read.query_async(conn)).await?;
 
-    if let Some(existing) = existing {
+    // 2. A replay.
+    if let (Some(_), Some(existing)) = (record, existing) {
         let _: () = store
             .hop
             .call("unwatch", redis::cmd("UNWATCH").query_async(conn))
             .await?;
-        return Ok(Some(AppendOutcome::Existing(raw_message(existing)?)));
+        return Ok(Some(Written::Recorded(existing)));
     }
 
-    let id = seq.unwrap_or(0) + 1;
-    let json = stored_json(id, tail);
+    // 3. The id.
+    let seq: u64 = match seq {
+        None => 0,
+        Some(seq) => seq
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("sequence value {seq:?}")))?,
+    };
+    let replid = replication_id(&info)
+        .ok_or_else(|| StoreError::Corrupt("INFO replication names no master_replid".into()))?;
+    let (base, new_term) = continue_from(seq, term.as_deref(), replid, request.known);
+    let last_logged = match last.first() {
+        None => 0,
+        Some((entry, _)) => entry
+            .split_once('-')
+            .and_then(|(id, _)| id.parse::<u64>().ok())
+            .ok_or_else(|| StoreError::Corrupt(format!("log entry id {entry:?}")))?,
+    };
+    let id = base.max(last_logged) + 1;
+    let json = stored_json(id, &request.tail);
+
+    // 4. The transaction, log entry first.
     let mut write = redis::pipe();
     write
         .atomic()
-        .cmd("SET")
-        .arg(&keys.seq)
-        .arg(id)
-        .ignore()
         .cmd("XADD")
         .arg(&keys.log)
         .arg("MAXLEN")
@@ -111,18 +157,22 @@ async fn attempt_once(
         .arg("m")
         .arg(&json)
         .ignore();
-    if let Some(record) = &record {
+    if let Some((key, suffix)) = record {
         write
             .cmd("SET")
-            .arg(record)
-            .arg(&json)
+            .arg(key)
+            .arg(format!("{id} {suffix}"))
             .arg("EX")
             .arg(store.limits.idempotency_ttl_secs)
             .ignore();
+    }
+    write.cmd("SET").arg(&keys.seq).arg(id).ignore();
+    if new_term {
+        write.cmd("SET").arg(&keys.term).arg(replid).ignore();
     }
     let committed: Option<redis::Value> = store
         .hop
         .call("watch_exec", write.query_async(conn))
         .await?;
-    Ok(committed.map(|_| AppendOutcome::Created(RawMessage { id, json })))
+    Ok(committed.map(|_| Written::Created(RawMessage { id, json })))
 }

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""What an Idempotency-Key costs in Redis memory: the same COUNT messages posted once without
+keys and once with a key each, each run against a fresh private redis-server, and the
+difference in `used_memory` divided by COUNT. That is the idempotency record's cost per keyed
+post beyond the message itself (the goal is at most 300 bytes). Also `MEMORY USAGE` of one
+record, and the record as stored.
+
+It starts a private redis-server (no persistence) and a release backend with MAX_MESSAGES at
+COUNT (so every message stays), posts with the load tool's `messages` mode (its
+--idempotent-retries sends a key per message), all on 127.0.0.1, and stops exactly those
+processes. Results: target/bench/idempotency_memory.json and the section between
+<!-- idempotency-memory:begin --> and <!-- idempotency-memory:end --> of BENCHMARKS.md (unless
+BENCHMARKS_MD="").
+
+Environment: COUNT [20000], REDIS_PORT [6397], PORT [18113].
+"""
+
+import datetime
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+from benchkit import port_free, stop, wait_http, write_section
+
+BACKEND = "target/release/guestbook-backend"
+LOADTEST = "target/release/guestbook-loadtest"
+
+
+def redis_cli(port, *args):
+    return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, check=True).stdout
+
+
+def used_memory(port):
+    info = redis_cli(port, "INFO", "memory")
+    return int(next(line.split(":")[1] for line in info.splitlines() if line.startswith("used_memory:")))
+
+
+def one_run(count, redis_port, port, keyed):
+    """Posts `count` messages (keyed or not) to a fresh Redis; returns its memory growth."""
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    backend = None
+    try:
+        for _ in range(100):
+            if not port_free(redis_port):
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        env = dict(
+            os.environ,
+            LISTEN_ADDR=f"127.0.0.1:{port}",
+            REDIS_URL=f"redis://127.0.0.1:{redis_port}",
+            MAX_MESSAGES=str(count),
+            RUST_LOG="warn",
+        )
+        backend = subprocess.Popen([BACKEND], env=env, stdout=subprocess.DEVNULL)
+        wait_http(f"http://127.0.0.1:{port}/liveness", backend, "bench_idempotency_memory")
+        before = used_memory(redis_port)
+        command = [
+            LOADTEST, "messages", "--target", f"http://127.0.0.1:{port}",
+            "--count", str(count), "--concurrency", "64", "--json",
+        ]
+        if keyed:
+            command.append("--idempotent-retries")
+        report = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+        if not report["passed"]:
+            sys.exit(f"bench_idempotency_memory: the {'keyed' if keyed else 'unkeyed'} run lost messages")
+        after = used_memory(redis_port)
+        sample = None
+        if keyed:
+            key = redis_cli(redis_port, "--scan", "--pattern", "{guestbook:default}:idem:*", "--count", "1000").split()[0]
+            sample = {
+                "key": key,
+                "value": redis_cli(redis_port, "GET", key).strip(),
+                "memory_usage": int(redis_cli(redis_port, "MEMORY", "USAGE", key)),
+            }
+        return {"command": shlex.join(command), "growth": after - before, "sample": sample}
+    finally:
+        if backend is not None:
+            stop(backend)
+        stop(redis)
+
+
+def main():
+    os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    count = int(os.environ.get("COUNT", "20000"))
+    redis_port = int(os.environ.get("REDIS_PORT", "6397"))
+    port = int(os.environ.get("PORT", "18113"))
+    doc = os.environ.get("BENCHMARKS_MD", "BENCHMARKS.md")
+    for path in (BACKEND, LOADTEST):
+        if not os.access(path, os.X_OK):
+            sys.exit(f"bench_idempotency_memory: {path} missing; run make build")
+    for p in (redis_port, port):
+        if p == 6379 or not port_free(p):
+            sys.exit(f"bench_idempotency_memory: port {p} is taken or is the shared Redis")
+
+    plain = one_run(count, redis_port, port, keyed=False)
+    keyed = one_run(count, redis_port, port, keyed=True)
+    per_message = plain["growth"] / count
+    per_record = (keyed["growth"] - plain["growth"]) / count
+    result = {
+        "count": count,
+        "bytes_per_message": round(per_message, 1),
+        "bytes_per_keyed_post_beyond_the_message": round(per_record, 1),
+        "plain": plain,
+        "keyed": keyed,
+    }
+    os.makedirs("target/bench", exist_ok=True)
+    with open("target/bench/idempotency_memory.json", "w", encoding="utf-8") as out:
+        json.dump(result, out, indent=2)
+    print(json.dumps(result, indent=2))
+    if not doc:
+        return
+    sample = keyed["sample"]
+    goal = "met" if per_record <= 300 else "NOT met"
+    section = "\n".join([
+        f"Measured {datetime.date.today().isoformat()} by `python3 scripts/bench_idempotency_memory.py` "
+        f"(COUNT={count}) on {os.cpu_count()} cores: {count} messages posted to a fresh private "
+        "`redis-server` without keys, then again with a key each (`"
+        + keyed["command"] + "`), `used_memory` compared.",
+        "",
+        "| what | bytes |",
+        "|---|---:|",
+        f"| one message in the log (`used_memory` growth / {count}) | {per_message:.0f} |",
+        f"| **one keyed post beyond its message** (the idempotency record, with its key and TTL) | **{per_record:.0f}** |",
+        f"| `MEMORY USAGE` of one record | {sample['memory_usage']} |",
+        "",
+        f"Goal ≤ 300 bytes: {goal}. A record is `{sample['value']}` under "
+        f"`{sample['key']}`: the id, the creation time and a 128-bit fingerprint of the author "
+        "and text, never the message. Before, a record held the whole message JSON (up to "
+        "about 5 KB with a 1,000-character text) for `IDEMPOTENCY_TTL_SECS`.",
+    ])
+    write_section(doc, "idempotency-memory", "Idempotency records: memory per keyed post", section)
+
+
+if __name__ == "__main__":
+    main()
