@@ -188,3 +188,75 @@ async fn watch_never_hands_out_an_id_twice_across_a_failover() {
 async fn lock_never_hands_out_an_id_twice_across_a_failover() {
     no_id_names_two_messages_across_a_failover(AppendStrategy::Lock).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_of_the_primary_that_took_an_append_must_confirm_it_not_the_next_primary() {
+    // Arrange: the first primary's replica is stopped, so nothing written there can be
+    // confirmed; a second, independent primary has a healthy replica. Sentinel names the first.
+    let first = RedisServer::start().await;
+    let first_replica = RedisServer::start_replica_of(&first).await;
+    let second = RedisServer::start().await;
+    let _second_replica = RedisServer::start_replica_of(&second).await;
+    let sentinel = SentinelServer::start(&first, 1).await;
+    let mut config = settings(&first, AppendStrategy::Lua);
+    config.redis_url = "redis://127.0.0.1:1".to_owned();
+    config.redis_sentinels = Some(sentinel.address());
+    config.redis_min_replicas_ack = 1;
+    config.redis_wait_timeout_ms = 500;
+    config.redis_timeout_ms = 5_000;
+    let app = TestApp::spawn(config).await;
+    let client = http();
+    post_until_acknowledged(&client, &app.base, "m1").await;
+    first_replica.pause();
+    // Each Redis call of the append now waits 2 s before it is sent (not the WAIT).
+    let delayed = client
+        .post(app.url("/config/redis"))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .body(r#"{"delay_ms": 2000}"#)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(delayed.status().as_u16(), 200);
+
+    // Act: while the append waits, Sentinel is pointed at the second primary.
+    let posting = {
+        let client = client.clone();
+        let base = app.base.clone();
+        tokio::spawn(async move { post(&client, &base, "a", "m2", Some("m2")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut conn = redis::Client::open(format!("redis://{}", sentinel.address()))
+        .expect("sentinel URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("sentinel answers");
+    let _: () = redis::cmd("SENTINEL")
+        .arg("REMOVE")
+        .arg("mymaster")
+        .query_async(&mut conn)
+        .await
+        .expect("SENTINEL REMOVE");
+    let _: () = redis::cmd("SENTINEL")
+        .arg("MONITOR")
+        .arg("mymaster")
+        .arg("127.0.0.1")
+        .arg(second.port())
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .expect("SENTINEL MONITOR");
+    let (status, _, body) = posting
+        .await
+        .expect("the post task")
+        .expect("the backend answers");
+
+    // Assert: m2 went to the first primary, whose replica never confirmed it: not
+    // acknowledged, whatever the second primary's replica says.
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("not_replicated")),
+        "{body}"
+    );
+}
