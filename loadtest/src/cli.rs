@@ -45,7 +45,8 @@ pub struct MessagesArgs {
     /// Messages in flight at once.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
-    /// Send an Idempotency-Key and retry 429/502/503/504 and transport errors with it.
+    /// Send an Idempotency-Key and retry 429/502/503/504 and transport errors with it (a failed
+    /// POST may have been stored: without a key, nothing is ever retried).
     #[arg(long)]
     pub idempotent_retries: bool,
     /// Attempts per message with --idempotent-retries.

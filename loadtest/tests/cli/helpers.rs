@@ -20,10 +20,20 @@ pub struct Backend {
 
 /// Starts a backend over `redis` with `strategy`.
 pub async fn backend(redis: &RedisServer, strategy: AppendStrategy) -> Backend {
+    backend_with(redis, strategy, |_| {}).await
+}
+
+/// Starts a backend over `redis` with `strategy` and whatever `change` sets.
+pub async fn backend_with(
+    redis: &RedisServer,
+    strategy: AppendStrategy,
+    change: impl FnOnce(&mut Settings),
+) -> Backend {
     let mut settings = Settings::for_tests(&redis.url());
     settings.append_strategy = strategy;
     settings.allow_unsafe = strategy == AppendStrategy::Naive;
     settings.admin_token = Some(ADMIN_TOKEN.to_owned());
+    change(&mut settings);
     let app = Application::build(settings).await.expect("backend builds");
     let addr: SocketAddr = app.local_addr().expect("bound");
     let (stop, stopped) = oneshot::channel::<()>();

@@ -2,7 +2,7 @@
 
 use guestbook_backend::store::AppendStrategy;
 
-use crate::helpers::{ADMIN_TOKEN, RedisServer, backend, json, loadtest};
+use crate::helpers::{ADMIN_TOKEN, RedisServer, backend, backend_with, json, loadtest};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_verifier_passes_against_lua_across_three_replicas() {
@@ -189,4 +189,62 @@ async fn a_rate_paces_the_messages_and_the_timeline_and_trace_record_them() {
         .parse()
         .expect("a number");
     assert!((due - 0.975).abs() < 1e-6, "{due}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_post_is_retried_only_with_its_idempotency_key() {
+    // Half of the backend's Redis calls fail: appends answer 503. A 503 may mean "stored all
+    // the same", so a message without a key is sent once; with keys, retries are safe.
+    let redis = RedisServer::start().await;
+    let flaky = backend_with(&redis, AppendStrategy::Lua, |settings| {
+        settings.fault_injection = true;
+    })
+    .await;
+    let faulted = reqwest::Client::new()
+        .post(format!("{}/config/redis", flaky.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(r#"{"failure_rate": 0.5}"#)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(faulted.status().as_u16(), 200);
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    for keyed in [false, true] {
+        let trace = dir.path().join(format!("trace-{keyed}.csv"));
+        let mut args = vec![
+            "messages",
+            "--target",
+            &flaky.base,
+            "--count",
+            "100",
+            "--concurrency",
+            "8",
+            "--trace",
+            trace.to_str().expect("utf-8 path"),
+            "--json",
+        ];
+        if keyed {
+            args.extend(["--idempotent-retries", "--max-attempts", "20"]);
+        }
+        let output = loadtest(&args).await;
+        let report = json(&output);
+        assert_eq!(output.status.code(), Some(0), "{report}");
+        let csv = std::fs::read_to_string(&trace).expect("trace written");
+        let retried = csv
+            .lines()
+            .skip(1)
+            .any(|row| row.split(',').nth(1) != Some("0"));
+        let acknowledged = report["verdict"]["acknowledged"].as_u64().unwrap_or(0);
+        if keyed {
+            assert!(retried, "keyed messages are retried");
+            assert_eq!(acknowledged, 100, "{report}");
+        } else {
+            assert!(
+                !retried,
+                "a message without a key is never sent twice:\n{csv}"
+            );
+            assert!(acknowledged < 100, "{report}");
+        }
+    }
 }
