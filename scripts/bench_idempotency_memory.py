@@ -71,7 +71,7 @@ def one_run(count, redis_port, port, keyed):
         after = used_memory(redis_port)
         sample = None
         if keyed:
-            key = redis_cli(redis_port, "--scan", "--pattern", "{guestbook:default}:idem:*", "--count", "1000").split()[0]
+            key = redis_cli(redis_port, "--scan", "--pattern", "{guestbook:default}:idem:*").split()[0]
             sample = {
                 "key": key,
                 "value": redis_cli(redis_port, "GET", key).strip(),
