@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::FromRef;
-use axum::routing::{any, get, post};
+use axum::routing::{MethodRouter, any, delete, get, post};
 use guestbook_common::pressure::{self, Pressure};
 use guestbook_common::rate_limit::{self, RateLimiter};
 use guestbook_common::{Lifecycle, Metrics, metrics, probes, server, telemetry};
@@ -27,7 +27,7 @@ use crate::middleware::circuit_breaker::{Breaker, State as CircuitState};
 use crate::middleware::retry::{RetryConfig, RetryMetrics, RetryPolicy};
 use crate::routes::fetch::Remembered;
 use crate::routes::load::LoadGenerator;
-use crate::routes::{fetch, load, proxy, security_headers, status};
+use crate::routes::{api_paths, fetch, load, proxy, security_headers, status, stream};
 use crate::settings::Settings;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -73,6 +73,8 @@ pub struct Shared {
     pub load_max: Duration,
     /// A client for the unbuffered live-update stream (no overall timeout).
     pub streaming: reqwest::Client,
+    /// The backend's live-update stream: a fixed path on `BACKEND_URL`'s scheme, host and port.
+    pub stream_url: reqwest::Url,
     /// Serving or shutting down.
     pub lifecycle: Lifecycle,
     /// The Prometheus registry.
@@ -233,6 +235,8 @@ impl AppState {
             streaming: reqwest::Client::builder()
                 .connect_timeout(settings.attempt_timeout())
                 .build()?,
+            stream_url: stream::upstream_url(&settings.backend_url)
+                .map_err(|err| anyhow::anyhow!("BACKEND_URL: {err}"))?,
             lifecycle,
             metrics: Metrics::new(registry),
             pressure,
@@ -248,20 +252,12 @@ impl AppState {
 pub fn app(state: AppState, frontend: &std::path::Path) -> Router {
     let metrics = state.metrics.clone();
     let shedder = Arc::clone(&state.pressure);
-    let mut proxied = Router::new().route("/api/{*rest}", any(proxy::proxy));
-    if let Some(limiter) = state.write_limiter.clone() {
-        proxied = proxied.route_layer(axum::middleware::from_fn_with_state(
-            limiter,
-            rate_limit::guard,
-        ));
-    }
     Router::new()
         .route("/fetch", get(fetch::fetch))
         .route("/status", get(status::status))
         .route("/start-load", post(load::start))
         .route("/stop-load", post(load::stop))
-        .route("/api/messages/stream", get(proxy::stream))
-        .merge(proxied)
+        .merge(api(&state))
         .merge(probes::routes())
         .merge(metrics::routes())
         .merge(guestbook_common::openapi::routes(Arc::from(
@@ -282,6 +278,26 @@ pub fn app(state: AppState, frontend: &std::path::Path) -> Router {
         .layer(telemetry::propagate_request_id_layer())
         .layer(telemetry::set_request_id_layer())
         .with_state(state)
+}
+
+/// `/api/*`: the guestbook operations by exact route (matched on the raw path, so no spelling
+/// of `..` can select another), and a refusal for every other path under `/api/`.
+fn api(state: &AppState) -> Router<AppState> {
+    let mut messages: MethodRouter<AppState> = get(proxy::list)
+        .post(proxy::create)
+        .merge(delete(proxy::clear));
+    if let Some(limiter) = state.write_limiter.clone() {
+        messages = messages.route_layer(axum::middleware::from_fn_with_state(
+            limiter,
+            rate_limit::guard,
+        ));
+    }
+    Router::new()
+        .route("/api/messages", messages)
+        .route("/api/messages/stream", get(stream::stream))
+        .route("/api", any(api_paths::refuse))
+        .route("/api/", any(api_paths::refuse))
+        .route("/api/{*rest}", any(api_paths::refuse))
 }
 
 /// A bound, not yet serving client.

@@ -196,8 +196,9 @@ fn openapi_json() {}
     info(
         title = "guestbook-client",
         description = "The guestbook client: seed 002's /fetch, /status and load generator, the \
-                       backend's /api/* through one resilient tower stack (circuit breaker, \
-                       deadline, retry budget), the browser UI, and probes. Every error body \
+                       backend's guestbook operations (/api/messages, by exact route) through one \
+                       resilient tower stack (circuit breaker, deadline, retry budget), its \
+                       live-update stream passed through, the browser UI, and probes. Every error body \
                        is `{\"error\": \"...\"}`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),

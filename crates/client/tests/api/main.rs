@@ -4,6 +4,7 @@
 mod helpers;
 
 mod openapi;
+mod proxy;
 mod resilience;
 mod security;
 mod surface;
