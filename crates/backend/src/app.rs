@@ -11,6 +11,7 @@ use guestbook_common::bulkhead::Bulkhead;
 use guestbook_common::limits;
 use guestbook_common::pressure::{self, Pressure};
 use guestbook_common::rate_limit::{self, RateLimiter};
+use guestbook_common::same_origin;
 use guestbook_common::{Lifecycle, Metrics, metrics, probes, server, telemetry};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -130,11 +131,18 @@ pub fn app(state: AppState) -> Router {
             rate_limit::guard,
         ));
     }
+    let mut faults = routes::faults::routes();
+    if state.fault_injection {
+        // Their bodies need no JSON content type (seed 002's curl sends none), so a web page
+        // elsewhere could post them through a visitor's browser. Only where they exist: with
+        // fault injection off they stay a plain 404.
+        faults = faults.route_layer(axum::middleware::from_fn(same_origin::guard));
+    }
     Router::new()
         .merge(messages)
         .merge(routes::data::routes())
         .merge(routes::slow::routes())
-        .merge(routes::faults::routes())
+        .merge(faults)
         .merge(routes::health::routes())
         .merge(probes::routes())
         .merge(metrics::routes())

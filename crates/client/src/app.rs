@@ -11,7 +11,7 @@ use axum::routing::{MethodRouter, any, delete, get, post};
 use guestbook_common::pressure::{self, Pressure};
 use guestbook_common::rate_limit::{self, RateLimiter};
 use guestbook_common::{Lifecycle, Metrics, metrics, probes, server, telemetry};
-use guestbook_common::{limits, redact};
+use guestbook_common::{limits, redact, same_origin};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -255,8 +255,7 @@ pub fn app(state: AppState, frontend: &std::path::Path) -> Router {
     Router::new()
         .route("/fetch", get(fetch::fetch))
         .route("/status", get(status::status))
-        .route("/start-load", post(load::start))
-        .route("/stop-load", post(load::stop))
+        .merge(load_routes())
         .merge(api(&state))
         .merge(probes::routes())
         .merge(metrics::routes())
@@ -280,12 +279,24 @@ pub fn app(state: AppState, frontend: &std::path::Path) -> Router {
         .with_state(state)
 }
 
+/// The load generator's controls. They take any body (seed 002's curl sends no content type),
+/// so cross-site requests are refused: a page elsewhere could otherwise start a load against
+/// the backend through a visitor's browser.
+fn load_routes() -> Router<AppState> {
+    Router::new()
+        .route("/start-load", post(load::start))
+        .route("/stop-load", post(load::stop))
+        .route_layer(axum::middleware::from_fn(same_origin::guard))
+}
+
 /// `/api/*`: the guestbook operations by exact route (matched on the raw path, so no spelling
 /// of `..` can select another), and a refusal for every other path under `/api/`.
 fn api(state: &AppState) -> Router<AppState> {
-    let mut messages: MethodRouter<AppState> = get(proxy::list)
-        .post(proxy::create)
-        .merge(delete(proxy::clear));
+    let mut messages: MethodRouter<AppState> = get(proxy::list).post(proxy::create).merge(
+        // The admin clear needs the backend's bearer token as well; refusing cross-site
+        // requests here costs nothing and keeps a page elsewhere from even trying.
+        delete(proxy::clear).route_layer(axum::middleware::from_fn(same_origin::guard)),
+    );
     if let Some(limiter) = state.write_limiter.clone() {
         messages = messages.route_layer(axum::middleware::from_fn_with_state(
             limiter,

@@ -130,7 +130,8 @@ fn list_messages() {}
 #[allow(dead_code)]
 fn create_message() {}
 
-/// Clears the guestbook (admin; proxied with the `Authorization` header).
+/// Clears the guestbook (admin; proxied with the `Authorization` header; cross-site requests
+/// are refused).
 #[utoipa::path(
     delete,
     path = "/api/messages",
@@ -140,6 +141,7 @@ fn create_message() {}
         (status = 200, description = "Every message and idempotency record deleted", body = Deleted),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody,
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = guestbook_common::same_origin::DOCUMENTED, body = ErrorBody),
         (status = 404, description = "The backend's ADMIN_TOKEN is not set", body = ErrorBody),
         (status = 500, description = "Unexpected Redis error", body = ErrorBody),
         (status = 503, description = NO_ANSWER, body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),

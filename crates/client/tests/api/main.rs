@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod cross_site;
 mod openapi;
 mod proxy;
 mod resilience;
