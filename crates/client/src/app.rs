@@ -10,6 +10,7 @@ use axum::extract::FromRef;
 use axum::routing::{MethodRouter, any, delete, get, post};
 use guestbook_common::pressure::{self, Pressure};
 use guestbook_common::rate_limit::{self, RateLimiter};
+use guestbook_common::stream_limit::StreamLimit;
 use guestbook_common::{Lifecycle, Metrics, metrics, probes, server, telemetry};
 use guestbook_common::{limits, redact, same_origin};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -75,6 +76,8 @@ pub struct Shared {
     pub streaming: reqwest::Client,
     /// The backend's live-update stream: a fixed path on `BACKEND_URL`'s scheme, host and port.
     pub stream_url: reqwest::Url,
+    /// Bounds the streams passed through, in all and per browser address.
+    pub streams: Arc<StreamLimit>,
     /// Serving or shutting down.
     pub lifecycle: Lifecycle,
     /// The Prometheus registry.
@@ -210,6 +213,11 @@ impl AppState {
             concurrency: settings.backend_concurrency,
         };
         let stack = backend::build(backend, Arc::clone(&breaker), retry, &stack_config);
+        let streams = StreamLimit::new(
+            settings.max_stream_clients,
+            settings.max_streams_per_client,
+            &mut registry,
+        );
         let lifecycle = Lifecycle::new();
         let pressure = Pressure::new(settings.pressure.clone(), lifecycle.clone(), &mut registry);
         Ok(Self(Arc::new(Shared {
@@ -237,6 +245,7 @@ impl AppState {
                 .build()?,
             stream_url: stream::upstream_url(&settings.backend_url)
                 .map_err(|err| anyhow::anyhow!("BACKEND_URL: {err}"))?,
+            streams,
             lifecycle,
             metrics: Metrics::new(registry),
             pressure,

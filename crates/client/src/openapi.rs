@@ -150,7 +150,8 @@ fn create_message() {}
 #[allow(dead_code)]
 fn clear_messages() {}
 
-/// Live updates, passed through unbuffered (not retried, not behind the breaker).
+/// Live updates, passed through unbuffered (not retried, not behind the breaker), capped in
+/// all and per browser address.
 #[utoipa::path(
     get,
     path = "/api/messages/stream",
@@ -162,7 +163,9 @@ fn clear_messages() {}
     responses(
         (status = 200, description = "An endless `text/event-stream`, as the backend sends it", body = String, content_type = "text/event-stream"),
         (status = 400, description = "A bad query or Last-Event-ID", body = ErrorBody),
-        (status = 503, description = "The backend cannot be reached, or it has MAX_STREAM_CLIENTS streams open", body = ErrorBody,
+        (status = 429, description = "This browser address already has the client's MAX_STREAMS_PER_CLIENT streams open (or, passed through, the client's address has the backend's)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "The client has its MAX_STREAM_CLIENTS streams open, the backend cannot be reached, or it has its MAX_STREAM_CLIENTS streams open", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]

@@ -1,6 +1,12 @@
 //! `GET /api/messages/stream`: the backend's live updates, passed through as they arrive.
 //! A stream can be neither buffered nor retried, so it never goes through the stack: it has
 //! a client of its own with no overall timeout, and a fixed upstream path.
+//!
+//! Streams are capped in all (`MAX_STREAM_CLIENTS`, 503) and per browser address
+//! (`MAX_STREAMS_PER_CLIENT`, 429) before the backend is asked for one: at the backend every
+//! browser arrives from this client's address, so only here can one browser be told apart
+//! from another. The slot travels with the response body and is freed when the browser goes
+//! away (hyper drops the body) or the backend ends the stream.
 
 use axum::Json;
 use axum::body::Body;
@@ -8,6 +14,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
+use guestbook_common::stream_limit::Peer;
 use serde_json::json;
 
 use crate::app::AppState;
@@ -29,9 +36,14 @@ pub fn upstream_url(base: &str) -> Result<reqwest::Url, String> {
 /// The live-update stream, passed through unbuffered.
 pub(crate) async fn stream(
     State(app): State<AppState>,
+    Peer(browser): Peer,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    let slot = match app.streams.try_acquire(browser) {
+        Ok(slot) => slot,
+        Err(refused) => return refused.into_response(),
+    };
     let mut url = app.stream_url.clone();
     url.set_query(reencode_query(query.as_deref()).as_deref());
     let mut upstream = app.streaming.get(url);
@@ -45,7 +57,14 @@ pub(crate) async fn stream(
                 .iter()
                 .filter_map(|name| Some((name.clone(), answer.headers().get(name)?.clone())))
                 .collect();
-            let body = Body::from_stream(answer.bytes_stream().map_err(std::io::Error::other));
+            let body =
+                Body::from_stream(answer.bytes_stream().map_err(std::io::Error::other).map_ok(
+                    move |chunk| {
+                        // Moved in, so the slot lives exactly as long as the body.
+                        let _held = &slot;
+                        chunk
+                    },
+                ));
             let mut response = Response::new(body);
             *response.status_mut() = status;
             response.headers_mut().extend(passed);

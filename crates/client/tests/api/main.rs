@@ -8,4 +8,5 @@ mod openapi;
 mod proxy;
 mod resilience;
 mod security;
+mod stream_limits;
 mod surface;
