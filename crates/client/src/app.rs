@@ -60,8 +60,6 @@ pub struct Shared {
     pub stack: BackendStack,
     /// The circuit breaker inside the stack.
     pub breaker: Arc<Breaker>,
-    /// The backend's base URL.
-    pub backend_url: String,
     /// The same with any password replaced, for logs and `/status`.
     pub backend_url_shown: String,
     /// Per-client limit on `POST /api/*`, when `RATE_LIMIT_WRITES_PER_SEC` is above 0.
@@ -223,7 +221,6 @@ impl AppState {
         Ok(Self(Arc::new(Shared {
             stack,
             breaker,
-            backend_url: settings.backend_url.trim_end_matches('/').to_owned(),
             backend_url_shown: redact::url(settings.backend_url.trim_end_matches('/')),
             write_limiter: RateLimiter::new(
                 settings.rate_limit_writes_per_sec,
