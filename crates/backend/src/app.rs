@@ -11,10 +11,11 @@ use guestbook_common::bulkhead::Bulkhead;
 use guestbook_common::limits;
 use guestbook_common::pressure::{self, Pressure};
 use guestbook_common::rate_limit::{self, RateLimiter};
+use guestbook_common::same_origin;
+use guestbook_common::stream_limit::StreamLimit;
 use guestbook_common::{Lifecycle, Metrics, metrics, probes, server, telemetry};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
@@ -53,8 +54,8 @@ pub struct Shared {
     pub lifecycle: Lifecycle,
     /// The Prometheus registry.
     pub metrics: Metrics,
-    /// Bounds concurrent live-update connections.
-    pub stream_permits: Arc<Semaphore>,
+    /// Bounds concurrent live-update connections, in all and per client address.
+    pub streams: Arc<StreamLimit>,
     /// Readiness and load shedding.
     pub pressure: Arc<Pressure>,
     /// The bounded resource behind `/slow`.
@@ -95,6 +96,11 @@ impl AppState {
         let slow_hold = std::time::Duration::from_millis(settings.slow_ms);
         let slow_max_wait = (settings.pressure.shedding && settings.slow_max_wait_ms > 0)
             .then(|| std::time::Duration::from_millis(settings.slow_max_wait_ms));
+        let streams = StreamLimit::new(
+            settings.max_stream_clients,
+            settings.max_streams_per_client,
+            &mut registry,
+        );
         Ok(Self(Arc::new(Shared {
             store,
             feed: Feed::new(),
@@ -103,7 +109,7 @@ impl AppState {
             admin_token: settings.admin_token.as_deref().map(Arc::from),
             lifecycle,
             metrics: Metrics::new(registry),
-            stream_permits: Arc::new(Semaphore::new(settings.max_stream_clients)),
+            streams,
             pressure,
             slow: Arc::new(Bulkhead::new(
                 settings.slow_workers,
@@ -130,11 +136,18 @@ pub fn app(state: AppState) -> Router {
             rate_limit::guard,
         ));
     }
+    let mut faults = routes::faults::routes();
+    if state.fault_injection {
+        // Their bodies need no JSON content type (seed 002's curl sends none), so a web page
+        // elsewhere could post them through a visitor's browser. Only where they exist: with
+        // fault injection off they stay a plain 404.
+        faults = faults.route_layer(axum::middleware::from_fn(same_origin::guard));
+    }
     Router::new()
         .merge(messages)
         .merge(routes::data::routes())
         .merge(routes::slow::routes())
-        .merge(routes::faults::routes())
+        .merge(faults)
         .merge(routes::health::routes())
         .merge(probes::routes())
         .merge(metrics::routes())

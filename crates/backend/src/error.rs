@@ -13,6 +13,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use guestbook_common::stream_limit::StreamRefused;
+
 use crate::domain::InputError;
 use crate::store::StoreError;
 
@@ -43,9 +45,12 @@ pub enum ApiError {
     /// 422: well-formed but invalid.
     #[error("{0}")]
     Unprocessable(String),
-    /// 503 + Retry-After: too many concurrent streams, or similar local capacity limits.
+    /// 503 + Retry-After: a local capacity limit.
     #[error("{0}")]
     Busy(&'static str),
+    /// 429 or 503 + Retry-After: over a cap on live-update streams (per client, or in all).
+    #[error(transparent)]
+    Streams(#[from] StreamRefused),
     /// 503 + Retry-After, or 500 for a non-transient store failure.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -73,6 +78,7 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Streams(refused) => refused.status(),
             Self::Store(err) if err.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::AppendUncertain(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -82,6 +88,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Self::Streams(refused) = self {
+            // Its own Retry-After: a slot frees only when some stream ends.
+            return refused.into_response();
+        }
         let status = self.status();
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self, cause = %cause_chain(&self), "request failed");

@@ -99,9 +99,13 @@ pub struct Settings {
     #[arg(long, env = "LOCK_WAIT_MS", default_value_t = 2_000)]
     pub lock_wait_ms: u64,
 
-    /// Live-update (Server-Sent Events) connections allowed at once.
+    /// Live-update (Server-Sent Events) connections allowed at once, from every client together.
     #[arg(long, env = "MAX_STREAM_CLIENTS", default_value_t = 1_024)]
     pub max_stream_clients: usize,
+
+    /// Live-update connections one client address (an IPv4 address or an IPv6 /64) may hold at once, at most MAX_STREAM_CLIENTS. Every browser behind a guestbook-client arrives from the client's address, so keep it at least the client's MAX_STREAM_CLIENTS (256 by default): 256 lets four client instances share the 1024 while no single address holds more than a quarter.
+    #[arg(long, env = "MAX_STREAMS_PER_CLIENT", default_value_t = 256)]
+    pub max_streams_per_client: usize,
 
     /// Name of the guestbook; its keys share the hash tag `{guestbook:NAME}`.
     #[arg(long, env = "GUESTBOOK_NAME", default_value = "default")]
@@ -194,6 +198,8 @@ impl std::fmt::Debug for Settings {
             .field("guestbook_name", &self.guestbook_name)
             .field("rate_limit_writes_per_sec", &self.rate_limit_writes_per_sec)
             .field("rate_limit_writes_burst", &self.rate_limit_writes_burst)
+            .field("max_stream_clients", &self.max_stream_clients)
+            .field("max_streams_per_client", &self.max_streams_per_client)
             .field("shutdown", &self.shutdown)
             .field("pressure", &self.pressure)
             .finish_non_exhaustive()
@@ -208,6 +214,15 @@ impl Validate for Settings {
         {
             return Err(
                 "RATE_LIMIT_WRITES_PER_SEC must be 0 (off) or above, RATE_LIMIT_WRITES_BURST at least 1"
+                    .into(),
+            );
+        }
+        if self.max_stream_clients == 0
+            || self.max_streams_per_client == 0
+            || self.max_streams_per_client > self.max_stream_clients
+        {
+            return Err(
+                "MAX_STREAM_CLIENTS must be at least 1, and MAX_STREAMS_PER_CLIENT between 1 and MAX_STREAM_CLIENTS"
                     .into(),
             );
         }
@@ -344,6 +359,36 @@ mod tests {
         let shown = format!("{settings:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("redis://app:***@127.0.0.1:6390"), "{shown}");
+    }
+
+    #[test]
+    fn the_per_client_stream_cap_is_between_1_and_the_global_cap() {
+        assert!(parse(&["--max-streams-per-client", "0"]).is_err());
+        assert!(parse(&["--max-stream-clients", "0"]).is_err());
+        assert!(
+            parse(&[
+                "--max-stream-clients",
+                "10",
+                "--max-streams-per-client",
+                "11"
+            ])
+            .is_err()
+        );
+        assert!(
+            parse(&[
+                "--max-stream-clients",
+                "10",
+                "--max-streams-per-client",
+                "10"
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn by_default_one_address_holds_less_than_every_stream() {
+        let defaults = parse(&[]).unwrap();
+        assert!(defaults.max_streams_per_client < defaults.max_stream_clients);
     }
 
     #[test]

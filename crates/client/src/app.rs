@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::FromRef;
-use axum::routing::{any, get, post};
+use axum::routing::{MethodRouter, any, delete, get, post};
 use guestbook_common::pressure::{self, Pressure};
 use guestbook_common::rate_limit::{self, RateLimiter};
+use guestbook_common::stream_limit::StreamLimit;
 use guestbook_common::{Lifecycle, Metrics, metrics, probes, server, telemetry};
-use guestbook_common::{limits, redact};
+use guestbook_common::{limits, redact, same_origin};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -27,7 +28,7 @@ use crate::middleware::circuit_breaker::{Breaker, State as CircuitState};
 use crate::middleware::retry::{RetryConfig, RetryMetrics, RetryPolicy};
 use crate::routes::fetch::Remembered;
 use crate::routes::load::LoadGenerator;
-use crate::routes::{fetch, load, proxy, security_headers, status};
+use crate::routes::{api_paths, fetch, load, proxy, security_headers, status, stream};
 use crate::settings::Settings;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,8 +60,6 @@ pub struct Shared {
     pub stack: BackendStack,
     /// The circuit breaker inside the stack.
     pub breaker: Arc<Breaker>,
-    /// The backend's base URL.
-    pub backend_url: String,
     /// The same with any password replaced, for logs and `/status`.
     pub backend_url_shown: String,
     /// Per-client limit on `POST /api/*`, when `RATE_LIMIT_WRITES_PER_SEC` is above 0.
@@ -73,6 +72,10 @@ pub struct Shared {
     pub load_max: Duration,
     /// A client for the unbuffered live-update stream (no overall timeout).
     pub streaming: reqwest::Client,
+    /// The backend's live-update stream: a fixed path on `BACKEND_URL`'s scheme, host and port.
+    pub stream_url: reqwest::Url,
+    /// Bounds the streams passed through, in all and per browser address.
+    pub streams: Arc<StreamLimit>,
     /// Serving or shutting down.
     pub lifecycle: Lifecycle,
     /// The Prometheus registry.
@@ -208,12 +211,16 @@ impl AppState {
             concurrency: settings.backend_concurrency,
         };
         let stack = backend::build(backend, Arc::clone(&breaker), retry, &stack_config);
+        let streams = StreamLimit::new(
+            settings.max_stream_clients,
+            settings.max_streams_per_client,
+            &mut registry,
+        );
         let lifecycle = Lifecycle::new();
         let pressure = Pressure::new(settings.pressure.clone(), lifecycle.clone(), &mut registry);
         Ok(Self(Arc::new(Shared {
             stack,
             breaker,
-            backend_url: settings.backend_url.trim_end_matches('/').to_owned(),
             backend_url_shown: redact::url(settings.backend_url.trim_end_matches('/')),
             write_limiter: RateLimiter::new(
                 settings.rate_limit_writes_per_sec,
@@ -233,6 +240,9 @@ impl AppState {
             streaming: reqwest::Client::builder()
                 .connect_timeout(settings.attempt_timeout())
                 .build()?,
+            stream_url: stream::upstream_url(&settings.backend_url)
+                .map_err(|err| anyhow::anyhow!("BACKEND_URL: {err}"))?,
+            streams,
             lifecycle,
             metrics: Metrics::new(registry),
             pressure,
@@ -248,20 +258,11 @@ impl AppState {
 pub fn app(state: AppState, frontend: &std::path::Path) -> Router {
     let metrics = state.metrics.clone();
     let shedder = Arc::clone(&state.pressure);
-    let mut proxied = Router::new().route("/api/{*rest}", any(proxy::proxy));
-    if let Some(limiter) = state.write_limiter.clone() {
-        proxied = proxied.route_layer(axum::middleware::from_fn_with_state(
-            limiter,
-            rate_limit::guard,
-        ));
-    }
     Router::new()
         .route("/fetch", get(fetch::fetch))
         .route("/status", get(status::status))
-        .route("/start-load", post(load::start))
-        .route("/stop-load", post(load::stop))
-        .route("/api/messages/stream", get(proxy::stream))
-        .merge(proxied)
+        .merge(load_routes())
+        .merge(api(&state))
         .merge(probes::routes())
         .merge(metrics::routes())
         .merge(guestbook_common::openapi::routes(Arc::from(
@@ -282,6 +283,38 @@ pub fn app(state: AppState, frontend: &std::path::Path) -> Router {
         .layer(telemetry::propagate_request_id_layer())
         .layer(telemetry::set_request_id_layer())
         .with_state(state)
+}
+
+/// The load generator's controls. They take any body (seed 002's curl sends no content type),
+/// so cross-site requests are refused: a page elsewhere could otherwise start a load against
+/// the backend through a visitor's browser.
+fn load_routes() -> Router<AppState> {
+    Router::new()
+        .route("/start-load", post(load::start))
+        .route("/stop-load", post(load::stop))
+        .route_layer(axum::middleware::from_fn(same_origin::guard))
+}
+
+/// `/api/*`: the guestbook operations by exact route (matched on the raw path, so no spelling
+/// of `..` can select another), and a refusal for every other path under `/api/`.
+fn api(state: &AppState) -> Router<AppState> {
+    let mut messages: MethodRouter<AppState> = get(proxy::list).post(proxy::create).merge(
+        // The admin clear needs the backend's bearer token as well; refusing cross-site
+        // requests here costs nothing and keeps a page elsewhere from even trying.
+        delete(proxy::clear).route_layer(axum::middleware::from_fn(same_origin::guard)),
+    );
+    if let Some(limiter) = state.write_limiter.clone() {
+        messages = messages.route_layer(axum::middleware::from_fn_with_state(
+            limiter,
+            rate_limit::guard,
+        ));
+    }
+    Router::new()
+        .route("/api/messages", messages)
+        .route("/api/messages/stream", get(stream::stream))
+        .route("/api", any(api_paths::refuse))
+        .route("/api/", any(api_paths::refuse))
+        .route("/api/{*rest}", any(api_paths::refuse))
 }
 
 /// A bound, not yet serving client.

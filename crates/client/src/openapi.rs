@@ -130,7 +130,8 @@ fn list_messages() {}
 #[allow(dead_code)]
 fn create_message() {}
 
-/// Clears the guestbook (admin; proxied with the `Authorization` header).
+/// Clears the guestbook (admin; proxied with the `Authorization` header; cross-site requests
+/// are refused).
 #[utoipa::path(
     delete,
     path = "/api/messages",
@@ -140,6 +141,7 @@ fn create_message() {}
         (status = 200, description = "Every message and idempotency record deleted", body = Deleted),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody,
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = guestbook_common::same_origin::DOCUMENTED, body = ErrorBody),
         (status = 404, description = "The backend's ADMIN_TOKEN is not set", body = ErrorBody),
         (status = 500, description = "Unexpected Redis error", body = ErrorBody),
         (status = 503, description = NO_ANSWER, body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -148,7 +150,8 @@ fn create_message() {}
 #[allow(dead_code)]
 fn clear_messages() {}
 
-/// Live updates, passed through unbuffered (not retried, not behind the breaker).
+/// Live updates, passed through unbuffered (not retried, not behind the breaker), capped in
+/// all and per browser address.
 #[utoipa::path(
     get,
     path = "/api/messages/stream",
@@ -160,7 +163,9 @@ fn clear_messages() {}
     responses(
         (status = 200, description = "An endless `text/event-stream`, as the backend sends it", body = String, content_type = "text/event-stream"),
         (status = 400, description = "A bad query or Last-Event-ID", body = ErrorBody),
-        (status = 503, description = "The backend cannot be reached, or it has MAX_STREAM_CLIENTS streams open", body = ErrorBody,
+        (status = 429, description = "This browser address already has the client's MAX_STREAMS_PER_CLIENT streams open (or, passed through, the client's address has the backend's)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "The client has its MAX_STREAM_CLIENTS streams open, the backend cannot be reached, or it has its MAX_STREAM_CLIENTS streams open", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
@@ -196,8 +201,9 @@ fn openapi_json() {}
     info(
         title = "guestbook-client",
         description = "The guestbook client: seed 002's /fetch, /status and load generator, the \
-                       backend's /api/* through one resilient tower stack (circuit breaker, \
-                       deadline, retry budget), the browser UI, and probes. Every error body \
+                       backend's guestbook operations (/api/messages, by exact route) through one \
+                       resilient tower stack (circuit breaker, deadline, retry budget), its \
+                       live-update stream passed through, the browser UI, and probes. Every error body \
                        is `{\"error\": \"...\"}`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),

@@ -84,6 +84,12 @@ pub struct Settings {
     /// Writes a client may make at once before RATE_LIMIT_WRITES_PER_SEC applies.
     #[arg(long, env = "RATE_LIMIT_WRITES_BURST", default_value_t = 40)]
     pub rate_limit_writes_burst: u32,
+    /// Live-update streams passed through at once, from every browser together. Each is one backend stream from this client's address, so keep it at most the backend's MAX_STREAMS_PER_CLIENT (256 by default).
+    #[arg(long, env = "MAX_STREAM_CLIENTS", default_value_t = 256)]
+    pub max_stream_clients: usize,
+    /// Live-update streams one browser address (an IPv4 address or an IPv6 /64) may hold at once, at most MAX_STREAM_CLIENTS: a person keeps a few tabs open, and 8 leaves room for a small office behind one address while 32 addresses are needed to fill the client.
+    #[arg(long, env = "MAX_STREAMS_PER_CLIENT", default_value_t = 8)]
+    pub max_streams_per_client: usize,
     /// Log format: auto (JSON unless a terminal), json or pretty.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
@@ -133,6 +139,8 @@ impl std::fmt::Debug for Settings {
             .field("request_deadline_ms", &self.request_deadline_ms)
             .field("rate_limit_writes_per_sec", &self.rate_limit_writes_per_sec)
             .field("rate_limit_writes_burst", &self.rate_limit_writes_burst)
+            .field("max_stream_clients", &self.max_stream_clients)
+            .field("max_streams_per_client", &self.max_streams_per_client)
             .field("frontend_dir", &self.frontend_dir)
             .field("shutdown", &self.shutdown)
             .field("pressure", &self.pressure)
@@ -148,6 +156,15 @@ impl Validate for Settings {
         {
             return Err(
                 "RATE_LIMIT_WRITES_PER_SEC must be 0 (off) or above, RATE_LIMIT_WRITES_BURST at least 1"
+                    .into(),
+            );
+        }
+        if self.max_stream_clients == 0
+            || self.max_streams_per_client == 0
+            || self.max_streams_per_client > self.max_stream_clients
+        {
+            return Err(
+                "MAX_STREAM_CLIENTS must be at least 1, and MAX_STREAMS_PER_CLIENT between 1 and MAX_STREAM_CLIENTS"
                     .into(),
             );
         }

@@ -11,6 +11,8 @@
 //! - [`openapi`]: the parts of both OpenAPI documents they share, and `/openapi.json`.
 //! - [`client_addr`]: who one client is for per-client limits (an IPv4 address, an IPv6 /64).
 //! - [`rate_limit`]: per-client token buckets on writes (429 with `Retry-After`).
+//! - [`same_origin`]: refuses cross-site state changes (`Origin`, `Sec-Fetch-Site`) with 403.
+//! - [`stream_limit`]: caps on concurrent live-update streams, global and per client.
 //! - [`limits`]: the request header size limit (431).
 //! - [`redact`]: passwords out of URLs before they are logged or shown.
 //! - [`bulkhead`]: bounded capacity with a predicted queue wait, refused at once when too long.
@@ -26,7 +28,9 @@ pub mod pressure;
 pub mod probes;
 pub mod rate_limit;
 pub mod redact;
+pub mod same_origin;
 pub mod server;
+pub mod stream_limit;
 pub mod telemetry;
 pub mod window;
 

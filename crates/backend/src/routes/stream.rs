@@ -1,5 +1,9 @@
 //! `GET /api/messages/stream`: Server-Sent Events, one `message` event per new message.
 //!
+//! Streams are capped in all (`MAX_STREAM_CLIENTS`, 503) and per client address
+//! (`MAX_STREAMS_PER_CLIENT`, 429), so one address cannot take every slot; the slot is held by
+//! the subscriber's pump and freed when it ends.
+//!
 //! A subscriber resumes from `Last-Event-ID` (sent by browsers on reconnect) or `?after=ID`
 //! (for the first connection). It first subscribes to the process's [`Feed`], then replays
 //! what it missed from Redis, then forwards live messages, skipping any id it already sent:
@@ -17,8 +21,9 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
+use guestbook_common::stream_limit::{Peer, StreamSlot};
 use serde::Deserialize;
-use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::app::AppState;
@@ -52,18 +57,19 @@ pub(crate) struct StreamQuery {
     responses(
         (status = 200, description = "An endless `text/event-stream`: one `message` event per new message, `id:` the message id, `data:` the message JSON; a keep-alive comment every 15 s", body = String, content_type = "text/event-stream"),
         (status = 400, description = "A bad query or Last-Event-ID", body = guestbook_common::openapi::ErrorBody),
+        (status = 429, description = "This client address already has MAX_STREAMS_PER_CLIENT streams open", body = guestbook_common::openapi::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = "MAX_STREAM_CLIENTS streams are already open, or load shedding", body = guestbook_common::openapi::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
 pub(crate) async fn stream(
     State(app): State<AppState>,
+    Peer(client): Peer,
     headers: HeaderMap,
     ValidQuery(query): ValidQuery<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let permit = Arc::clone(&app.stream_permits)
-        .try_acquire_owned()
-        .map_err(|_| ApiError::Busy("too many live-update connections"))?;
+    let slot = app.streams.try_acquire(client)?;
     let last_event_id = headers
         .get("last-event-id")
         .map(|value| {
@@ -84,7 +90,7 @@ pub(crate) async fn stream(
         store: app.store.clone(),
         feed: app.feed.clone(),
         sender,
-        _permit: permit,
+        _slot: slot,
     };
     let draining = app.lifecycle.draining();
     tokio::spawn(async move {
@@ -103,7 +109,7 @@ struct Pump {
     feed: Feed,
     sender: mpsc::Sender<Result<Event, Infallible>>,
     /// Held for the subscriber's lifetime: bounds concurrent streams.
-    _permit: OwnedSemaphorePermit,
+    _slot: StreamSlot,
 }
 
 impl Pump {

@@ -5,6 +5,7 @@ mod helpers;
 
 mod admin;
 mod cancellation;
+mod cross_site;
 mod exactly_once;
 mod failover;
 mod faults;

@@ -30,6 +30,14 @@ fn bad_settings_exit_2_with_one_line() {
         ("zero retention", vec![("MAX_MESSAGES", "0")]),
         ("short admin token", vec![("ADMIN_TOKEN", "abc")]),
         ("not a boolean", vec![("FAULT_INJECTION", "perhaps")]),
+        (
+            "no streams per client",
+            vec![("MAX_STREAMS_PER_CLIENT", "0")],
+        ),
+        (
+            "more streams per client than in all",
+            vec![("MAX_STREAM_CLIENTS", "8"), ("MAX_STREAMS_PER_CLIENT", "9")],
+        ),
     ] {
         let output = run_with(&env);
         let stderr = String::from_utf8_lossy(&output.stderr);

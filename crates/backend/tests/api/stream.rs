@@ -176,3 +176,88 @@ async fn after_a_long_outage_the_next_short_one_is_followed_again_at_once() {
         live.texts()
     );
 }
+
+/// `MAX_STREAMS_PER_CLIENT`'s default, as the README documents it: what one client instance
+/// may pass through (its own global cap, 256).
+const DEFAULT_STREAMS_PER_CLIENT: usize = 256;
+
+/// A client whose connections come from `ip` (any of 127/8 is loopback on Linux), with no
+/// overall timeout, so its streams stay open as long as the test holds them.
+fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip.parse::<std::net::IpAddr>().expect("an address"))
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .expect("client builds")
+}
+
+/// Opens a stream and returns the answer, whatever its status.
+async fn open(client: &reqwest::Client, app: &TestApp) -> reqwest::Response {
+    client
+        .get(app.url("/api/messages/stream"))
+        .send()
+        .await
+        .expect("the backend answers")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_stream_slot_and_a_closed_stream_frees_its_own() {
+    // Every default: MAX_STREAM_CLIENTS 1024, MAX_STREAMS_PER_CLIENT 256.
+    let redis = RedisServer::start().await;
+    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let first = client_from("127.0.0.1");
+    let second = client_from("127.0.0.2");
+
+    let mut held = Vec::new();
+    for n in 0..DEFAULT_STREAMS_PER_CLIENT {
+        let stream = open(&first, &app).await;
+        assert_eq!(
+            stream.status().as_u16(),
+            200,
+            "stream {n} of the first address"
+        );
+        held.push(stream);
+    }
+    let over = open(&first, &app).await;
+    let over_status = over.status().as_u16();
+    let retry_after = over.headers().get("retry-after").cloned();
+    // A 200 here would be a stream whose body never ends: read only a refusal's body.
+    let over_body: serde_json::Value = if over_status == 200 {
+        serde_json::Value::Null
+    } else {
+        over.json().await.unwrap_or_default()
+    };
+    let other = open(&second, &app).await;
+    let other_status = other.status().as_u16();
+    drop(held.pop());
+    // A hang guard, not a latency assertion: the slot comes back once the backend notices
+    // the closed connection (at the latest at the next keep-alive, 15 s).
+    let mut reopened = 0;
+    for _ in 0..400 {
+        let again = open(&first, &app).await;
+        reopened = again.status().as_u16();
+        if reopened == 200 {
+            held.push(again);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let metrics = http()
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    assert_eq!(over_status, 429, "{over_body}");
+    assert!(over_body["error"].is_string(), "{over_body}");
+    assert!(retry_after.is_some(), "Retry-After is sent");
+    assert_eq!(other_status, 200, "another address still gets a stream");
+    assert_eq!(reopened, 200, "a closed stream frees its slot");
+    assert!(
+        metrics.contains("live_streams_refused_total{reason=\"per_client\"}"),
+        "the refusal is counted"
+    );
+}

@@ -77,6 +77,7 @@ pub struct LoadAnswer {
     request_body(content = Option<StartLoad>, description = "Optional; any content type", content_type = "application/json"),
     responses(
         (status = 200, description = "`started`, or `already-running`", body = LoadAnswer),
+        (status = 403, description = guestbook_common::same_origin::DOCUMENTED, body = guestbook_common::openapi::ErrorBody),
         (status = 422, description = "A bad body or rate", body = guestbook_common::openapi::ErrorBody),
     )
 )]
@@ -150,7 +151,10 @@ pub(crate) async fn start(
     post,
     path = "/stop-load",
     tag = "seed",
-    responses((status = 200, description = "`stopped`, or `not-running`", body = LoadAnswer))
+    responses(
+        (status = 200, description = "`stopped`, or `not-running`", body = LoadAnswer),
+        (status = 403, description = guestbook_common::same_origin::DOCUMENTED, body = guestbook_common::openapi::ErrorBody),
+    )
 )]
 pub(crate) async fn stop(State(app): State<AppState>) -> Json<Value> {
     let mut running = app

@@ -1,19 +1,25 @@
-//! `/api/*`: the guestbook API, proxied to the backend through the stack. A POST is retried
-//! only when it carries an `Idempotency-Key` (the UI always sends one). The live-update stream
-//! is passed through as it arrives: a stream cannot be retried or buffered.
+//! The buffered guestbook operations, proxied to the backend through the stack by exact
+//! route: `GET /api/messages` (with its query, re-encoded), `POST /api/messages` and
+//! `DELETE /api/messages`. The backend path is a constant, never the request's path (see
+//! [`crate::routes::api_paths`]). A POST is retried only when it carries an `Idempotency-Key`
+//! (the UI always sends one); the live-update stream has a route of its own
+//! ([`crate::routes::stream`]) and never comes through here.
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::TryStreamExt;
+use bytes::Bytes;
 use serde_json::json;
 use tower::ServiceExt;
 
 use crate::app::AppState;
+use crate::routes::api_paths::reencode_query;
 use crate::routes::fetch::failure_message;
 
+/// The one backend path these operations reach.
+const MESSAGES: &str = "/api/messages";
 /// Largest body forwarded (the backend refuses over 16 KiB; a little slack for its 413).
 const MAX_BODY: usize = 64 * 1024;
 /// Request headers a caller may send through.
@@ -25,8 +31,25 @@ const FORWARDED: [&str; 5] = [
     "x-request-id",
 ];
 
-pub(crate) async fn proxy(State(app): State<AppState>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
+/// `GET /api/messages`: a page of messages.
+pub(crate) async fn list(
+    State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let target = match reencode_query(query.as_deref()) {
+        Some(query) => format!("{MESSAGES}?{query}"),
+        None => MESSAGES.to_owned(),
+    };
+    forward(&app, Method::GET, &target, &headers, Bytes::new()).await
+}
+
+/// `POST /api/messages`: appends a message.
+pub(crate) async fn create(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(body) => body,
         Err(_) => {
@@ -37,22 +60,41 @@ pub(crate) async fn proxy(State(app): State<AppState>, request: Request) -> Resp
                 .into_response();
         }
     };
-    let mut forward = http::Request::new(body);
-    *forward.method_mut() = parts.method;
-    *forward.uri_mut() = parts.uri.path_and_query().map_or_else(
-        || "/".parse().expect("static"),
-        |p| {
-            p.as_str()
-                .parse()
-                .unwrap_or_else(|_| "/".parse().expect("static"))
-        },
-    );
+    forward(&app, Method::POST, MESSAGES, &headers, body).await
+}
+
+/// `DELETE /api/messages`: the backend's admin clear (it checks the bearer token).
+pub(crate) async fn clear(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    forward(&app, Method::DELETE, MESSAGES, &headers, Bytes::new()).await
+}
+
+/// One call through the stack to `target` (a constant path, and a re-encoded query).
+async fn forward(
+    app: &AppState,
+    method: Method,
+    target: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    let uri = match target.parse::<http::Uri>() {
+        Ok(uri) => uri,
+        Err(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "the query cannot be forwarded"})),
+            )
+                .into_response();
+        }
+    };
+    let mut request = http::Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
     for name in FORWARDED {
-        if let Some(value) = parts.headers.get(name) {
-            forward.headers_mut().insert(name, value.clone());
+        if let Some(value) = headers.get(name) {
+            request.headers_mut().insert(name, value.clone());
         }
     }
-    let result = app.stack.clone().oneshot(forward).await;
+    let result = app.stack.clone().oneshot(request).await;
     match result {
         Ok(response) => {
             let (parts, body) = response.into_parts();
@@ -63,53 +105,6 @@ pub(crate) async fn proxy(State(app): State<AppState>, request: Request) -> Resp
             let mut response = (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(json!({"error": message})),
-            )
-                .into_response();
-            response.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("1"),
-            );
-            response
-        }
-    }
-}
-
-/// `/api/messages/stream`, passed through unbuffered.
-pub(crate) async fn stream(State(app): State<AppState>, request: Request) -> Response {
-    let query = request
-        .uri()
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
-    let mut upstream = app
-        .streaming
-        .get(format!("{}/api/messages/stream{query}", app.backend_url));
-    if let Some(last) = request.headers().get("last-event-id") {
-        upstream = upstream.header("last-event-id", last.clone());
-    }
-    match upstream.send().await {
-        Ok(answer) => {
-            let status = answer.status();
-            let content_type = answer.headers().get(http::header::CONTENT_TYPE).cloned();
-            let body = Body::from_stream(answer.bytes_stream().map_err(std::io::Error::other));
-            let mut response = Response::new(body);
-            *response.status_mut() = status;
-            if let Some(content_type) = content_type {
-                response
-                    .headers_mut()
-                    .insert(http::header::CONTENT_TYPE, content_type);
-            }
-            response.headers_mut().insert(
-                http::header::CACHE_CONTROL,
-                http::HeaderValue::from_static("no-cache"),
-            );
-            response
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, "live-update stream: backend unreachable");
-            let mut response = (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"error": "backend unreachable"})),
             )
                 .into_response();
             response.headers_mut().insert(

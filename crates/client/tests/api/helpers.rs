@@ -148,3 +148,66 @@ pub async fn stack(tune: impl FnOnce(&mut ClientSettings)) -> Stack {
     let client = client(settings).await;
     Stack(redis, backend, client, http())
 }
+
+/// Sends `method target` exactly as written (no normalisation of `..`, `%2e` or `//`, which
+/// reqwest and browsers would apply) on a fresh connection, and returns (status, body).
+pub async fn raw_request(
+    server: &Running,
+    method: &str,
+    target: &str,
+    body: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let authority = server.base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(authority)
+        .await
+        .expect("the server accepts");
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    socket
+        .write_all(request.as_bytes())
+        .await
+        .expect("the request is sent");
+    let mut answer = Vec::new();
+    // A hang guard, not a latency assertion: today's proxy may hold a stream open until its
+    // deadline.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        socket.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server answers and closes within 30 s")
+    .expect("the answer is readable");
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Every request the backend has answered, `/metrics` itself left out.
+pub async fn backend_requests(http: &reqwest::Client, backend: &Running) -> u64 {
+    let metrics = http
+        .get(backend.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("http_request_duration_seconds_count{"))
+        .filter(|line| !line.contains("route=\"/metrics\""))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}

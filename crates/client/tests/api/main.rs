@@ -3,7 +3,10 @@
 
 mod helpers;
 
+mod cross_site;
 mod openapi;
+mod proxy;
 mod resilience;
 mod security;
+mod stream_limits;
 mod surface;

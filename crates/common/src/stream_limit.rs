@@ -1,0 +1,271 @@
+//! Caps on concurrent live-update streams: one for the whole service and a lower one per
+//! client ([`ClientKey`]: an IPv4 address or an IPv6 /64), so that one address cannot take
+//! every slot and lock everyone else out of live updates.
+//!
+//! A stream holds a [`StreamSlot`] for as long as it is open; dropping the slot (the stream's
+//! task ends, or the connection's body is dropped when the peer goes away) gives it back.
+//! Memory is bounded by construction: only clients with at least one open stream are tracked,
+//! so there are never more entries than the global cap.
+//!
+//! Over a cap the answer is `{"error": "..."}` with `Retry-After`: 429 when this client has
+//! its share open (others are still served), 503 when the service is full. Both are counted in
+//! `live_streams_refused_total{reason}`; `live_streams_open` shows the streams open now.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+
+use crate::client_addr::ClientKey;
+
+/// Seconds a refused client is told to wait: a slot frees only when some stream ends, so
+/// asking again within a second is rarely worth it.
+pub const RETRY_AFTER_SECS: u32 = 5;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// Why a stream was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StreamRefused {
+    /// The service has its global cap of streams open: 503.
+    #[error("too many live-update connections; retry later")]
+    Full,
+    /// This client has its share open: 429.
+    #[error("too many live-update connections from this address; close one or retry later")]
+    ClientFull,
+}
+
+impl StreamRefused {
+    /// The status this refusal answers.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::Full => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ClientFull => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Full => "global",
+            Self::ClientFull => "per_client",
+        }
+    }
+}
+
+impl IntoResponse for StreamRefused {
+    fn into_response(self) -> Response {
+        let mut response =
+            (self.status(), Json(json!({"error": self.to_string()}))).into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        response
+    }
+}
+
+/// The two caps and the streams open under them.
+#[derive(Debug)]
+pub struct StreamLimit {
+    global: usize,
+    per_client: usize,
+    open: Mutex<Open>,
+    gauge: Gauge,
+    refused: Family<ReasonLabel, Counter>,
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    total: usize,
+    /// Only clients with at least one open stream: at most `global` entries.
+    by_client: HashMap<ClientKey, usize>,
+}
+
+impl StreamLimit {
+    /// At most `global` streams in all and `per_client` per client, with the metrics registered
+    /// in `registry`. A `per_client` above `global` is the same as `global`.
+    pub fn new(global: usize, per_client: usize, registry: &mut Registry) -> Arc<Self> {
+        let limit = Self {
+            global,
+            per_client: per_client.min(global),
+            open: Mutex::new(Open::default()),
+            gauge: Gauge::default(),
+            refused: Family::default(),
+        };
+        registry.register(
+            "live_streams_open",
+            "Live-update (Server-Sent Events) streams open now",
+            limit.gauge.clone(),
+        );
+        registry.register(
+            "live_streams_refused",
+            "Live-update streams refused: reason global (the service's cap) or per_client (one address's cap)",
+            limit.refused.clone(),
+        );
+        Arc::new(limit)
+    }
+
+    /// A slot for one more stream of `client`, or why not.
+    pub fn try_acquire(self: &Arc<Self>, client: ClientKey) -> Result<StreamSlot, StreamRefused> {
+        let admitted = {
+            let mut open = self.lock();
+            let mine = open.by_client.get(&client).copied().unwrap_or(0);
+            if mine >= self.per_client {
+                Err(StreamRefused::ClientFull)
+            } else if open.total >= self.global {
+                Err(StreamRefused::Full)
+            } else {
+                open.total += 1;
+                open.by_client.insert(client, mine + 1);
+                Ok(open.total)
+            }
+        };
+        match admitted {
+            Ok(total) => {
+                self.gauge.set(i64::try_from(total).unwrap_or(i64::MAX));
+                Ok(StreamSlot {
+                    limit: Arc::clone(self),
+                    client,
+                })
+            }
+            Err(refused) => {
+                self.refused
+                    .get_or_create(&ReasonLabel {
+                        reason: refused.label(),
+                    })
+                    .inc();
+                tracing::debug!(%client, reason = refused.label(), "live-update stream refused");
+                Err(refused)
+            }
+        }
+    }
+
+    /// Streams open now, in all and for `client`.
+    pub fn open(&self, client: ClientKey) -> (usize, usize) {
+        let open = self.lock();
+        (
+            open.total,
+            open.by_client.get(&client).copied().unwrap_or(0),
+        )
+    }
+
+    fn release(&self, client: ClientKey) {
+        let total = {
+            let mut open = self.lock();
+            open.total = open.total.saturating_sub(1);
+            if let Some(mine) = open.by_client.get_mut(&client) {
+                *mine = mine.saturating_sub(1);
+                if *mine == 0 {
+                    open.by_client.remove(&client);
+                }
+            }
+            open.total
+        };
+        self.gauge.set(i64::try_from(total).unwrap_or(i64::MAX));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// One open stream's place under the caps; dropping it frees the place.
+#[derive(Debug)]
+pub struct StreamSlot {
+    limit: Arc<StreamLimit>,
+    client: ClientKey,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.limit.release(self.client);
+    }
+}
+
+/// Extractor: the [`ClientKey`] of the TCP peer (`ConnectInfo`). `X-Forwarded-For` is not
+/// trusted, since any client can forge it. Without `ConnectInfo` (a router driven by
+/// `oneshot` in tests) every request is one client.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub ClientKey);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        let addr = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+        Ok(Self(ClientKey::from(addr)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> ClientKey {
+        ClientKey::V4(Ipv4Addr::new(192, 0, 2, n))
+    }
+
+    fn limit(global: usize, per_client: usize) -> Arc<StreamLimit> {
+        StreamLimit::new(global, per_client, &mut Registry::default())
+    }
+
+    #[test]
+    fn a_client_gets_its_share_and_others_still_get_theirs() {
+        let limit = limit(10, 2);
+        let _a1 = limit.try_acquire(key(1)).expect("first");
+        let _a2 = limit.try_acquire(key(1)).expect("second");
+        assert_eq!(
+            limit.try_acquire(key(1)).err(),
+            Some(StreamRefused::ClientFull)
+        );
+        assert!(limit.try_acquire(key(2)).is_ok());
+    }
+
+    #[test]
+    fn the_global_cap_holds_across_clients() {
+        let limit = limit(3, 2);
+        let _slots: Vec<_> = (1..=3)
+            .map(|n| limit.try_acquire(key(n)).expect("under the cap"))
+            .collect();
+        assert_eq!(limit.try_acquire(key(4)).err(), Some(StreamRefused::Full));
+    }
+
+    #[test]
+    fn dropping_a_slot_frees_it_and_forgets_an_idle_client() {
+        let limit = limit(10, 1);
+        let slot = limit.try_acquire(key(1)).expect("first");
+        assert!(limit.try_acquire(key(1)).is_err());
+        drop(slot);
+        assert_eq!(limit.open(key(1)), (0, 0));
+        assert!(limit.lock().by_client.is_empty(), "no entry kept for it");
+        assert!(limit.try_acquire(key(1)).is_ok());
+    }
+
+    #[test]
+    fn refusals_are_answered_with_retry_after() {
+        for (refused, status) in [(StreamRefused::Full, 503), (StreamRefused::ClientFull, 429)] {
+            let response = refused.into_response();
+            assert_eq!(response.status().as_u16(), status);
+            assert!(response.headers().contains_key(header::RETRY_AFTER));
+        }
+    }
+}
