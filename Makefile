@@ -76,6 +76,8 @@ bench: build ## every benchmark; a full run rewrites BENCHMARKS.md
 	python3 scripts/bench_backpressure.py
 	python3 scripts/bench_client.py
 	python3 scripts/bench_replication.py
+	python3 scripts/bench_idempotency_memory.py
+	python3 scripts/bench_append_script.py
 
 chaos: build ## the chaos scenarios in full (~3 min); rewrites RELIABILITY.md's table, plots in docs/chaos/
 	python3 scripts/chaos/harness.py --bin-dir target/release --out target/chaos \
