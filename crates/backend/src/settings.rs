@@ -27,7 +27,13 @@ pub struct Settings {
     /// Redis primary (writes). `rediss://` for TLS (the server's certificate is checked against
     /// the system's roots, or the PEM file named by SSL_CERT_FILE); `redis://user:password@...`
     /// for AUTH or an ACL user.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    // Its value is hidden from --help: it may carry a password.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
     pub redis_url: String,
 
     /// How an append is made atomic: lua, watch, lock, or naive (unsafe, loses messages).
@@ -56,7 +62,8 @@ pub struct Settings {
 
     /// Read replica for listing and for live-update catch-up; the primary serves reads when
     /// it is down. Unset: every read goes to the primary.
-    #[arg(long, env = "REDIS_REPLICA_URL")]
+    // Hidden from --help like REDIS_URL: it may carry a password.
+    #[arg(long, env = "REDIS_REPLICA_URL", hide_env_values = true)]
     pub redis_replica_url: Option<String>,
 
     /// Sentinels (`host:port`, comma-separated) that name the primary; when set, REDIS_URL's

@@ -25,7 +25,13 @@ pub struct Settings {
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8081")]
     pub listen_addr: SocketAddr,
     /// The backend's base URL.
-    #[arg(long, env = "BACKEND_URL", default_value = "http://127.0.0.1:8080")]
+    // Its value is hidden from --help: it may carry a password.
+    #[arg(
+        long,
+        env = "BACKEND_URL",
+        default_value = "http://127.0.0.1:8080",
+        hide_env_values = true
+    )]
     pub backend_url: String,
     /// Attempts per backend call, the first included (1 = no retry).
     #[arg(long, env = "RETRY_MAX_ATTEMPTS", default_value_t = 4)]

@@ -163,3 +163,22 @@ async fn sigterm_fails_readiness_first_then_drains_and_exits_0() {
         .expect("status");
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn help_shows_no_secret_from_the_environment() {
+    let output = Command::new(BINARY)
+        .arg("--help")
+        .env_clear()
+        .env("REDIS_URL", "redis://app:hunter2-primary@127.0.0.1:6390")
+        .env(
+            "REDIS_REPLICA_URL",
+            "rediss://app:hunter2-replica@127.0.0.1:6391",
+        )
+        .env("ADMIN_TOKEN", "hunter2-admin-token-0123")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("REDIS_REPLICA_URL"), "{help}");
+    assert!(!help.contains("hunter2"), "{help}");
+}

@@ -88,3 +88,17 @@ async fn headers_over_16_kib_get_431_and_cors_is_closed() {
         .collect();
     assert!(cors.is_empty(), "CORS headers: {cors:?}");
 }
+
+#[test]
+fn help_shows_no_password_from_the_backend_url() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_guestbook-client"))
+        .arg("--help")
+        .env_clear()
+        .env("BACKEND_URL", "https://ops:hunter2@backend.invalid:8443")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("BACKEND_URL"), "{help}");
+    assert!(!help.contains("hunter2"), "{help}");
+}
