@@ -127,9 +127,10 @@ pub struct Settings {
     #[arg(long, env = "SLOW_MAX_WAIT_MS", default_value_t = 400)]
     pub slow_max_wait_ms: u64,
 
-    /// Writes (POST /api/messages) allowed per second per client IP address; 0 turns the limit
-    /// off. Off by default: the backend's callers are normally the client (every browser behind
-    /// one address) and the load tools; the client limits per browser.
+    /// Writes (POST /api/messages) allowed per second per client (an IPv4 address or an IPv6
+    /// /64); 0 turns the limit off. Off by default: the backend's callers are normally the
+    /// client (every browser behind one address) and the load tools; the client limits per
+    /// browser.
     #[arg(long, env = "RATE_LIMIT_WRITES_PER_SEC", default_value_t = 0.0)]
     pub rate_limit_writes_per_sec: f64,
 

@@ -84,7 +84,8 @@ pub struct Settings {
     /// Directory of the browser UI.
     #[arg(long, env = "FRONTEND_DIR", default_value = "frontend")]
     pub frontend_dir: PathBuf,
-    /// Writes (POST /api/*) allowed per second per client IP address; 0 turns the limit off.
+    /// Writes (POST /api/*) allowed per second per client (an IPv4 address or an IPv6 /64); 0
+    /// turns the limit off.
     #[arg(long, env = "RATE_LIMIT_WRITES_PER_SEC", default_value_t = 20.0)]
     pub rate_limit_writes_per_sec: f64,
     /// Writes a client may make at once before RATE_LIMIT_WRITES_PER_SEC applies.
