@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use guestbook_common::ShutdownArgs;
 use guestbook_common::cli::{Validate, parse_bool};
 use guestbook_common::pressure::PressureArgs;
 use guestbook_common::redact;
 use guestbook_common::telemetry::LogFormat;
+use guestbook_common::{ConnectionArgs, ShutdownArgs};
 
 use crate::store::AppendStrategy;
 
@@ -110,6 +110,11 @@ pub struct Settings {
     #[arg(long, env = "MAX_STREAM_CLIENTS", default_value_t = 1_024)]
     pub max_stream_clients: usize,
 
+    /// Seconds between keep-alive comments on a live-update stream: below common proxy idle
+    /// timeouts (60 s), and below IDLE_TIMEOUT_SECS, which they keep the connection under.
+    #[arg(long, env = "STREAM_KEEP_ALIVE_SECS", default_value_t = 15)]
+    pub stream_keep_alive_secs: u64,
+
     /// Name of the guestbook; its keys share the hash tag `{guestbook:NAME}`.
     #[arg(long, env = "GUESTBOOK_NAME", default_value = "default")]
     pub guestbook_name: String,
@@ -144,6 +149,9 @@ pub struct Settings {
 
     #[command(flatten)]
     pub shutdown: ShutdownArgs,
+
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 
     #[command(flatten)]
     pub pressure: PressureArgs,
@@ -203,6 +211,7 @@ impl std::fmt::Debug for Settings {
             .field("rate_limit_writes_per_sec", &self.rate_limit_writes_per_sec)
             .field("rate_limit_writes_burst", &self.rate_limit_writes_burst)
             .field("shutdown", &self.shutdown)
+            .field("connections", &self.connections)
             .field("pressure", &self.pressure)
             .finish_non_exhaustive()
     }
@@ -211,6 +220,16 @@ impl std::fmt::Debug for Settings {
 impl Validate for Settings {
     fn validate(&self) -> Result<(), String> {
         self.pressure.validate()?;
+        self.connections.validate()?;
+        if self.stream_keep_alive_secs == 0
+            || self.stream_keep_alive_secs >= self.connections.idle_timeout_secs
+        {
+            return Err(
+                "STREAM_KEEP_ALIVE_SECS must be at least 1 and below IDLE_TIMEOUT_SECS, or idle \
+                 live-update streams are cut"
+                    .into(),
+            );
+        }
         if !(self.rate_limit_writes_per_sec.is_finite() && self.rate_limit_writes_per_sec >= 0.0)
             || self.rate_limit_writes_burst == 0
         {

@@ -327,8 +327,18 @@ impl Application {
         tracing::info!(addr = %listener.local_addr()?, backend = %state.backend_url_shown, "guestbook-client serving");
         let lifecycle = state.lifecycle.clone();
         let tasks = state.tasks.clone();
+        let connection_metrics = state.metrics.connections();
         let router = app(state, &settings.frontend_dir);
-        let served = server::serve(listener, router, lifecycle, &settings.shutdown, shutdown).await;
+        let served = server::serve(
+            listener,
+            router,
+            lifecycle,
+            &settings.shutdown,
+            &settings.connections,
+            connection_metrics,
+            shutdown,
+        )
+        .await;
         tasks.cancel();
         let _ = refresh.await;
         served

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use guestbook_common::ShutdownArgs;
 use guestbook_common::cli::Validate;
 use guestbook_common::pressure::PressureArgs;
 use guestbook_common::redact;
 use guestbook_common::telemetry::LogFormat;
+use guestbook_common::{ConnectionArgs, ShutdownArgs};
 
 use crate::middleware::circuit_breaker::BreakerConfig;
 
@@ -97,6 +97,8 @@ pub struct Settings {
     #[command(flatten)]
     pub shutdown: ShutdownArgs,
     #[command(flatten)]
+    pub connections: ConnectionArgs,
+    #[command(flatten)]
     pub pressure: PressureArgs,
 }
 
@@ -142,6 +144,7 @@ impl std::fmt::Debug for Settings {
             .field("rate_limit_writes_burst", &self.rate_limit_writes_burst)
             .field("frontend_dir", &self.frontend_dir)
             .field("shutdown", &self.shutdown)
+            .field("connections", &self.connections)
             .field("pressure", &self.pressure)
             .finish_non_exhaustive()
     }
@@ -150,6 +153,7 @@ impl std::fmt::Debug for Settings {
 impl Validate for Settings {
     fn validate(&self) -> Result<(), String> {
         self.pressure.validate()?;
+        self.connections.validate()?;
         if !(self.rate_limit_writes_per_sec.is_finite() && self.rate_limit_writes_per_sec >= 0.0)
             || self.rate_limit_writes_burst == 0
         {

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin;
+mod connections;
 mod exactly_once;
 mod faults;
 mod fencing;

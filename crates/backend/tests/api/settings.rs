@@ -30,6 +30,15 @@ fn bad_settings_exit_2_with_one_line() {
         ("zero retention", vec![("MAX_MESSAGES", "0")]),
         ("short admin token", vec![("ADMIN_TOKEN", "abc")]),
         ("not a boolean", vec![("FAULT_INJECTION", "perhaps")]),
+        (
+            "header timeout above hyper's 30 s",
+            vec![("HEADER_READ_TIMEOUT_SECS", "31")],
+        ),
+        ("no connection allowed", vec![("MAX_CONNECTIONS", "0")]),
+        (
+            "idle timeout at the stream keep-alive",
+            vec![("IDLE_TIMEOUT_SECS", "15")],
+        ),
     ] {
         let output = run_with(&env);
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -58,6 +67,10 @@ fn help_lists_every_setting_with_its_environment_variable() {
         "MAX_MESSAGES",
         "SHUTDOWN_DELAY_SECS",
         "DRAIN_TIMEOUT_SECS",
+        "HEADER_READ_TIMEOUT_SECS",
+        "IDLE_TIMEOUT_SECS",
+        "MAX_CONNECTIONS",
+        "STREAM_KEEP_ALIVE_SECS",
     ] {
         assert!(help.contains(name), "--help mentions {name}");
     }

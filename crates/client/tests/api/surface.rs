@@ -196,6 +196,9 @@ fn bad_settings_exit_2_with_one_line() {
         ("BREAKER_FAILURE_RATE", "0"),
         ("BREAKER_MIN_CALLS", "50"),
         ("BACKEND_TIMEOUT_MS", "99999999"),
+        ("HEADER_READ_TIMEOUT_SECS", "0"),
+        ("IDLE_TIMEOUT_SECS", "0"),
+        ("MAX_CONNECTIONS", "0"),
     ] {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_guestbook-client"))
             .env_clear()
