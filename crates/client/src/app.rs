@@ -192,7 +192,10 @@ impl AppState {
             settings.retry_budget_percent,
             RetryMetrics::register(&mut registry),
         );
-        let http = reqwest::Client::builder()
+        let transport =
+            backend::Transport::for_url(&settings.backend_url).map_err(anyhow::Error::msg)?;
+        let http = transport
+            .builder()
             .connect_timeout(settings.attempt_timeout())
             .pool_max_idle_per_host(settings.backend_concurrency)
             .build()?;
@@ -230,7 +233,8 @@ impl AppState {
             }),
             load: LoadGenerator::default(),
             load_max: Duration::from_secs(settings.load_max_secs),
-            streaming: reqwest::Client::builder()
+            streaming: transport
+                .builder()
                 .connect_timeout(settings.attempt_timeout())
                 .build()?,
             lifecycle,

@@ -24,7 +24,8 @@ pub struct Settings {
     /// Address to listen on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8081")]
     pub listen_addr: SocketAddr,
-    /// The backend's base URL.
+    /// The backend's base URL: http:// or https:// (the certificate checked against the
+    /// system's roots, or the PEM file named by SSL_CERT_FILE).
     // Its value is hidden from --help: it may carry a password.
     #[arg(
         long,
@@ -162,12 +163,20 @@ impl Validate for Settings {
                     .into(),
             );
         }
-        if !(self.backend_url.starts_with("http://") || self.backend_url.starts_with("https://")) {
+        let backend = reqwest::Url::parse(&self.backend_url).ok();
+        let usable = backend.as_ref().is_some_and(|url| {
+            matches!(url.scheme(), "http" | "https")
+                && url.host_str().is_some_and(|h| !h.is_empty())
+        });
+        if !usable {
             return Err(format!(
-                "BACKEND_URL must be an http(s) URL, got {:?}",
+                "BACKEND_URL must be an http:// or https:// URL with a host, got {:?}",
                 redact::url(&self.backend_url)
             ));
         }
+        // Loads the trusted roots for an https:// backend now, so a missing CA file is one
+        // line at start rather than every call failing.
+        crate::backend::Transport::for_url(&self.backend_url)?;
         if self.retry_max_attempts == 0 {
             return Err("RETRY_MAX_ATTEMPTS must be at least 1".into());
         }

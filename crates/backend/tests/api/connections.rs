@@ -79,6 +79,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// A client that opens a fresh connection per request, as a probe does.
 fn fresh() -> reqwest::Client {
+    guestbook_testkit::install_ring_provider();
     reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .timeout(CLOSED_WITHIN)

@@ -27,6 +27,15 @@ fn bad_settings_exit_2_with_one_line() {
         ("unknown strategy", vec![("APPEND_STRATEGY", "fastest")]),
         ("bad listen address", vec![("LISTEN_ADDR", "localhost")]),
         ("bad Redis URL", vec![("REDIS_URL", "http://example")]),
+        ("ftp Redis URL", vec![("REDIS_URL", "ftp://127.0.0.1:6379")]),
+        (
+            "Redis URL without a scheme",
+            vec![("REDIS_URL", "127.0.0.1:6379")],
+        ),
+        (
+            "replica URL of another scheme",
+            vec![("REDIS_REPLICA_URL", "https://127.0.0.1:6380")],
+        ),
         ("zero retention", vec![("MAX_MESSAGES", "0")]),
         ("short admin token", vec![("ADMIN_TOKEN", "abc")]),
         ("not a boolean", vec![("FAULT_INJECTION", "perhaps")]),
@@ -110,6 +119,7 @@ async fn sigterm_fails_readiness_first_then_drains_and_exits_0() {
     // behaving like a load balancer: it stops sending new requests shortly after it sees
     // readiness fail (endpoint propagation takes a moment, which is what the shutdown delay
     // covers). Every request it sends must be answered.
+    guestbook_testkit::install_ring_provider();
     let fresh = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(10))

@@ -7,3 +7,4 @@ mod openapi;
 mod resilience;
 mod security;
 mod surface;
+mod tls;
