@@ -93,8 +93,8 @@ pub struct ConnectionArgs {
     #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub idle_timeout_secs: u64,
 
-    /// Open connections per process; past it the probes and /metrics are still answered and
-    /// everything else gets 503 (see the README's section on the server).
+    /// Open connections per process. Past it, a small overflow lane still answers the probes
+    /// and /metrics, and answers everything else 503 with Retry-After.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 16_384)]
     pub max_connections: usize,
 }
