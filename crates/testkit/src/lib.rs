@@ -282,6 +282,9 @@ impl RedisServer {
     }
 
     fn new(appendonly: bool, replica_of: Option<u16>) -> Self {
+        // Nearly every test starts a Redis before it builds a reqwest client: this makes such
+        // a client safe to build even where the test forgot to install the provider itself.
+        install_ring_provider();
         Self {
             child: None,
             port: free_port(),
