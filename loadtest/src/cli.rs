@@ -145,6 +145,21 @@ pub struct HttpArgs {
     pub plot: Option<PathBuf>,
 }
 
+/// Refuses anything but an absolute `http://` URL with a host. `https://` too: the tool loads
+/// the services themselves, which serve plain HTTP (TLS ends in front of them), and its `http`
+/// mode drives raw HTTP/1.1 connections, as wrk does; see the README.
+pub fn check_plain_http(flag: &str, url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|err| format!("{flag} {url}: {err}"))?;
+    match parsed.scheme() {
+        "http" if parsed.host_str().is_some_and(|host| !host.is_empty()) => Ok(()),
+        "http" => Err(format!("{flag} {url}: no host")),
+        "https" => Err(format!(
+            "{flag} {url}: https:// is not supported; load the service's own http:// address"
+        )),
+        other => Err(format!("{flag} {url}: {other}:// is not http://")),
+    }
+}
+
 /// Parses `10s`, `500ms`, `2m` or a bare number of seconds.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
@@ -178,10 +193,9 @@ impl MessagesArgs {
         {
             return Err("--rate must be a positive number".into());
         }
-        for url in std::iter::once(&self.target).chain(&self.replicas) {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!("not an http(s) URL: {url}"));
-            }
+        check_plain_http("--target", &self.target)?;
+        for replica in &self.replicas {
+            check_plain_http("--replicas", replica)?;
         }
         Ok(MessagesRun {
             target: self.target.clone(),
@@ -216,7 +230,13 @@ impl HttpArgs {
             }
             _ => return Err("give --url, or --preset with --target".into()),
         };
-        let url: Uri = url.parse().map_err(|err| format!("--url: {err}"))?;
+        let flag = if self.url.is_some() {
+            "--url"
+        } else {
+            "--target"
+        };
+        check_plain_http(flag, &url)?;
+        let url: Uri = url.parse().map_err(|err| format!("{flag}: {err}"))?;
         let method = Method::from_bytes(self.method.as_bytes())
             .map_err(|_| format!("bad --method {}", self.method))?;
         let mut headers = HeaderMap::new();

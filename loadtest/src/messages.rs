@@ -94,6 +94,10 @@ fn trim(url: &str) -> String {
 impl MessagesRun {
     /// Runs the experiment. `progress` counts finished messages.
     pub async fn run(&self, progress: Option<Arc<AtomicU64>>) -> anyhow::Result<MessagesReport> {
+        // reqwest is built with rustls but no provider of its own (the workspace's choice, for
+        // the client's https:// backends); the tool speaks plain http:// only, yet reqwest sets
+        // up TLS for every client, so it needs one installed. A no-op when one already is.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(self.timeout)
             .pool_max_idle_per_host(self.concurrency)

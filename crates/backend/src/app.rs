@@ -56,6 +56,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Bounds concurrent live-update connections, in all and per client address.
     pub streams: Arc<StreamLimit>,
+    /// Interval of a live-update stream's keep-alive comments.
+    pub stream_keep_alive: std::time::Duration,
     /// Readiness and load shedding.
     pub pressure: Arc<Pressure>,
     /// The bounded resource behind `/slow`.
@@ -110,6 +112,7 @@ impl AppState {
             lifecycle,
             metrics: Metrics::new(registry),
             streams,
+            stream_keep_alive: std::time::Duration::from_secs(settings.stream_keep_alive_secs),
             pressure,
             slow: Arc::new(Bulkhead::new(
                 settings.slow_workers,
@@ -235,11 +238,14 @@ impl Application {
             "guestbook-backend serving"
         );
         let lifecycle = state.lifecycle.clone();
+        let connection_metrics = state.metrics.connections();
         let served = server::serve(
             listener,
             app(state),
             lifecycle,
             &settings.shutdown,
+            &settings.connections,
+            connection_metrics,
             shutdown,
         )
         .await;

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use guestbook_common::ShutdownArgs;
 use guestbook_common::cli::{Validate, parse_bool};
 use guestbook_common::pressure::PressureArgs;
 use guestbook_common::redact;
 use guestbook_common::telemetry::LogFormat;
+use guestbook_common::{ConnectionArgs, ShutdownArgs};
 
 use crate::store::AppendStrategy;
 
@@ -27,7 +27,13 @@ pub struct Settings {
     /// Redis primary (writes). `rediss://` for TLS (the server's certificate is checked against
     /// the system's roots, or the PEM file named by SSL_CERT_FILE); `redis://user:password@...`
     /// for AUTH or an ACL user.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    // Its value is hidden from --help: it may carry a password.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
     pub redis_url: String,
 
     /// How an append is made atomic: lua, watch, lock, or naive (unsafe, loses messages).
@@ -56,7 +62,8 @@ pub struct Settings {
 
     /// Read replica for listing and for live-update catch-up; the primary serves reads when
     /// it is down. Unset: every read goes to the primary.
-    #[arg(long, env = "REDIS_REPLICA_URL")]
+    // Hidden from --help like REDIS_URL: it may carry a password.
+    #[arg(long, env = "REDIS_REPLICA_URL", hide_env_values = true)]
     pub redis_replica_url: Option<String>,
 
     /// Sentinels (`host:port`, comma-separated) that name the primary; when set, REDIS_URL's
@@ -106,6 +113,10 @@ pub struct Settings {
     /// Live-update connections one client address (an IPv4 address or an IPv6 /64) may hold at once, at most MAX_STREAM_CLIENTS. Every browser behind a guestbook-client arrives from the client's address, so keep it at least the client's MAX_STREAM_CLIENTS (256 by default): 256 lets four client instances share the 1024 while no single address holds more than a quarter.
     #[arg(long, env = "MAX_STREAMS_PER_CLIENT", default_value_t = 256)]
     pub max_streams_per_client: usize,
+    /// Seconds between keep-alive comments on a live-update stream: below common proxy idle
+    /// timeouts (60 s), and below IDLE_TIMEOUT_SECS, which they keep the connection under.
+    #[arg(long, env = "STREAM_KEEP_ALIVE_SECS", default_value_t = 15)]
+    pub stream_keep_alive_secs: u64,
 
     /// Name of the guestbook; its keys share the hash tag `{guestbook:NAME}`.
     #[arg(long, env = "GUESTBOOK_NAME", default_value = "default")]
@@ -124,9 +135,10 @@ pub struct Settings {
     #[arg(long, env = "SLOW_MAX_WAIT_MS", default_value_t = 400)]
     pub slow_max_wait_ms: u64,
 
-    /// Writes (POST /api/messages) allowed per second per client IP address; 0 turns the limit
-    /// off. Off by default: the backend's callers are normally the client (every browser behind
-    /// one address) and the load tools; the client limits per browser.
+    /// Writes (POST /api/messages) allowed per second per client (an IPv4 address or an IPv6
+    /// /64); 0 turns the limit off. Off by default: the backend's callers are normally the
+    /// client (every browser behind one address) and the load tools; the client limits per
+    /// browser.
     #[arg(long, env = "RATE_LIMIT_WRITES_PER_SEC", default_value_t = 0.0)]
     pub rate_limit_writes_per_sec: f64,
 
@@ -140,6 +152,9 @@ pub struct Settings {
 
     #[command(flatten)]
     pub shutdown: ShutdownArgs,
+
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 
     #[command(flatten)]
     pub pressure: PressureArgs,
@@ -201,6 +216,7 @@ impl std::fmt::Debug for Settings {
             .field("max_stream_clients", &self.max_stream_clients)
             .field("max_streams_per_client", &self.max_streams_per_client)
             .field("shutdown", &self.shutdown)
+            .field("connections", &self.connections)
             .field("pressure", &self.pressure)
             .finish_non_exhaustive()
     }
@@ -209,6 +225,16 @@ impl std::fmt::Debug for Settings {
 impl Validate for Settings {
     fn validate(&self) -> Result<(), String> {
         self.pressure.validate()?;
+        self.connections.validate()?;
+        if self.stream_keep_alive_secs == 0
+            || self.stream_keep_alive_secs >= self.connections.idle_timeout_secs
+        {
+            return Err(
+                "STREAM_KEEP_ALIVE_SECS must be at least 1 and below IDLE_TIMEOUT_SECS, or idle \
+                 live-update streams are cut"
+                    .into(),
+            );
+        }
         if !(self.rate_limit_writes_per_sec.is_finite() && self.rate_limit_writes_per_sec >= 0.0)
             || self.rate_limit_writes_burst == 0
         {

@@ -195,7 +195,10 @@ impl AppState {
             settings.retry_budget_percent,
             RetryMetrics::register(&mut registry),
         );
-        let http = reqwest::Client::builder()
+        let transport =
+            backend::Transport::for_url(&settings.backend_url).map_err(anyhow::Error::msg)?;
+        let http = transport
+            .builder()
             .connect_timeout(settings.attempt_timeout())
             .pool_max_idle_per_host(settings.backend_concurrency)
             .build()?;
@@ -237,7 +240,8 @@ impl AppState {
             }),
             load: LoadGenerator::default(),
             load_max: Duration::from_secs(settings.load_max_secs),
-            streaming: reqwest::Client::builder()
+            streaming: transport
+                .builder()
                 .connect_timeout(settings.attempt_timeout())
                 .build()?,
             stream_url: stream::upstream_url(&settings.backend_url)
@@ -360,8 +364,18 @@ impl Application {
         tracing::info!(addr = %listener.local_addr()?, backend = %state.backend_url_shown, "guestbook-client serving");
         let lifecycle = state.lifecycle.clone();
         let tasks = state.tasks.clone();
+        let connection_metrics = state.metrics.connections();
         let router = app(state, &settings.frontend_dir);
-        let served = server::serve(listener, router, lifecycle, &settings.shutdown, shutdown).await;
+        let served = server::serve(
+            listener,
+            router,
+            lifecycle,
+            &settings.shutdown,
+            &settings.connections,
+            connection_metrics,
+            shutdown,
+        )
+        .await;
         tasks.cancel();
         let _ = refresh.await;
         served

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use guestbook_common::ShutdownArgs;
 use guestbook_common::cli::Validate;
 use guestbook_common::pressure::PressureArgs;
 use guestbook_common::redact;
 use guestbook_common::telemetry::LogFormat;
+use guestbook_common::{ConnectionArgs, ShutdownArgs};
 
 use crate::middleware::circuit_breaker::BreakerConfig;
 
@@ -24,8 +24,15 @@ pub struct Settings {
     /// Address to listen on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8081")]
     pub listen_addr: SocketAddr,
-    /// The backend's base URL.
-    #[arg(long, env = "BACKEND_URL", default_value = "http://127.0.0.1:8080")]
+    /// The backend's base URL: http:// or https:// (the certificate checked against the
+    /// system's roots, or the PEM file named by SSL_CERT_FILE).
+    // Its value is hidden from --help: it may carry a password.
+    #[arg(
+        long,
+        env = "BACKEND_URL",
+        default_value = "http://127.0.0.1:8080",
+        hide_env_values = true
+    )]
     pub backend_url: String,
     /// Attempts per backend call, the first included (1 = no retry).
     #[arg(long, env = "RETRY_MAX_ATTEMPTS", default_value_t = 4)]
@@ -78,7 +85,8 @@ pub struct Settings {
     /// Directory of the browser UI.
     #[arg(long, env = "FRONTEND_DIR", default_value = "frontend")]
     pub frontend_dir: PathBuf,
-    /// Writes (POST /api/*) allowed per second per client IP address; 0 turns the limit off.
+    /// Writes (POST /api/*) allowed per second per client (an IPv4 address or an IPv6 /64); 0
+    /// turns the limit off.
     #[arg(long, env = "RATE_LIMIT_WRITES_PER_SEC", default_value_t = 20.0)]
     pub rate_limit_writes_per_sec: f64,
     /// Writes a client may make at once before RATE_LIMIT_WRITES_PER_SEC applies.
@@ -95,6 +103,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     #[command(flatten)]
     pub shutdown: ShutdownArgs,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
     #[command(flatten)]
     pub pressure: PressureArgs,
 }
@@ -143,6 +153,7 @@ impl std::fmt::Debug for Settings {
             .field("max_streams_per_client", &self.max_streams_per_client)
             .field("frontend_dir", &self.frontend_dir)
             .field("shutdown", &self.shutdown)
+            .field("connections", &self.connections)
             .field("pressure", &self.pressure)
             .finish_non_exhaustive()
     }
@@ -151,6 +162,7 @@ impl std::fmt::Debug for Settings {
 impl Validate for Settings {
     fn validate(&self) -> Result<(), String> {
         self.pressure.validate()?;
+        self.connections.validate()?;
         if !(self.rate_limit_writes_per_sec.is_finite() && self.rate_limit_writes_per_sec >= 0.0)
             || self.rate_limit_writes_burst == 0
         {
@@ -168,12 +180,20 @@ impl Validate for Settings {
                     .into(),
             );
         }
-        if !(self.backend_url.starts_with("http://") || self.backend_url.starts_with("https://")) {
+        let backend = reqwest::Url::parse(&self.backend_url).ok();
+        let usable = backend.as_ref().is_some_and(|url| {
+            matches!(url.scheme(), "http" | "https")
+                && url.host_str().is_some_and(|h| !h.is_empty())
+        });
+        if !usable {
             return Err(format!(
-                "BACKEND_URL must be an http(s) URL, got {:?}",
+                "BACKEND_URL must be an http:// or https:// URL with a host, got {:?}",
                 redact::url(&self.backend_url)
             ));
         }
+        // Loads the trusted roots for an https:// backend now, so a missing CA file is one
+        // line at start rather than every call failing.
+        crate::backend::Transport::for_url(&self.backend_url)?;
         if self.retry_max_attempts == 0 {
             return Err("RETRY_MAX_ATTEMPTS must be at least 1".into());
         }

@@ -3,7 +3,8 @@
 //! - [`cli`]: parses settings once at start; a bad setting is one line on stderr and exit code 2.
 //! - [`telemetry`]: `tracing` set up for JSON or human logs, and the request-id / trace layers.
 //! - [`lifecycle`]: the process's shutting-down state and the signal that starts it.
-//! - [`server`]: serves a router until shutdown: unready at once, keep serving for a delay, drain.
+//! - [`server`]: serves a router with header-read and idle timeouts and a connection cap, until
+//!   shutdown: unready at once, keep serving for a delay, drain.
 //! - [`probes`]: shallow `/liveness` and `/readiness` that never look at a dependency.
 //! - [`metrics`]: the Prometheus registry, the per-route HTTP histogram and `/metrics`.
 //! - [`window`]: the sliding-window latency estimator (p50/p99/p99.9).
@@ -36,3 +37,4 @@ pub mod window;
 
 pub use lifecycle::{Lifecycle, ShutdownArgs};
 pub use metrics::Metrics;
+pub use server::ConnectionArgs;

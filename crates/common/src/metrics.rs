@@ -13,6 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -42,6 +43,60 @@ pub struct Metrics {
     registry: Arc<Registry>,
     requests: Family<HttpLabels, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
+    connections: ConnectionMetrics,
+}
+
+/// Labels of a connection refused at the cap.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    /// `overflow` (served on the overflow lane: probes answered, the rest 503) or `closed`.
+    how: &'static str,
+}
+
+/// The server's connection counts (see [`crate::server`]).
+#[derive(Clone, Default)]
+pub struct ConnectionMetrics {
+    open: Gauge,
+    refused: Family<RefusedLabels, Counter>,
+}
+
+impl ConnectionMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "server_connections_open",
+            "Connections open under MAX_CONNECTIONS",
+            metrics.open.clone(),
+        );
+        registry.register(
+            "server_connections_refused",
+            "Connections accepted past MAX_CONNECTIONS: how=overflow served on the overflow \
+             lane (probes and /metrics answered, the rest 503), how=closed closed at once",
+            metrics.refused.clone(),
+        );
+        metrics
+    }
+
+    /// Counts one connection open until the guard is dropped.
+    pub fn open(&self) -> OpenConnection {
+        self.open.inc();
+        OpenConnection(self.open.clone())
+    }
+
+    /// Counts a connection refused at the cap, `how` being `overflow` or `closed`.
+    pub fn refused(&self, how: &'static str) {
+        self.refused.get_or_create(&RefusedLabels { how }).inc();
+    }
+}
+
+/// One open connection in `server_connections_open`, for as long as it lives.
+#[derive(Debug)]
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Metrics {
@@ -59,11 +114,18 @@ impl Metrics {
             "HTTP requests being served",
             in_flight.clone(),
         );
+        let connections = ConnectionMetrics::register(&mut registry);
         Self {
             registry: Arc::new(registry),
             requests,
             in_flight,
+            connections,
         }
+    }
+
+    /// The server's connection counts, registered here.
+    pub fn connections(&self) -> ConnectionMetrics {
+        self.connections.clone()
     }
 
     /// Renders the registry in the OpenMetrics text format.

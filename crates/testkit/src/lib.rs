@@ -1,10 +1,21 @@
 //! Test support shared by the workspace's test suites: a private `redis-server` per test, on
 //! a free loopback port, killed when dropped. Tests never touch the machine's Redis on 6379.
+//! Also a throwaway CA with a server certificate for 127.0.0.1 ([`TestCertificates`]) and a
+//! TLS-terminating proxy made with it ([`TlsProxy`]), for the TLS tests.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+/// Makes ring the process's rustls provider, which every `reqwest::Client` built without a TLS
+/// config of its own needs (the workspace builds reqwest with `rustls-no-provider`). Call it
+/// before building one; a second call changes nothing.
+pub fn install_ring_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 
 /// A free TCP port on 127.0.0.1, as the OS hands it out.
 pub fn free_port() -> u16 {
@@ -30,17 +41,36 @@ pub struct RedisServer {
 
 /// What a TLS server with an ACL user needs: a test CA, the server's key pair, the user.
 struct Secured {
-    ca_file: PathBuf,
-    ca_pem: Vec<u8>,
-    cert_file: PathBuf,
-    key_file: PathBuf,
+    certificates: TestCertificates,
     user: String,
     password: String,
 }
 
-impl Secured {
-    /// A fresh CA and a server certificate for 127.0.0.1 it signed, made by `openssl`.
-    fn create(dir: &Path, user: &str, password: &str) -> Self {
+/// A fresh test CA and a server certificate for 127.0.0.1 that it signed, made by `openssl`
+/// as PEM files in a directory of their own.
+pub struct TestCertificates {
+    /// The CA's certificate: what a client must trust.
+    pub ca_file: PathBuf,
+    /// The same, read.
+    pub ca_pem: Vec<u8>,
+    /// The server's certificate (subjectAltName IP:127.0.0.1).
+    pub cert_file: PathBuf,
+    /// The server's private key.
+    pub key_file: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestCertificates {
+    /// A CA and a server certificate in a new temporary directory.
+    pub fn create() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory for certificates");
+        let mut certificates = Self::create_in(dir.path());
+        certificates._dir = Some(dir);
+        certificates
+    }
+
+    /// A CA and a server certificate in `dir`.
+    fn create_in(dir: &Path) -> Self {
         let openssl = |args: &[&str]| {
             let status = Command::new("openssl")
                 .args(args)
@@ -115,9 +145,98 @@ impl Secured {
             ca_file,
             cert_file: dir.join("server.pem"),
             key_file: dir.join("server.key"),
+            _dir: None,
+        }
+    }
+}
+
+impl Secured {
+    fn create(dir: &Path, user: &str, password: &str) -> Self {
+        Self {
+            certificates: TestCertificates::create_in(dir),
             user: user.to_owned(),
             password: password.to_owned(),
         }
+    }
+}
+
+/// A TLS-terminating proxy on a free loopback port in front of a plain TCP server, with a
+/// certificate for 127.0.0.1 from its own test CA; stops when dropped.
+pub struct TlsProxy {
+    port: u16,
+    certificates: TestCertificates,
+    handshakes: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsProxy {
+    /// Starts forwarding every connection that completes a TLS handshake to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> Self {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let certificates = TestCertificates::create();
+        let chain = CertificateDer::pem_file_iter(&certificates.cert_file)
+            .expect("server.pem")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("server.pem parses");
+        let key = PrivateKeyDer::from_pem_file(&certificates.key_file).expect("server.key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("a usable certificate");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let port = listener.local_addr().expect("bound").port();
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&handshakes);
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let counted = Arc::clone(&counted);
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    if let Ok(mut plain) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            certificates,
+            handshakes,
+            task,
+        }
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// The PEM file of the CA that signed the proxy's certificate.
+    pub fn ca_file(&self) -> &Path {
+        &self.certificates.ca_file
+    }
+
+    /// Connections whose TLS handshake succeeded so far.
+    pub fn handshakes(&self) -> usize {
+        self.handshakes.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -147,7 +266,7 @@ impl RedisServer {
     pub fn ca_file(&self) -> Option<&Path> {
         self.secured
             .as_ref()
-            .map(|secured| secured.ca_file.as_path())
+            .map(|secured| secured.certificates.ca_file.as_path())
     }
 
     /// Starts a replica of `primary` and waits until its replication link is up.
@@ -178,6 +297,9 @@ impl RedisServer {
     }
 
     fn new(appendonly: bool, replica_of: Option<u16>) -> Self {
+        // Nearly every test starts a Redis before it builds a reqwest client: this makes such
+        // a client safe to build even where the test forgot to install the provider itself.
+        install_ring_provider();
         Self {
             child: None,
             host: "127.0.0.1",
@@ -201,11 +323,11 @@ impl RedisServer {
             "--tls-port",
             &self.port.to_string(),
             "--tls-cert-file",
-            &path(&secured.cert_file),
+            &path(&secured.certificates.cert_file),
             "--tls-key-file",
-            &path(&secured.key_file),
+            &path(&secured.certificates.key_file),
             "--tls-ca-cert-file",
-            &path(&secured.ca_file),
+            &path(&secured.certificates.ca_file),
             "--tls-auth-clients",
             "no",
             "--user",
@@ -234,7 +356,7 @@ impl RedisServer {
                     self.url(),
                     redis::TlsCertificates {
                         client_tls: None,
-                        root_cert: Some(secured.ca_pem.clone()),
+                        root_cert: Some(secured.certificates.ca_pem.clone()),
                     },
                 )
                 .expect("valid TLS settings")

@@ -5,3 +5,4 @@ mod helpers;
 
 mod http_mode;
 mod messages_mode;
+mod usage;

@@ -15,7 +15,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -34,8 +33,6 @@ use crate::store::{MAX_PAGE, Page, RawMessage, Store};
 
 /// Events buffered per subscriber before back-pressure reaches the pump.
 const SUBSCRIBER_BUFFER: usize = 64;
-/// Keep-alive comment interval: below common proxy idle timeouts (60 s).
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -100,7 +97,9 @@ pub(crate) async fn stream(
             () = pump.run(feed, resume_after, newest) => {}
         }
     });
-    Ok(Sse::new(ReceiverStream::new(receiver)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+    // The comments also keep the connection under the server's idle timeout.
+    let keep_alive = KeepAlive::new().interval(app.stream_keep_alive);
+    Ok(Sse::new(ReceiverStream::new(receiver)).keep_alive(keep_alive))
 }
 
 /// Moves messages from Redis and the feed to one subscriber.

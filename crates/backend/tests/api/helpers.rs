@@ -78,6 +78,7 @@ impl Drop for TestApp {
 
 /// A reqwest client with a generous hang guard (never a latency assertion).
 pub fn http() -> reqwest::Client {
+    guestbook_testkit::install_ring_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(256)

@@ -5,6 +5,7 @@ mod helpers;
 
 mod admin;
 mod cancellation;
+mod connections;
 mod cross_site;
 mod exactly_once;
 mod failover;

@@ -218,6 +218,7 @@ async fn the_metrics_exposition_passes_promtool() {
         "http_request_duration_seconds_bucket",
         "http_request_duration_window_p999_seconds",
         "http_requests_in_flight",
+        "server_connections_open",
         "readiness_ready 1",
         "redis_call_duration_seconds_bucket",
         "guestbook_appends_total",

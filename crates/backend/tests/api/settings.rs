@@ -27,6 +27,15 @@ fn bad_settings_exit_2_with_one_line() {
         ("unknown strategy", vec![("APPEND_STRATEGY", "fastest")]),
         ("bad listen address", vec![("LISTEN_ADDR", "localhost")]),
         ("bad Redis URL", vec![("REDIS_URL", "http://example")]),
+        ("ftp Redis URL", vec![("REDIS_URL", "ftp://127.0.0.1:6379")]),
+        (
+            "Redis URL without a scheme",
+            vec![("REDIS_URL", "127.0.0.1:6379")],
+        ),
+        (
+            "replica URL of another scheme",
+            vec![("REDIS_REPLICA_URL", "https://127.0.0.1:6380")],
+        ),
         ("zero retention", vec![("MAX_MESSAGES", "0")]),
         ("short admin token", vec![("ADMIN_TOKEN", "abc")]),
         ("not a boolean", vec![("FAULT_INJECTION", "perhaps")]),
@@ -37,6 +46,15 @@ fn bad_settings_exit_2_with_one_line() {
         (
             "more streams per client than in all",
             vec![("MAX_STREAM_CLIENTS", "8"), ("MAX_STREAMS_PER_CLIENT", "9")],
+        ),
+        (
+            "header timeout above hyper's 30 s",
+            vec![("HEADER_READ_TIMEOUT_SECS", "31")],
+        ),
+        ("no connection allowed", vec![("MAX_CONNECTIONS", "0")]),
+        (
+            "idle timeout at the stream keep-alive",
+            vec![("IDLE_TIMEOUT_SECS", "15")],
         ),
     ] {
         let output = run_with(&env);
@@ -91,6 +109,10 @@ fn help_lists_every_setting_with_its_environment_variable() {
         "MAX_MESSAGES",
         "SHUTDOWN_DELAY_SECS",
         "DRAIN_TIMEOUT_SECS",
+        "HEADER_READ_TIMEOUT_SECS",
+        "IDLE_TIMEOUT_SECS",
+        "MAX_CONNECTIONS",
+        "STREAM_KEEP_ALIVE_SECS",
     ] {
         assert!(help.contains(name), "--help mentions {name}");
     }
@@ -130,6 +152,7 @@ async fn sigterm_fails_readiness_first_then_drains_and_exits_0() {
     // behaving like a load balancer: it stops sending new requests shortly after it sees
     // readiness fail (endpoint propagation takes a moment, which is what the shutdown delay
     // covers). Every request it sends must be answered.
+    guestbook_testkit::install_ring_provider();
     let fresh = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(10))
@@ -195,4 +218,23 @@ async fn sigterm_fails_readiness_first_then_drains_and_exits_0() {
         .expect("exits")
         .expect("status");
     assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn help_shows_no_secret_from_the_environment() {
+    let output = Command::new(BINARY)
+        .arg("--help")
+        .env_clear()
+        .env("REDIS_URL", "redis://app:hunter2-primary@127.0.0.1:6390")
+        .env(
+            "REDIS_REPLICA_URL",
+            "rediss://app:hunter2-replica@127.0.0.1:6391",
+        )
+        .env("ADMIN_TOKEN", "hunter2-admin-token-0123")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("REDIS_REPLICA_URL"), "{help}");
+    assert!(!help.contains("hunter2"), "{help}");
 }

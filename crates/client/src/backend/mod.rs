@@ -2,8 +2,10 @@
 //! `http::Response<Bytes>` out, so tower's middleware (timeout, retry, the circuit breaker)
 //! can wrap it, and a retried request can be cloned cheaply.
 
+mod http;
 mod service;
 mod stack;
 
+pub use http::{POOL_IDLE_TIMEOUT, Transport};
 pub use service::{AttemptMetrics, BackendService, MAX_RESPONSE_BYTES};
 pub use stack::{BackendStack, StackConfig, build};

@@ -75,6 +75,7 @@ pub async fn client(settings: ClientSettings) -> Running {
 
 /// A plain HTTP client for the tests.
 pub fn http() -> reqwest::Client {
+    guestbook_testkit::install_ring_provider();
     reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()

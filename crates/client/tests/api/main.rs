@@ -10,3 +10,4 @@ mod resilience;
 mod security;
 mod stream_limits;
 mod surface;
+mod tls;

@@ -199,6 +199,9 @@ fn bad_settings_exit_2_with_one_line() {
         ("MAX_STREAMS_PER_CLIENT", "0"),
         ("MAX_STREAMS_PER_CLIENT", "257"),
         ("MAX_STREAM_CLIENTS", "0"),
+        ("HEADER_READ_TIMEOUT_SECS", "0"),
+        ("IDLE_TIMEOUT_SECS", "0"),
+        ("MAX_CONNECTIONS", "0"),
     ] {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_guestbook-client"))
             .env_clear()

@@ -1,0 +1,84 @@
+//! The HTTP clients that reach the backend, with TLS for an `https://` `BACKEND_URL`.
+//!
+//! TLS is rustls on the ring provider, the same as the backend's `rediss://` (no aws-lc in the
+//! tree). The server's certificate is checked against the system's roots, or against the PEM
+//! file named by `SSL_CERT_FILE` (or the directories in `SSL_CERT_DIR`) when set, which is how
+//! the backend finds them for Redis. There is no way to turn verification off: an untrusted
+//! certificate fails the call, and `/fetch` answers 503.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::RootCertStore;
+
+/// How long an unused pooled connection to the backend is kept: below the backend's default
+/// `HEADER_READ_TIMEOUT_SECS` (10 s), after which it closes a keep-alive connection that sends
+/// no request, so the client drops the connection first and never sends on one being closed.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the clients need to know about the backend's URL.
+#[derive(Debug, Clone)]
+pub struct Transport {
+    tls: rustls::ClientConfig,
+    https: bool,
+}
+
+impl Transport {
+    /// The transport for `backend_url`: with the trusted roots loaded when it is `https://`.
+    pub fn for_url(backend_url: &str) -> Result<Self, String> {
+        let https = reqwest::Url::parse(backend_url).is_ok_and(|url| url.scheme() == "https");
+        // An http:// backend never needs a root; an empty store still lets reqwest build its
+        // TLS machinery, which it does whatever the URL.
+        let roots = if https {
+            trusted_roots()?
+        } else {
+            RootCertStore::empty()
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|err| format!("TLS setup: {err}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self { tls, https })
+    }
+
+    /// A client builder with this transport's TLS (never unverified), and, for `https://`,
+    /// no following of a redirect to plain `http://`.
+    pub fn builder(&self) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(self.tls.clone())
+            .https_only(self.https)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+    }
+}
+
+/// The system's roots, or those of `SSL_CERT_FILE` / `SSL_CERT_DIR`; an error when none load.
+fn trusted_roots() -> Result<RootCertStore, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _unusable) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found
+            .errors
+            .first()
+            .map_or_else(|| "none found".to_owned(), ToString::to_string);
+        return Err(format!(
+            "BACKEND_URL is https:// but no trusted root certificate could be loaded from the \
+             system or SSL_CERT_FILE: {why}"
+        ));
+    }
+    Ok(roots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_backend_needs_no_root() {
+        let transport = Transport::for_url("http://127.0.0.1:8080").expect("plain");
+        assert!(!transport.https);
+        assert!(transport.builder().build().is_ok());
+    }
+}
