@@ -10,15 +10,15 @@
 # Everything from PyPI lands in DEPLOY_TOOLS_DIR (default ~/.cache/guestbook-deploy-tools) and is
 # reused on the next run; `scripts/deploy-check.sh` puts DEPLOY_TOOLS_DIR/bin on PATH.
 # Idempotent: a second run installs nothing. Needs root for apt (CI runs as root).
-# kubectl (kustomize) is expected from the machine image, as TOOLING.md says; deploy-check says so
-# plainly if it is missing.
+# kubectl (kustomize) is expected from the machine image; deploy-check says so plainly if it is
+# missing.
 set -euo pipefail
 
 TOOLS=${DEPLOY_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/guestbook-deploy-tools}
 VENV=$TOOLS/venv
 BIN=$TOOLS/bin
 
-# Pinned: the versions TOOLING.md saw working.
+# Pinned: versions seen working together on these machines.
 PY_PKGS=(
   "yamllint==1.38.0"
   "kubernetes-validate==1.37.0"

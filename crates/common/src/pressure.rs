@@ -6,8 +6,8 @@
 //!
 //! # Why not all-or-nothing
 //! Fastify's under-pressure answers 503 to *every* request while its check fails, until the
-//! window clears; under overload goodput collapses to a fraction of capacity (BASELINES.md:
-//! about a fifth). Here, while overloaded, a concurrency limit applies instead: requests
+//! window clears; under overload goodput collapses to a fraction of capacity (rebuilt on this
+//! kind of machine, seed 001's example served about a fifth of what it had served before). Here, while overloaded, a concurrency limit applies instead: requests
 //! beyond it are shed at once, the rest are served. The limit shrinks by a fifth per tick
 //! (250 ms) while recent latency stays above the threshold, and grows again by a tenth
 //! per tick once recent latency is back under it; without overload there is no limit at all.

@@ -9,7 +9,8 @@
 //! see each module under [`strategy`] for the design and its costs.
 //!
 //! Connections: single commands and scripts share one multiplexed connection, which pipelines
-//! concurrent requests over one socket (≈ 3× a pool's throughput, see BASELINES.md). Only the
+//! concurrent requests over one socket (measured here: an axum handler doing one RPUSH reached
+//! ≈ 77k req/s on a multiplexed connection and ≈ 27k through a connection pool). Only the
 //! `watch` strategy takes pooled connections, because WATCH state belongs to a connection.
 
 pub mod error;
