@@ -1,7 +1,10 @@
 //! Test support shared by the workspace's test suites: a private `redis-server` per test, on
 //! a free loopback port, killed when dropped. Tests never touch the machine's Redis on 6379.
 //! Also a throwaway CA with a server certificate for 127.0.0.1 ([`TestCertificates`]) and a
-//! TLS-terminating proxy made with it ([`TlsProxy`]), for the TLS tests.
+//! TLS-terminating proxy made with it ([`TlsProxy`]), for the TLS tests; and a per-connection
+//! L4 balancer that stands in for a Kubernetes Service ([`balancer::TcpBalancer`]).
+
+pub mod balancer;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,308 @@
+//! A per-connection L4 balancer on loopback: what a Kubernetes Service does to the traffic
+//! the client sends it (kube-proxy), small enough to start in a test.
+//!
+//! Each new TCP connection goes to one backend picked at random among the ready ones and stays
+//! there for its whole life; nothing is balanced per request. That is why a client that keeps
+//! its connections open for ever never sends anything to a replica added after it connected,
+//! and why the balancer is needed to test that it does.
+//!
+//! Backends are added and removed while it runs. With readiness polling on, each backend's
+//! `GET /readiness` is asked every period, and one that does not answer 2xx is left out of new
+//! picks until it does (existing connections stay, as with kube-proxy, which removes an
+//! endpoint from the rules but cuts no established connection). A removed backend's
+//! connections stay too: only new connections avoid it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// Longest wait for a backend's readiness answer before it counts as not ready.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One backend behind the balancer.
+struct Endpoint {
+    addr: SocketAddr,
+    /// Whether new connections may go to it (always true without readiness polling).
+    ready: AtomicBool,
+    /// Still in the rotation (false once removed).
+    listed: AtomicBool,
+    /// Connections handed to it so far.
+    connections: AtomicU64,
+}
+
+#[derive(Default)]
+struct Shared {
+    endpoints: Mutex<Vec<Arc<Endpoint>>>,
+    /// Connections refused because no backend was ready.
+    refused: AtomicU64,
+}
+
+impl Shared {
+    fn endpoints(&self) -> Vec<Arc<Endpoint>> {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn find(&self, addr: SocketAddr) -> Option<Arc<Endpoint>> {
+        self.endpoints()
+            .into_iter()
+            .find(|endpoint| endpoint.addr == addr && endpoint.listed.load(Ordering::Acquire))
+    }
+
+    /// A ready, listed backend picked uniformly at random.
+    fn pick(&self) -> Option<Arc<Endpoint>> {
+        let candidates: Vec<_> = self
+            .endpoints()
+            .into_iter()
+            .filter(|endpoint| {
+                endpoint.listed.load(Ordering::Acquire) && endpoint.ready.load(Ordering::Acquire)
+            })
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        candidates.get(fastrand::usize(..candidates.len())).cloned()
+    }
+}
+
+/// A running balancer; stops when dropped.
+pub struct TcpBalancer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    readiness: Option<Duration>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl TcpBalancer {
+    /// Starts a balancer on a free loopback port in front of `backends`. With
+    /// `readiness: Some(period)`, each backend's `/readiness` is polled every `period` and
+    /// only ready backends get new connections (each starts as not ready until its first
+    /// answer); with `None`, every listed backend is always eligible.
+    pub async fn start(backends: &[SocketAddr], readiness: Option<Duration>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("the balancer binds a loopback port");
+        let addr = listener.local_addr().expect("a bound address");
+        let balancer = Self {
+            addr,
+            shared: Arc::new(Shared::default()),
+            readiness,
+            tasks: Mutex::new(Vec::new()),
+        };
+        for backend in backends {
+            balancer.add(*backend);
+        }
+        let shared = Arc::clone(&balancer.shared);
+        balancer.spawn(async move {
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    let Some(endpoint) = shared.pick() else {
+                        shared.refused.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    };
+                    endpoint.connections.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(outbound) = TcpStream::connect(endpoint.addr).await {
+                        splice(inbound, outbound).await;
+                    }
+                });
+            }
+        });
+        balancer
+    }
+
+    /// The address clients connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Puts `backend` in the rotation (again, if it was removed).
+    pub fn add(&self, backend: SocketAddr) {
+        if self.shared.find(backend).is_some() {
+            return;
+        }
+        let endpoint = Arc::new(Endpoint {
+            addr: backend,
+            ready: AtomicBool::new(self.readiness.is_none()),
+            listed: AtomicBool::new(true),
+            connections: AtomicU64::new(0),
+        });
+        self.shared
+            .endpoints
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Arc::clone(&endpoint));
+        if let Some(period) = self.readiness {
+            self.spawn(async move {
+                while endpoint.listed.load(Ordering::Acquire) {
+                    let ready = probe(endpoint.addr).await;
+                    endpoint.ready.store(ready, Ordering::Release);
+                    tokio::time::sleep(period).await;
+                }
+            });
+        }
+    }
+
+    /// Takes `backend` out of the rotation: no new connection goes to it; open ones stay.
+    pub fn remove(&self, backend: SocketAddr) {
+        if let Some(endpoint) = self.shared.find(backend) {
+            endpoint.listed.store(false, Ordering::Release);
+        }
+    }
+
+    /// Connections handed to `backend` so far (0 for one never added).
+    pub fn connections_to(&self, backend: SocketAddr) -> u64 {
+        self.shared
+            .endpoints()
+            .iter()
+            .filter(|endpoint| endpoint.addr == backend)
+            .map(|endpoint| endpoint.connections.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Whether `backend` is listed and (with polling) answered its last readiness probe 2xx.
+    pub fn is_ready(&self, backend: SocketAddr) -> bool {
+        self.shared
+            .find(backend)
+            .is_some_and(|endpoint| endpoint.ready.load(Ordering::Acquire))
+    }
+
+    /// Connections closed at once because no backend was ready.
+    pub fn refused(&self) -> u64 {
+        self.shared.refused.load(Ordering::Relaxed)
+    }
+
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(tokio::spawn(task));
+    }
+}
+
+impl Drop for TcpBalancer {
+    fn drop(&mut self) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
+/// Copies bytes both ways until either side closes.
+async fn splice(mut inbound: TcpStream, mut outbound: TcpStream) {
+    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+}
+
+/// `GET /readiness` over a fresh connection: true on a 2xx status line within the timeout.
+async fn probe(backend: SocketAddr) -> bool {
+    let asked = async {
+        let mut stream = TcpStream::connect(backend).await.ok()?;
+        stream
+            .write_all(b"GET /readiness HTTP/1.1\r\nHost: balancer\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut head = [0_u8; 12];
+        stream.read_exact(&mut head).await.ok()?;
+        // "HTTP/1.1 200"
+        Some(head.get(9) == Some(&b'2'))
+    };
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, asked).await,
+        Ok(Some(true))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend that answers every connection with `status` and its own port, then closes.
+    async fn answering(status: &'static str) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = [0_u8; 1024];
+                let _ = stream.read(&mut request).await;
+                let body = addr.port().to_string();
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        addr
+    }
+
+    async fn ask(balancer: &TcpBalancer) -> Option<String> {
+        let mut stream = TcpStream::connect(balancer.addr()).await.ok()?;
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.ok()?;
+        answer.rsplit("\r\n\r\n").next().map(str::to_owned)
+    }
+
+    #[tokio::test]
+    async fn connections_spread_over_every_listed_backend_and_a_removed_one_gets_no_more() {
+        let first = answering("200 OK").await;
+        let second = answering("200 OK").await;
+        let balancer = TcpBalancer::start(&[first, second], None).await;
+        for _ in 0..100 {
+            assert!(ask(&balancer).await.is_some());
+        }
+        assert!(balancer.connections_to(first) > 20, "random, not sticky");
+        assert!(balancer.connections_to(second) > 20, "random, not sticky");
+
+        balancer.remove(first);
+        let before = balancer.connections_to(first);
+        for _ in 0..20 {
+            assert_eq!(
+                ask(&balancer).await.as_deref(),
+                Some(second.port().to_string().as_str())
+            );
+        }
+        assert_eq!(balancer.connections_to(first), before);
+    }
+
+    #[tokio::test]
+    async fn an_unready_backend_gets_no_new_connections() {
+        let ready = answering("200 OK").await;
+        let unready = answering("503 Service Unavailable").await;
+        let balancer = TcpBalancer::start(&[ready, unready], Some(Duration::from_millis(50))).await;
+        while !balancer.is_ready(ready) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for _ in 0..30 {
+            assert_eq!(
+                ask(&balancer).await.as_deref(),
+                Some(ready.port().to_string().as_str())
+            );
+        }
+        assert!(!balancer.is_ready(unready));
+        assert_eq!(balancer.connections_to(unready), 0);
+    }
+}
