@@ -2,7 +2,7 @@
 """The prometheus-adapter rule behind the backend HPA, for scripts/deploy-check.sh.
 
 check FILE...: every file (ConfigMap `config.yaml`, chart values `rules.custom`, rendered Helm
-manifests) must carry the same single rule for http_request_duration_p999_seconds; prints its
+manifests) must carry the same single rule for http_request_own_duration_p999_seconds; prints its
 metricsQuery.
 substitute QUERY SERIES MATCHERS GROUPBY: fills the adapter's Go-template placeholders as the
 adapter does for a pods query, so promtool can run the very query the HPA's number comes from.
@@ -13,7 +13,7 @@ import sys
 
 import yaml
 
-METRIC = "http_request_duration_p999_seconds"
+METRIC = "http_request_own_duration_p999_seconds"
 
 
 def rules_in(doc):

@@ -181,9 +181,9 @@ echo "redis-server :$redis_port, backend :$backend_port, client :$client_port, p
   { cat "$work/load.txt"; die "the load run failed"; }
 grep -E 'goodput|p99.9|status' "$work/load.txt" | sed 's/^ */  load: /'
 
-# What prometheus-adapter sends for `pods/http_request_duration_p999_seconds` of the HPA's pods.
+# What prometheus-adapter sends for `pods/http_request_own_duration_p999_seconds` of the HPA's pods.
 query=$("$TOOLS/venv/bin/python" scripts/adapter_rule.py substitute "$adapter_query" \
-  http_request_duration_window_p999_seconds 'namespace="guestbook",pod=~"guestbook-backend-0"' pod)
+  http_request_own_duration_window_p999_seconds 'namespace="guestbook",pod=~"guestbook-backend-0"' pod)
 echo "query: $query"
 value=""
 for _ in $(seq 20); do

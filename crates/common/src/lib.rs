@@ -8,7 +8,9 @@
 //! - [`probes`]: shallow `/liveness` and `/readiness` that never look at a dependency.
 //! - [`metrics`]: the Prometheus registry, the per-route HTTP histogram and `/metrics`.
 //! - [`window`]: the sliding-window latency estimator (p50/p99/p99.9).
-//! - [`pressure`]: readiness and load shedding driven by that window and runtime signals.
+//! - [`dependency`]: the time a request waits on its dependencies, so the rest is the pod's own.
+//! - [`pressure`]: readiness and load shedding driven by the pod's own latency, its refusals and
+//!   runtime signals.
 //! - [`openapi`]: the parts of both OpenAPI documents they share, and `/openapi.json`.
 //! - [`client_addr`]: who one client is for per-client limits (an IPv4 address, an IPv6 /64).
 //! - [`rate_limit`]: per-client token buckets on writes (429 with `Retry-After`).
@@ -21,6 +23,7 @@
 pub mod bulkhead;
 pub mod cli;
 pub mod client_addr;
+pub mod dependency;
 pub mod lifecycle;
 pub mod limits;
 pub mod metrics;

@@ -34,15 +34,17 @@ pub(crate) async fn liveness() -> &'static str {
     "OK"
 }
 
-/// 200 while the windowed p99.9 is under `READINESS_P999_MS` and the process is not shutting
-/// down; otherwise 503 with the reason and the measured figure.
+/// 200 while the process itself keeps up: its own windowed p99.9 (waits on dependencies
+/// excluded) is under `READINESS_P999_MS` or the recent seconds show no pressure, it refuses
+/// no more than `READINESS_SHED_RATIO` of its requests for its own capacity, and it is not
+/// shutting down; otherwise 503 with the reason and the figures.
 #[utoipa::path(
     get,
     path = "/readiness",
     tag = "probes",
     responses(
-        (status = 200, description = "Ready: the windowed p99.9 is under READINESS_P999_MS", body = crate::openapi::Readiness),
-        (status = 503, description = "Unready: `reason` is `latency` (with the figures) or `shutting_down`", body = crate::openapi::Readiness),
+        (status = 200, description = "Ready: the process's own latency and refused share are under their thresholds; dependencies are never looked at", body = crate::openapi::Readiness),
+        (status = 503, description = "Unready: `reason` is `latency` or `shedding` (with the figures) or `shutting_down`", body = crate::openapi::Readiness),
     )
 )]
 pub(crate) async fn readiness(State(pressure): State<Arc<Pressure>>) -> Response {

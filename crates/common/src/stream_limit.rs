@@ -9,7 +9,9 @@
 //!
 //! Over a cap the answer is `{"error": "..."}` with `Retry-After`: 429 when this client has
 //! its share open (others are still served), 503 when the service is full. Both are counted in
-//! `live_streams_refused_total{reason}`; `live_streams_open` shows the streams open now.
+//! `live_streams_refused_total{reason}`; `live_streams_open` shows the streams open now. Only
+//! the 503 is the service's own capacity refusing, so only it counts towards the refused share
+//! that fails readiness ([`crate::pressure`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -29,6 +31,7 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 
 use crate::client_addr::ClientKey;
+use crate::pressure::Shed;
 
 /// Seconds a refused client is told to wait: a slot frees only when some stream ends, so
 /// asking again within a second is rarely worth it.
@@ -74,6 +77,11 @@ impl IntoResponse for StreamRefused {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        if self == Self::Full {
+            // The service's own capacity is what refused: readiness counts it as shedding. A
+            // client over its share is that client's limit, not the pod's saturation.
+            response.extensions_mut().insert(Shed("streams"));
+        }
         response
     }
 }
@@ -266,6 +274,11 @@ mod tests {
             let response = refused.into_response();
             assert_eq!(response.status().as_u16(), status);
             assert!(response.headers().contains_key(header::RETRY_AFTER));
+            assert_eq!(
+                response.extensions().get::<Shed>().is_some(),
+                refused == StreamRefused::Full,
+                "only the service's own cap counts as shedding"
+            );
         }
     }
 }

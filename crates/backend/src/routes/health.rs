@@ -1,6 +1,8 @@
 //! `GET /health/dependencies`: a diagnostic view of each dependency, for people and
 //! dashboards. No probe uses it (seed 004): a Redis outage must not take every replica out
-//! of its Service, because the replicas can still answer, with a clear 503.
+//! of its Service, because the replicas can still answer, with a clear 503. It also shows how
+//! long requests have been waiting on Redis over the latency window: the part of their latency
+//! that readiness, shedding and the HPA leave out.
 
 use axum::Json;
 use axum::Router;
@@ -21,7 +23,7 @@ pub fn routes() -> Router<AppState> {
     path = "/health/dependencies",
     tag = "probes",
     responses(
-        (status = 200, description = "`redis_primary` (`up` with `address` and `latency_ms`, or `down` with `address` and `error`), `live_updates` (`following` or `reconnecting`, `last_id`), `append_strategy`", body = Object),
+        (status = 200, description = "`redis_primary` (`up` with `address` and `latency_ms`, or `down` with `address` and `error`), `redis_waits` (the windowed p99 and p99.9 of the time a request waited on Redis, in milliseconds, and how many requests waited, over `window_secs`), `live_updates` (`following` or `reconnecting`, `last_id`), `append_strategy`", body = Object),
     )
 )]
 pub(crate) async fn dependencies(State(app): State<AppState>) -> Json<Value> {
@@ -32,8 +34,15 @@ pub(crate) async fn dependencies(State(app): State<AppState>) -> Json<Value> {
         }
         Err(err) => json!({"status": "down", "address": address, "error": err.to_string()}),
     };
+    let waits = app.pressure.dependency_waits();
     Json(json!({
         "redis_primary": primary,
+        "redis_waits": {
+            "p99_ms": waits.p99 * 1e3,
+            "p999_ms": waits.p999 * 1e3,
+            "samples": waits.samples,
+            "window_secs": app.pressure.args().latency_window_secs,
+        },
         "live_updates": {
             "status": if app.feed.is_following() { "following" } else { "reconnecting" },
             "last_id": app.feed.last_id(),

@@ -1,10 +1,14 @@
-//! The one place every Redis call passes through: injected faults, the time limit, and the
-//! latency metric. A call that exceeds its limit becomes [`StoreError::Timeout`], so a paused
-//! or unreachable Redis turns into a prompt 503 rather than a hung request.
+//! The one place every Redis call passes through: injected faults, the time limit, the
+//! latency metric, and the request's dependency clock. A call that exceeds its limit becomes
+//! [`StoreError::Timeout`], so a paused or unreachable Redis turns into a prompt 503 rather
+//! than a hung request; its time (injected delay included) counts as waiting on Redis, so a slow
+//! Redis does not make the pod look saturated ([`guestbook_common::dependency`]).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use guestbook_common::dependency;
 
 use crate::faults::Faults;
 use crate::store::error::StoreError;
@@ -45,7 +49,7 @@ impl Hop {
             self.faults.before_redis_call().await?;
             call.await.map_err(StoreError::from)
         };
-        let outcome = match tokio::time::timeout(self.timeout, guarded).await {
+        let outcome = match dependency::timed(tokio::time::timeout(self.timeout, guarded)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(StoreError::Timeout(self.timeout)),
         };

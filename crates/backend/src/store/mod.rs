@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use guestbook_common::dependency;
 use redis::aio::ConnectionManager;
 
 pub use error::StoreError;
@@ -332,7 +333,8 @@ impl Store {
             inner.observe(raw.id);
             // A replayed key is confirmed too: its first answer may have been this very 503.
             if let Some(replication) = &links.replication {
-                replication.confirm().await?;
+                // WAIT bypasses the hop (its own time limit): time it here.
+                dependency::timed(replication.confirm()).await?;
             }
         }
         Ok(outcome)
@@ -480,11 +482,15 @@ impl Store {
 
 /// Runs a strategy that must not stop half-way in a task of its own: the request that awaits
 /// it may be dropped (its client left), the task finishes regardless.
+///
+/// The whole wait counts as waiting on Redis for the request: these strategies do nothing but
+/// Redis calls, lock waits and backoff between them (all longer when Redis is slow), and the
+/// request's clock does not cross `tokio::spawn` (so the calls inside are not counted twice).
 async fn detached<F>(work: F) -> Result<Written, StoreError>
 where
     F: std::future::Future<Output = Result<Written, StoreError>> + Send + 'static,
 {
-    tokio::spawn(work)
+    dependency::timed(tokio::spawn(work))
         .await
         .map_err(|err| StoreError::TaskFailed(err.to_string()))?
 }

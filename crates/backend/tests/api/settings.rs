@@ -52,6 +52,16 @@ fn bad_settings_exit_2_with_one_line() {
             vec![("HEADER_READ_TIMEOUT_SECS", "31")],
         ),
         ("no connection allowed", vec![("MAX_CONNECTIONS", "0")]),
+        ("a refused share of 0", vec![("READINESS_SHED_RATIO", "0")]),
+        (
+            "a refused share above 1",
+            vec![("READINESS_SHED_RATIO", "1.5")],
+        ),
+        (
+            "a refused share that is not a number",
+            vec![("READINESS_SHED_RATIO", "NaN")],
+        ),
+        ("no recent seconds", vec![("READINESS_RECENT_SECS", "0")]),
         (
             "idle timeout at the stream keep-alive",
             vec![("IDLE_TIMEOUT_SECS", "15")],
@@ -113,6 +123,8 @@ fn help_lists_every_setting_with_its_environment_variable() {
         "IDLE_TIMEOUT_SECS",
         "MAX_CONNECTIONS",
         "STREAM_KEEP_ALIVE_SECS",
+        "READINESS_SHED_RATIO",
+        "READINESS_RECENT_SECS",
     ] {
         assert!(help.contains(name), "--help mentions {name}");
     }

@@ -55,6 +55,10 @@ pub fn build(
     config: &StackConfig,
 ) -> BackendStack {
     let service = ServiceBuilder::new()
+        // Time inside counts as waiting on the backend, not as the client's own (readiness,
+        // shedding, HPA); the first attempt's concurrency permit is taken in poll_ready,
+        // outside it, and stays the client's own queueing. See guestbook_common::dependency.
+        .layer(guestbook_common::dependency::WaitLayer)
         .layer(CircuitBreakerLayer::new(breaker, HttpClassifier))
         .timeout(config.deadline)
         .retry(retry)

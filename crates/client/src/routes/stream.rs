@@ -50,7 +50,8 @@ pub(crate) async fn stream(
     if let Some(last) = headers.get("last-event-id") {
         upstream = upstream.header("last-event-id", last.clone());
     }
-    match upstream.send().await {
+    // Waiting for the backend's answer is the backend's time, not this pod's (readiness).
+    match guestbook_common::dependency::timed(upstream.send()).await {
         Ok(answer) => {
             let status = answer.status();
             let passed: Vec<_> = PASSED_BACK

@@ -6,6 +6,7 @@ mod helpers;
 mod cross_site;
 mod openapi;
 mod proxy;
+mod readiness;
 mod resilience;
 mod security;
 mod stream_limits;
