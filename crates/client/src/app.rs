@@ -63,6 +63,8 @@ pub struct Shared {
     pub breaker: Arc<Breaker>,
     /// `BACKEND_CONCURRENCY`'s permits: the stack's calls and the open streams share them.
     pub backend_slots: Arc<Semaphore>,
+    /// `BACKEND_CONCURRENCY`: how many permits `backend_slots` started with.
+    pub backend_concurrency: usize,
     /// The same with any password replaced, for logs and `/status`.
     pub backend_url_shown: String,
     /// Per-client limit on `POST /api/*`, when `RATE_LIMIT_WRITES_PER_SEC` is above 0.
@@ -240,6 +242,7 @@ impl AppState {
             stack,
             breaker,
             backend_slots,
+            backend_concurrency: settings.backend_concurrency,
             backend_url_shown: redact::url(settings.backend_url.trim_end_matches('/')),
             write_limiter: RateLimiter::new(
                 settings.rate_limit_writes_per_sec,
