@@ -63,7 +63,8 @@ impl RotatingPools {
         let now = Instant::now();
         let slots = (0..POOLS)
             .map(|index| {
-                let retire_at = max_age.map(|age| now + age.mul_f64((index + 1) as f64 / POOLS as f64));
+                let retire_at =
+                    max_age.map(|age| now + age.mul_f64((index + 1) as f64 / POOLS as f64));
                 Ok(Mutex::new(Slot {
                     client: make()?,
                     retire_at,
@@ -122,7 +123,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn each_pool_is_replaced_once_max_age_old_and_not_before() {
         let built = Arc::new(AtomicUsize::new(0));
-        let pools = RotatingPools::new(counting(&built), Some(Duration::from_secs(2))).expect("pools");
+        let pools =
+            RotatingPools::new(counting(&built), Some(Duration::from_secs(2))).expect("pools");
         assert_eq!(built.load(Ordering::SeqCst), POOLS);
         for _ in 0..POOLS {
             let _ = pools.pick();

@@ -69,7 +69,10 @@ pub fn build(
         // shedding, HPA); the first attempt's concurrency permit is taken in poll_ready,
         // outside it, and stays the client's own queueing. See guestbook_common::dependency.
         .layer(guestbook_common::dependency::WaitLayer)
-        .layer(CircuitBreakerLayer::new(Arc::clone(&breaker), HttpClassifier))
+        .layer(CircuitBreakerLayer::new(
+            Arc::clone(&breaker),
+            HttpClassifier,
+        ))
         .timeout(config.deadline)
         .retry(retry)
         .layer(OpenGateLayer::new(breaker))

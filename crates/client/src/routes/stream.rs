@@ -124,11 +124,8 @@ pub(crate) async fn stream(
 
 /// 503 `{"error": why}` with `Retry-After: wait_secs`.
 fn unavailable(why: &str, wait_secs: u64) -> Response {
-    let mut response = (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({"error": why})),
-    )
-        .into_response();
+    let mut response =
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": why}))).into_response();
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, http::HeaderValue::from(wait_secs));

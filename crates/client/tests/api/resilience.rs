@@ -362,8 +362,15 @@ async fn with_defaults_under_total_failure_the_backend_sees_a_tenth_of_the_reque
     );
     // A correctness bound (issue 14: "every answer within 1 s"), not a speed measurement:
     // retries must end when the circuit opens instead of backing off into the caller's time.
-    let slowest = answers.iter().map(|answer| answer.took).max().unwrap_or_default();
-    assert!(slowest <= Duration::from_secs(1), "slowest answer {slowest:?}");
+    let slowest = answers
+        .iter()
+        .map(|answer| answer.took)
+        .max()
+        .unwrap_or_default();
+    assert!(
+        slowest <= Duration::from_secs(1),
+        "slowest answer {slowest:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

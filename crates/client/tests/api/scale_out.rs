@@ -34,7 +34,9 @@ async fn a_backend_added_under_load_serves_a_fifth_of_the_calls_within_30_s() {
     ];
 
     assert!(
-        warm.iter().chain(&loaded).all(|answer| answer.status == 200),
+        warm.iter()
+            .chain(&loaded)
+            .all(|answer| answer.status == 200),
         "every /fetch succeeds"
     );
     assert!(
@@ -42,6 +44,7 @@ async fn a_backend_added_under_load_serves_a_fifth_of_the_calls_within_30_s() {
         "both original backends get calls: {before:?}"
     );
     let since_added = (after[0] - before[0]) + (after[1] - before[1]) + after[2];
+    eprintln!("calls before the add {before:?}, after {after:?}");
     assert!(
         after[2] * 5 >= since_added,
         "the added backend served {} of the {since_added} calls made in the 30 s after it was added",

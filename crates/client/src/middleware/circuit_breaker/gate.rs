@@ -111,6 +111,10 @@ mod tests {
 
         assert!(refused.is::<CircuitOpen>());
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert_eq!(breaker.snapshot().transitions, 1, "the gate decides nothing");
+        assert_eq!(
+            breaker.snapshot().transitions,
+            1,
+            "the gate decides nothing"
+        );
     }
 }

@@ -455,9 +455,7 @@ mod tests {
             RetryMetrics::default(),
             Arc::clone(&breaker),
         );
-        let wait = policy
-            .retry(&mut get(), &mut answer(503))
-            .expect("retried");
+        let wait = policy.retry(&mut get(), &mut answer(503)).expect("retried");
         let started = tokio::time::Instant::now();
         let waiting = tokio::spawn(wait);
         tokio::time::advance(Duration::from_millis(50)).await;
