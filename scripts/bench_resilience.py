@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Retries under partial and total failure (issue 14, item 2), for BENCHMARKS.md.
+"""Retries under partial and total failure, and a backend added under load (issue 14, items 2
+and 3), for BENCHMARKS.md.
 
 `/fetch` through the client at an open-loop 100 req/s, with the client's DEFAULT settings,
 while the backend's `/data` fails 50 % and then 100 % of calls (POST /config/failure with
@@ -7,6 +8,12 @@ status 503, fault injection on). For each: the share of `/fetch` answered 200, b
 `/data` calls per `/fetch` (the backend's own request counter, from its /metrics), and the
 slowest answer. Targets: at 50 %, ≥ 95 % succeed with ≤ 2.2 calls per request; at 100 %,
 ≤ 0.1 calls per request and every answer within 1 s.
+
+Scale-out: three backends on one Redis, the first two behind guestbook-l4 (the testkit's
+per-connection balancer: a random backend per new connection, as kube-proxy), the client's
+BACKEND_URL on the balancer; `/fetch` at 100 req/s for 40 s, the third backend added after 5 s;
+the share of the client's calls each backend answered over the 30 s after the add, and
+per 5 s. Target: the added backend serves ≥ 20 % within 30 s.
 
 Each client binary is measured on its own fresh process (a fresh breaker and budget):
 target/release/guestbook-client ("after"), and, when present, the binary named by
@@ -17,7 +24,7 @@ It starts a private redis-server, a release backend and the clients on 127.0.0.1
 exactly those processes. Results: target/bench/resilience.jsonl and the section between
 <!-- resilience:begin --> and <!-- resilience:end --> of BENCHMARKS.md (unless BENCHMARKS_MD="").
 Environment: DURATION [20] seconds per run (above BREAKER_RESET_SECS, 15 s, so a
-half-open trial is included), REDIS_PORT [6395], BASE_PORT [18111].
+half-open trial is included), REDIS_PORT [6395], BASE_PORT [18111] (and the four ports above it).
 """
 
 import datetime
@@ -26,6 +33,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 import urllib.request
 
 from benchkit import port_free, stop, wait_http, write_section
@@ -33,6 +41,7 @@ from benchkit import port_free, stop, wait_http, write_section
 BACKEND = "target/release/guestbook-backend"
 CLIENT = "target/release/guestbook-client"
 LOADTEST = "target/release/guestbook-loadtest"
+BALANCER = "target/release/guestbook-l4"
 RATE = 100
 
 
@@ -58,6 +67,44 @@ def data_calls(backend):
                if line.startswith("http_request_duration_seconds_count{") and 'route="/data"' in line)
 
 
+def scale_out(label, binary, backend_urls, addrs, client_port):
+    """The third backend's share of the client's calls after it is added under load."""
+    balancer = subprocess.Popen([BALANCER, addrs[0], addrs[1]], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+    try:
+        balancer_addr = balancer.stdout.readline().split()[-1]
+        client_url = f"http://127.0.0.1:{client_port}"
+        client = start([binary], {"LISTEN_ADDR": f"127.0.0.1:{client_port}",
+                                  "BACKEND_URL": f"http://{balancer_addr}"}, f"{client_url}/liveness")
+        command = [LOADTEST, "http", "--url", f"{client_url}/fetch", "--rate", str(RATE), "--connections", "64",
+                   "--duration", "40s", "--json"]
+        baseline = [data_calls(url) for url in backend_urls]
+        load = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            time.sleep(5)
+            counts = [[data_calls(url) for url in backend_urls]]
+            balancer.stdin.write(f"add {addrs[2]}\n")
+            balancer.stdin.flush()
+            for _ in range(6):
+                time.sleep(5)
+                counts.append([data_calls(url) for url in backend_urls])
+            report = json.loads(load.communicate(timeout=60)[0])
+        finally:
+            if load.poll() is None:
+                stop(load)
+            stop(client)
+    finally:
+        balancer.stdin.close()
+        stop(balancer)
+    slices = [[after - before for before, after in zip(counts[n], counts[n + 1])] for n in range(6)]
+    total = [after - before for before, after in zip(counts[0], counts[-1])]
+    return {"client": label, "binary": binary, "requests": report["requests"], "ok": report["ok"],
+            "calls_before_add": [now - start for start, now in zip(baseline, counts[0])], "calls_since_add": total,
+            "added_share": total[2] / max(sum(total), 1),
+            "added_share_per_5s": [piece[2] / max(sum(piece), 1) for piece in slices],
+            "command": shlex.join(command)}
+
+
 def main():
     os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     duration = int(os.environ.get("DURATION", "20"))
@@ -65,10 +112,10 @@ def main():
     base_port = int(os.environ.get("BASE_PORT", "18111"))
     doc = os.environ.get("BENCHMARKS_MD", "BENCHMARKS.md")
     before = os.environ.get("BEFORE_CLIENT", "target/bench-main/guestbook-client")
-    for path in (BACKEND, CLIENT, LOADTEST):
+    for path in (BACKEND, CLIENT, LOADTEST, BALANCER):
         if not os.access(path, os.X_OK):
             sys.exit(f"bench_resilience: {path} missing; run make build")
-    for port in (redis_port, base_port, base_port + 1):
+    for port in (redis_port, *range(base_port, base_port + 4)):
         if port == 6379 or not port_free(port):
             sys.exit(f"bench_resilience: port {port} is taken or is the shared Redis")
     clients = [("after", CLIENT)]
@@ -80,7 +127,7 @@ def main():
     redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
                               "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     processes = [redis]
-    runs = []
+    runs, scale_outs = [], []
     try:
         backend = start([BACKEND], {"LISTEN_ADDR": f"127.0.0.1:{base_port}",
                                     "REDIS_URL": f"redis://127.0.0.1:{redis_port}", "FAULT_INJECTION": "true"},
@@ -103,6 +150,19 @@ def main():
                              "latency_ms": report["latency_ms"], "statuses": report["statuses"],
                              "errors": report["errors"]})
                 print(json.dumps(runs[-1]), file=sys.stderr)
+
+        # Scale-out: two more backends on the same Redis, all healthy.
+        post(f"{backend_url}/config/failure", json.dumps({"failure_rate": 0.0}))
+        backend_urls = [backend_url]
+        for port in (base_port + 2, base_port + 3):
+            processes.append(start([BACKEND], {"LISTEN_ADDR": f"127.0.0.1:{port}",
+                                               "REDIS_URL": f"redis://127.0.0.1:{redis_port}"},
+                                   f"http://127.0.0.1:{port}/liveness"))
+            backend_urls.append(f"http://127.0.0.1:{port}")
+        addrs = [url.removeprefix("http://") for url in backend_urls]
+        for label, binary in clients:
+            scale_outs.append(scale_out(label, binary, backend_urls, addrs, base_port + 1))
+            print(json.dumps(scale_outs[-1]), file=sys.stderr)
     finally:
         for process in reversed(processes):
             stop(process)
@@ -110,7 +170,7 @@ def main():
     when = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
     os.makedirs("target/bench", exist_ok=True)
     with open("target/bench/resilience.jsonl", "a", encoding="utf-8") as out:
-        out.write(json.dumps({"when": when, "runs": runs}) + "\n")
+        out.write(json.dumps({"when": when, "runs": runs, "scale_out": scale_outs}) + "\n")
 
     def verdict(run):
         if run["failure_rate"] < 1.0:
@@ -139,11 +199,26 @@ def main():
         "Targets: at 50 %, ≥ 95 % of `/fetch` succeed with ≤ 2.2 backend calls per request; at 100 %, "
         "≤ 0.1 backend calls per request and every answer within 1 s.",
         "",
+        "A backend added under load: three backends on one Redis, the first two behind `guestbook-l4` (the "
+        "testkit's per-connection balancer, which picks a backend at random for each new connection, as "
+        f"kube-proxy does), `/fetch` through the client at {RATE} req/s for 40 s, the third backend added after "
+        "5 s. Calls each backend answered (its `/metrics`) before the add, and over the 30 s after it; the added "
+        "backend's share of those, and per 5 s. Target: ≥ 20 % within 30 s.",
+        "",
+        "| client | 200 | calls before the add (1, 2) | after the add (1, 2, added) | added backend's share | per 5 s |",
+        "|---|---:|---|---|---:|---|",
+        *(f"| {run['client']} | {run['ok'] / max(run['requests'], 1):.1%} | "
+          f"{run['calls_before_add'][0]:,}, {run['calls_before_add'][1]:,} | "
+          f"{', '.join(f'{calls:,}' for calls in run['calls_since_add'])} | **{run['added_share']:.1%}** | "
+          f"{' '.join(f'{share:.0%}' for share in run['added_share_per_5s'])} |" for run in scale_outs),
+        "",
         "```sh",
         "# make bench: the release build, then",
         "python3 scripts/bench_resilience.py",
         "curl -X POST http://127.0.0.1:18111/config/failure -d '{\"failure_rate\": 0.5, \"status_code\": 503}'   # then 1.0",
         shlex.join(command) + "   # against a fresh client, for each failure rate",
+        "target/release/guestbook-l4 127.0.0.1:18111 127.0.0.1:18113   # then 'add 127.0.0.1:18114' on its stdin",
+        *(scale_outs[-1:] and [scale_outs[-1]["command"] + "   # through the balancer"]),
         "```",
     ]
     section = "\n".join(lines)
