@@ -241,3 +241,34 @@ impl Validate for Settings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_leave_calls_slots_beside_every_stream() {
+        let settings = Settings::for_tests("http://127.0.0.1:8080");
+        assert_eq!(settings.validate(), Ok(()));
+        assert!(settings.max_stream_clients < settings.backend_concurrency);
+    }
+
+    #[test]
+    fn streams_that_could_take_every_backend_slot_are_refused() {
+        let mut settings = Settings::for_tests("http://127.0.0.1:8080");
+        settings.backend_concurrency = settings.max_stream_clients;
+        assert!(
+            settings
+                .validate()
+                .is_err_and(|problem| problem.contains("MAX_STREAM_CLIENTS"))
+        );
+    }
+
+    #[test]
+    fn a_max_age_of_zero_keeps_connections_for_ever() {
+        let mut settings = Settings::for_tests("http://127.0.0.1:8080");
+        assert_eq!(settings.connection_max_age(), Some(Duration::from_secs(2)));
+        settings.backend_connection_max_age_ms = 0;
+        assert_eq!(settings.connection_max_age(), None);
+    }
+}
