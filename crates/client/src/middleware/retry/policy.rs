@@ -172,8 +172,9 @@ fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// Sleeps `wait`, or less if the circuit opens meanwhile: the retry then meets the closed
-/// gate (see `backend::stack`) instead of calling a backend the breaker has given up on.
+/// Sleeps `wait`, or less if the circuit opens meanwhile: the retry then meets the
+/// [`OpenGate`](crate::middleware::circuit_breaker::OpenGate), which refuses it, instead of
+/// calling a backend the breaker has given up on.
 fn wait_unless_opened(breaker: &Breaker, wait: Duration) -> RetryWait {
     let state = breaker.subscribe();
     Box::pin(async move {
