@@ -24,5 +24,5 @@
 mod budget;
 mod policy;
 
-pub use budget::{RETRIES_PER_SUCCESS, RetryBudget, Spent};
+pub use budget::{RETRIES_PER_SUCCESS, RetryBudget, Spent, WINDOW as BUDGET_WINDOW};
 pub use policy::{RetryConfig, RetryMetrics, RetryPolicy, RetryWait, is_retry_safe};
