@@ -3,7 +3,7 @@
 //! Seed 002 retried 5 times with 1–8 s waits, on every failure including 4xx, and retried
 //! writes that carried no idempotency key. Here a request is retried only when:
 //! 1. it is safe to send twice: an idempotent method, or a POST with an `Idempotency-Key`;
-//! 2. the failure is transient: a connection error, a per-attempt timeout, or 502/503/504/429
+//! 2. the failure is transient: a connection error, a per-attempt timeout, or 500/502/503/504/429
 //!    (never another 4xx, never "circuit open");
 //! 3. attempts remain (`RETRY_MAX_ATTEMPTS` counts the first try);
 //! 4. the circuit is not open: once the breaker has given up on the backend, retries already

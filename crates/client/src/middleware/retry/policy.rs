@@ -140,6 +140,12 @@ fn transient<B>(
         Ok(response) => {
             let reason = match response.status() {
                 StatusCode::TOO_MANY_REQUESTS => "status_429",
+                // A 500 is retried too (as Envoy's `5xx` and Polly's transient-error rule do):
+                // seed 002's fault injection answers 500, and an idempotent request that met a
+                // passing fault deserves a second try. A 500 that is a deterministic bug cannot
+                // run up the load: its retries never succeed, so they earn no budget and stay
+                // within the flat allowance.
+                StatusCode::INTERNAL_SERVER_ERROR => "status_500",
                 StatusCode::BAD_GATEWAY => "status_502",
                 StatusCode::SERVICE_UNAVAILABLE => "status_503",
                 StatusCode::GATEWAY_TIMEOUT => "status_504",
@@ -328,7 +334,8 @@ mod tests {
             (502, true),
             (504, true),
             (429, true),
-            (500, false),
+            (500, true),
+            (501, false),
             (404, false),
             (400, false),
             (200, false),
