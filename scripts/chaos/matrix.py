@@ -624,7 +624,9 @@ def per_second(streams: list[Stream], t0: float, seconds: int) -> dict[str, list
 
 
 def plot(name: str, what: str, result: dict, streams: list[Stream], w: Window, t0: float, path: Path) -> None:
-    seconds = max(1, int(max(result["load_end"] - t0, w.end - t0)) + 1)
+    # Whole seconds only: the last, partial second of the load would read as a drop.
+    last_due = max((r.due for stream in streams for r in read_trace(stream)), default=w.end)
+    seconds = max(1, int(max(last_due - t0, w.end - t0)))
     series = per_second(streams, t0, seconds)
     width, height, left, right, top, ph = 900, 320, 60, 20, 40, 230
     x = lambda s: left + (width - left - right) * s / seconds  # noqa: E731
@@ -697,7 +699,9 @@ def served(slot: Slot) -> int:
 
 
 def run_fault(fleet: Fleet, spec: FaultSpec, out: Path, quick: bool, rates: Rates) -> dict:
-    warm, tail = (2.5, 4.0) if quick else (5.0, 12.0)
+    # The full tail outlasts the client's BREAKER_RESET_SECS (15 s), so a breaker that opened in the
+    # fault shows up as a recovery time, not as "not recovered".
+    warm, tail = (2.5, 4.0) if quick else (5.0, 20.0)
     nominal = spec.seconds[1 if quick else 0]
     budget = spec.budget[1 if quick else 0]
     flaps_before, conns_before = flaps(fleet), connections(fleet)
