@@ -149,6 +149,7 @@ class Fleet:
     supervising: bool = False
     restarts: list[tuple[float, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.redis = h.Stack(self.bins, self.workdir, h.StackOptions(sentinel=True))
@@ -167,6 +168,7 @@ class Fleet:
             "RATE_LIMIT_WRITES_PER_SEC": "0",
             "LOG_FORMAT": "json",
             "RUST_LOG": "warn",
+            **self.extra_env,
         }
 
     def new_slot(self, name: str) -> Slot:
@@ -842,6 +844,14 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="the bounded form for the test suite")
     parser.add_argument("--write-doc", help="rewrite the matrix section of this Markdown file (RELIABILITY.md)")
     parser.add_argument("--copy-plots", help="copy the SVG plots into this directory (docs/chaos)")
+    parser.add_argument(
+        "--backend-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra backend setting (repeatable); e.g. APPEND_STRATEGY=naive ALLOW_UNSAFE=true "
+        "shows that the matrix fails when messages are lost",
+    )
     args = parser.parse_args()
 
     for tool in ("redis-server", "redis-cli"):
@@ -863,6 +873,12 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     rates = Rates(10, 10, 10) if args.quick else Rates(20, 20, 20)
     fleet = Fleet(bins, out / "fleet")
+    for setting in args.backend_env:
+        name, sep, value = setting.partition("=")
+        if not sep or not name:
+            log(f"--backend-env needs NAME=VALUE, got {setting!r}")
+            return 2
+        fleet.extra_env[name] = value
     results: list[dict] = []
     started = time.monotonic()
     try:
