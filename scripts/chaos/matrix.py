@@ -463,8 +463,10 @@ def fault_errors_50(fleet: Fleet, w: Window, seconds: float) -> None:
 
 def fault_backend_added(fleet: Fleet, w: Window, _seconds: float) -> None:
     slot = fleet.new_slot(f"backend-{len(fleet.slots) + 1}")
+    w.event(f"{slot.name} started")
+    wait_ready(slot, 30)
+    # Listed once ready, as an endpoint is; the balancer's first probe then finds it ready.
     fleet.balancer.command(f"add {slot.addr}")  # type: ignore[union-attr]
-    w.event(f"{slot.name} started and added to the balancer")
     h.wait_until(
         f"{slot.name} ready in the balancer",
         lambda: fleet.balancer.stats()["backends"].get(slot.addr, {}).get("ready"),  # type: ignore[union-attr]
@@ -472,7 +474,7 @@ def fault_backend_added(fleet: Fleet, w: Window, _seconds: float) -> None:
         0.1,
     )
     w.event(f"{slot.name} ready in the balancer")
-    w.notes.append(f"{slot.name} started and listed; its share of new connections is in the notes below")
+    w.notes.append(f"{slot.name} started, listed in the balancer once ready")
 
 
 def fault_rolling_restart(fleet: Fleet, w: Window, _seconds: float) -> None:
@@ -483,8 +485,16 @@ def fault_rolling_restart(fleet: Fleet, w: Window, _seconds: float) -> None:
     olds = fleet.active()
     for old in olds:
         new = fleet.new_slot(f"{old.name}r")
-        fleet.balancer.command(f"add {new.addr}")  # type: ignore[union-attr]
         wait_ready(new, 30)
+        # Ready is what makes a pod an endpoint; the balancer's first probe at `add` then finds
+        # it ready, rather than 3 s later.
+        fleet.balancer.command(f"add {new.addr}")  # type: ignore[union-attr]
+        h.wait_until(
+            f"{new.name} ready in the balancer",
+            lambda: fleet.balancer.stats()["backends"].get(new.addr, {}).get("ready"),  # type: ignore[union-attr]
+            30,
+            0.05,
+        )
         with fleet.lock:
             old.retired = True
         old.proc.signal(signal.SIGTERM)
@@ -681,6 +691,10 @@ def flaps(fleet: Fleet) -> dict[str, int]:
     return {addr: b["flaps"] for addr, b in fleet.balancer.stats()["backends"].items()}  # type: ignore[union-attr]
 
 
+def refused(fleet: Fleet) -> int:
+    return int(fleet.balancer.stats()["refused"])  # type: ignore[union-attr]
+
+
 def connections(fleet: Fleet) -> dict[str, int]:
     return {addr: b["connections"] for addr, b in fleet.balancer.stats()["backends"].items()}  # type: ignore[union-attr]
 
@@ -706,7 +720,7 @@ def run_fault(fleet: Fleet, spec: FaultSpec, out: Path, quick: bool, rates: Rate
     warm, tail = (2.5, 4.0) if quick else (5.0, 20.0)
     nominal = spec.seconds[1 if quick else 0]
     budget = spec.budget[1 if quick else 0]
-    flaps_before, conns_before = flaps(fleet), connections(fleet)
+    flaps_before, conns_before, refused_before = flaps(fleet), connections(fleet), refused(fleet)
     t0 = time.time()
     streams = start_streams(fleet, out, spec.name, rates, warm + budget + tail)
     try:
@@ -739,6 +753,7 @@ def run_fault(fleet: Fleet, spec: FaultSpec, out: Path, quick: bool, rates: Rate
         "flaps": sum(flapped.values()),
         "flaps_by_backend": flapped,
         "connections_by_backend": new_conns,
+        "refused": refused(fleet) - refused_before,
         "load_end": load_end,
         "tail_s": round(load_end - w.end, 1),
         "paths": {},
@@ -792,10 +807,11 @@ def table(results: list[dict]) -> str:
             else:
                 ref = " after the kill" if r["fault"] == "redis-failover" else ""
                 recovery = f"{p['recovery_s']:.1f} s{ref} {mark(p['recovery_s'] <= target)} (≤ {target:.0f} s)"
-            correct = p["lost"] == 0 and p["duplicated"] == 0 and p["verified"]
+            verified = "" if p["verified"] else f" (verifier exit {p['loadtest_exit']})"
             lines.append(
                 f"| {r['fault']} | {path} | {fmt_pct(p['goodput_pct'])} ({kinds}) | {recovery} | {r['flaps']} | "
-                f"{p['acknowledged']} | {p['lost']} {mark(correct)} | {p['duplicated']} {mark(correct)} |"
+                f"{p['acknowledged']}{verified} | {p['lost']} {mark(p['lost'] == 0)} | "
+                f"{p['duplicated']} {mark(p['duplicated'] == 0)} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -810,7 +826,8 @@ def details(results: list[dict]) -> str:
         notes = "; ".join(r["notes"])
         out.append(
             f"- **{r['fault']}** ({r['fault_seconds']:.1f} s; {events}): {notes}. "
-            f"Flaps by backend: {json.dumps(r['flaps_by_backend'])}."
+            f"Flaps by backend: {json.dumps(r['flaps_by_backend'])}; connections the balancer refused "
+            f"for want of a ready backend: {r['refused']}."
         )
     return "\n".join(out) + "\n"
 
