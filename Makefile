@@ -80,7 +80,7 @@ bench: build ## every benchmark; a full run rewrites BENCHMARKS.md
 	python3 scripts/bench_idempotency_memory.py
 	python3 scripts/bench_append_script.py
 
-chaos: build ## the chaos scenarios and the fleet fault matrix in full (~7 min); rewrites RELIABILITY.md's tables, plots in docs/chaos/
+chaos: build ## the chaos scenarios and the fleet fault matrix in full (~8 min); rewrites RELIABILITY.md's tables, plots in docs/chaos/
 	python3 scripts/chaos/harness.py --bin-dir target/release --out target/chaos \
 	  --write-doc RELIABILITY.md --copy-plots docs/chaos
 	python3 scripts/chaos/matrix.py --bin-dir target/release --out target/chaos-matrix \

@@ -799,7 +799,7 @@ def mark(ok: bool) -> str:
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| fault | path | goodput during the fault (% of baseline) | recovery after it ended | readiness flaps | acknowledged | lost | duplicated |",
+        "| fault | path | goodput during the fault (% of baseline) | recovery after it ended | readiness flaps | acknowledged (of sent) | lost | duplicated |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -817,7 +817,8 @@ def table(results: list[dict]) -> str:
             verified = "" if p["verified"] else f" (verifier exit {p['loadtest_exit']})"
             lines.append(
                 f"| {r['fault']} | {path} | {fmt_pct(p['goodput_pct'])} ({kinds}) | {recovery} | {r['flaps']} | "
-                f"{p['acknowledged']}{verified} | {p['lost']} {mark(p['lost'] == 0)} | "
+                f"{p['acknowledged']} ({(p['acknowledged'] or 0) + p['never_acknowledged']}){verified} | "
+                f"{p['lost']} {mark(p['lost'] == 0)} | "
                 f"{p['duplicated']} {mark(p['duplicated'] == 0)} |"
             )
     return "\n".join(lines) + "\n"
