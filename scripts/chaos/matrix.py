@@ -525,8 +525,8 @@ class FaultSpec:
     run: object
     seconds: tuple[float, float]  # nominal length (full, quick); 0 = as long as it takes
     budget: tuple[float, float]  # time the load plans for it (full, quick)
-    # Recovery is measured from the fault's end, except a failover's: from the kill, with
-    # Sentinel's down-after (the issue's target: down-after + 2 s).
+    # Recovery is measured from the fault's end, except a failover's: from the kill, against
+    # the issue's target of Sentinel's down-after + 2 s (this is the down-after).
     from_start: float | None = None
 
 
@@ -579,9 +579,9 @@ def read_trace(stream: Stream) -> list[Request]:
 def analyse_path(streams: list[Stream], w: Window, spec: FaultSpec, t0: float) -> dict:
     """Goodput: good requests *due* during the fault, per second, against the same before it
     (from 1 s after the load started: the first second includes start-up). Recovery: from the
-    fault's end (a failover: its kill + down-after) to when the last request that was not good
-    was due; everything due after it was good."""
-    reference = w.start + spec.from_start if spec.from_start is not None else w.end
+    fault's end (a failover: from its kill, the target then being down-after + 2 s) to when
+    the last request that was not good was due; everything due after it was good."""
+    reference = w.start if spec.from_start is not None else w.end
     base_from = t0 + 1.0
     span_b, span_d = max(w.start - base_from, 1e-9), max(w.end - w.start, 0.5)
     baseline_good = during_good = 0
