@@ -27,9 +27,10 @@ The load, for each fault (open loop; five guestbook-loadtest processes):
 The faults, in turn: redis-slow, redis-down, redis-failover, backend-kill, backend-slow,
 errors-50, backend-added, rolling-restart (see FAULTS below and RELIABILITY.md).
 
-For each fault and path: goodput during the fault (2xx answers per second) as % of the
-baseline measured just before it, seconds to full recovery after it ended (to the last failed
-request), readiness flaps (ready -> unready transitions the balancer saw), and lost and
+For each fault and path: goodput during the fault (requests answered 2xx within 1 s of when
+they were due -- an append: its message, retries included -- per second) as % of the baseline
+measured just before it, seconds to full recovery after it ended (to the last request that was
+not good), readiness flaps (ready -> unready transitions the balancer saw), and lost and
 duplicated acknowledged messages (the load tool reads the whole log back from Redis, through
 the backends, and checks every acknowledged message is there once, under its acknowledged
 id). Exits 1 on any lost or duplicated message; recovery targets are marked, not enforced.
