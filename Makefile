@@ -53,10 +53,11 @@ test-ui: ## the UI in Debian's chromium (playwright-core) against a real client,
 	npm ci --prefix tests/ui --no-audit --no-fund --loglevel=error
 	cd tests/ui && node --test --test-concurrency=1 guestbook.test.mjs
 
-test-chaos: ## the chaos harness, bounded (~1 min): every scenario short, debug binaries
+test-chaos: ## the chaos harness and the fleet fault matrix, bounded (~3 min): debug binaries; fails on any loss or duplicate
 	@command -v redis-server >/dev/null 2>&1 || { echo "make test-chaos: needs redis-server" >&2; exit 1; }
-	cargo build --locked -p guestbook-backend -p guestbook-client -p guestbook-loadtest
+	cargo build --locked -p guestbook-backend -p guestbook-client -p guestbook-loadtest -p guestbook-testkit
 	python3 scripts/chaos/harness.py --quick --bin-dir target/debug --out target/chaos-quick
+	python3 scripts/chaos/matrix.py --quick --bin-dir target/debug --out target/chaos-matrix-quick
 
 build: ## release build
 	cargo build --release --locked
@@ -80,8 +81,10 @@ bench: build ## every benchmark; a full run rewrites BENCHMARKS.md
 	python3 scripts/bench_idempotency_memory.py
 	python3 scripts/bench_append_script.py
 
-chaos: build ## the chaos scenarios in full (~3 min); rewrites RELIABILITY.md's table, plots in docs/chaos/
+chaos: build ## the chaos scenarios and the fleet fault matrix in full (~8 min); rewrites RELIABILITY.md's tables, plots in docs/chaos/
 	python3 scripts/chaos/harness.py --bin-dir target/release --out target/chaos \
+	  --write-doc RELIABILITY.md --copy-plots docs/chaos
+	python3 scripts/chaos/matrix.py --bin-dir target/release --out target/chaos-matrix \
 	  --write-doc RELIABILITY.md --copy-plots docs/chaos
 
 deploy-tools: ## install the deployment checkers (apt + a venv in ~/.cache; needs root)

@@ -75,6 +75,10 @@ pub struct MessagesArgs {
     /// Print the report (with the per-second timeline) as JSON on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Keep no idle connection: every attempt opens a new one, so that a per-connection
+    /// balancer picks a backend for each attempt, retries included.
+    #[arg(long)]
+    pub fresh_connections: bool,
 }
 
 /// Endpoints with a ready-made request.
@@ -143,6 +147,16 @@ pub struct HttpArgs {
     /// Draw latency, goodput and failures over time to FILE.svg or FILE.png.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Write every request to this CSV file, in the `messages` mode's trace format (message =
+    /// request index; due, sent and done seconds since the start; latency ms; status or error
+    /// kind). The JSON report's `started_unix_ms` is the wall clock of second 0.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// Open a new connection for every request (and close it after the answer), so that a
+    /// per-connection balancer picks a backend for each request, as it does for many
+    /// short-lived users.
+    #[arg(long)]
+    pub fresh_connections: bool,
 }
 
 /// Refuses anything but an absolute `http://` URL with a host. `https://` too: the tool loads
@@ -216,6 +230,7 @@ impl MessagesArgs {
             timeout: Duration::from_millis(self.timeout_ms),
             rate: self.rate,
             trace: self.trace.clone(),
+            fresh_connections: self.fresh_connections,
         })
     }
 }
@@ -266,6 +281,8 @@ impl HttpArgs {
             duration,
             requests: self.requests,
             timeout: Duration::from_millis(self.timeout_ms),
+            fresh_connections: self.fresh_connections,
+            trace: self.trace.is_some(),
         };
         load.validate()?;
         Ok(load)

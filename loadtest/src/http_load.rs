@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Uri};
@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 
 use crate::schedule::Schedule;
 use crate::stats::{Outcome, Stats};
+use crate::timeline::{Attempt, trace_csv};
 
 /// What to send, how, and for how long.
 #[derive(Debug, Clone)]
@@ -40,6 +41,12 @@ pub struct HttpLoad {
     pub requests: Option<u64>,
     /// Per-request time limit, connecting included.
     pub timeout: Duration,
+    /// Close each connection after one request: every request then opens a new one, so a
+    /// per-connection balancer (a Kubernetes Service) picks a backend for each, as it does
+    /// for many short-lived users rather than one long-lived client.
+    pub fresh_connections: bool,
+    /// Keep a record of every request (for `--trace`).
+    pub trace: bool,
 }
 
 /// The result of a run.
@@ -49,6 +56,30 @@ pub struct HttpRun {
     pub stats: Stats,
     /// Wall time from the first request to the last answer.
     pub elapsed: Duration,
+    /// Wall clock of the start, milliseconds since the Unix epoch, to line the series and the
+    /// trace up with events outside the tool (a chaos harness's faults).
+    pub started_unix_ms: u64,
+    /// Every request, when tracing (index, sent, done, outcome), in no particular order.
+    pub requests: Vec<Attempt>,
+}
+
+impl HttpRun {
+    /// The `--trace` CSV, in the `messages` mode's format: one row per request (`message` is
+    /// the request's index, `attempt` and `replica` are 0); `due_s` is when it was due (open
+    /// loop) or sent (closed loop).
+    pub fn trace_csv(&self, schedule: Schedule) -> String {
+        let sent: std::collections::HashMap<usize, Duration> = self
+            .requests
+            .iter()
+            .map(|request| (request.message, request.sent))
+            .collect();
+        trace_csv(&self.requests, |index| {
+            schedule
+                .due(index as u64)
+                .or_else(|| sent.get(&index).copied())
+                .unwrap_or_default()
+        })
+    }
 }
 
 /// Shared between the workers.
@@ -100,6 +131,11 @@ impl HttpLoad {
             stop: AtomicBool::new(false),
             start: Instant::now(),
         });
+        let started_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
         let this = Arc::new(self.clone());
         let workers: Vec<_> = (0..self.connections)
             .map(|_| {
@@ -111,14 +147,18 @@ impl HttpLoad {
             })
             .collect();
         let mut stats = Stats::default();
+        let mut requests = Vec::new();
         for worker in workers {
-            if let Ok(worker_stats) = worker.await {
+            if let Ok((worker_stats, worker_requests)) = worker.await {
                 stats.merge(&worker_stats);
+                requests.extend(worker_requests);
             }
         }
         HttpRun {
             stats,
             elapsed: shared.start.elapsed(),
+            started_unix_ms,
+            requests,
         }
     }
 }
@@ -147,8 +187,9 @@ async fn worker(
     load: Arc<HttpLoad>,
     shared: Arc<Shared>,
     progress: Option<Arc<AtomicU64>>,
-) -> Stats {
+) -> (Stats, Vec<Attempt>) {
     let mut stats = Stats::default();
+    let mut requests = Vec::new();
     let mut connection: Option<SendRequest<Full<Bytes>>> = None;
     let authority = load.authority();
     let path = load
@@ -156,7 +197,7 @@ async fn worker(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    while let Some((_index, due)) = claim(&load, &shared) {
+    while let Some((index, due)) = claim(&load, &shared) {
         let claimed = shared.start.elapsed();
         if let Some(due) = due {
             tokio::time::sleep_until((shared.start + due).into()).await;
@@ -176,6 +217,23 @@ async fn worker(
         };
         let done = shared.start.elapsed();
         stats.record(done, Schedule::latency(due, claimed, sent, done), outcome);
+        if load.trace {
+            requests.push(Attempt {
+                message: usize::try_from(index).unwrap_or(usize::MAX),
+                attempt: 0,
+                replica: 0,
+                sent,
+                done,
+                outcome: match outcome {
+                    Outcome::Status(status) => status.to_string(),
+                    Outcome::Error(kind) => kind.to_owned(),
+                },
+            });
+        }
+        if load.fresh_connections {
+            // Dropping the sender closes the connection once its answer has been read.
+            connection = None;
+        }
         shared.completed.fetch_add(1, Ordering::Relaxed);
         if let Some(progress) = &progress {
             progress.fetch_add(1, Ordering::Relaxed);
@@ -185,7 +243,7 @@ async fn worker(
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    stats
+    (stats, requests)
 }
 
 /// Sends one request on the worker's connection, opening one when needed.

@@ -64,6 +64,11 @@ async fn main() -> ExitCode {
                 progress.finish();
             }
             let report = HttpReport::new(&load, &run);
+            if let Some(path) = &args.trace
+                && let Err(err) = std::fs::write(path, run.trace_csv(load.schedule))
+            {
+                return could_not_run(&anyhow::anyhow!("writing {}: {err}", path.display()));
+            }
             if let Some(path) = &args.plot
                 && let Err(err) = guestbook_loadtest::plot::draw(&report, path)
             {

@@ -44,6 +44,9 @@ pub struct MessagesRun {
     pub rate: Option<f64>,
     /// Write every attempt to this CSV file.
     pub trace: Option<PathBuf>,
+    /// Keep no idle connection, so each attempt connects anew (and a per-connection balancer
+    /// picks a backend for each).
+    pub fresh_connections: bool,
 }
 
 /// The report of a messages run.
@@ -100,7 +103,11 @@ impl MessagesRun {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(self.timeout)
-            .pool_max_idle_per_host(self.concurrency)
+            .pool_max_idle_per_host(if self.fresh_connections {
+                0
+            } else {
+                self.concurrency
+            })
             .build()?;
         let target = trim(&self.target);
         if let Some(token) = &self.clear_with {

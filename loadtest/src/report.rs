@@ -58,6 +58,8 @@ pub struct HttpReport {
     pub errors: BTreeMap<String, u64>,
     /// The per-second series.
     pub series: Vec<SecondPoint>,
+    /// Wall clock of second 0, milliseconds since the Unix epoch.
+    pub started_unix_ms: u64,
 }
 
 impl HttpReport {
@@ -96,6 +98,7 @@ impl HttpReport {
                     latency_ms: Percentiles::of(&bucket.latency),
                 })
                 .collect(),
+            started_unix_ms: run.started_unix_ms,
         }
     }
 

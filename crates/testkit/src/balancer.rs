@@ -11,6 +11,11 @@
 //! picks until it does (existing connections stay, as with kube-proxy, which removes an
 //! endpoint from the rules but cuts no established connection). A removed backend's
 //! connections stay too: only new connections avoid it.
+//!
+//! Two things a chaos harness needs on top: each backend's readiness *flaps* (ready → not
+//! ready transitions) are counted, and one backend can be made slow (`set_delay`): every chunk
+//! a client sends it, on new and already open connections, is held that long first, so each
+//! request on it takes that much longer, as with an overloaded or throttled pod.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,6 +38,10 @@ struct Endpoint {
     listed: AtomicBool,
     /// Connections handed to it so far.
     connections: AtomicU64,
+    /// Ready → not ready transitions seen by the readiness polling.
+    flaps: AtomicU64,
+    /// Milliseconds each chunk sent to it waits first (0: none).
+    delay_ms: AtomicU64,
 }
 
 #[derive(Default)]
@@ -113,7 +122,7 @@ impl TcpBalancer {
                     };
                     endpoint.connections.fetch_add(1, Ordering::Relaxed);
                     if let Ok(outbound) = TcpStream::connect(endpoint.addr).await {
-                        splice(inbound, outbound).await;
+                        splice(inbound, outbound, &endpoint).await;
                     }
                 });
             }
@@ -141,6 +150,8 @@ impl TcpBalancer {
             ready: AtomicBool::new(self.readiness.is_none()),
             listed: AtomicBool::new(true),
             connections: AtomicU64::new(0),
+            flaps: AtomicU64::new(0),
+            delay_ms: AtomicU64::new(0),
         });
         self.shared
             .endpoints
@@ -151,7 +162,9 @@ impl TcpBalancer {
             self.spawn(async move {
                 while endpoint.listed.load(Ordering::Acquire) {
                     let ready = probe(endpoint.addr).await;
-                    endpoint.ready.store(ready, Ordering::Release);
+                    if endpoint.ready.swap(ready, Ordering::AcqRel) && !ready {
+                        endpoint.flaps.fetch_add(1, Ordering::Relaxed);
+                    }
                     tokio::time::sleep(period).await;
                 }
             });
@@ -173,6 +186,25 @@ impl TcpBalancer {
             .filter(|endpoint| endpoint.addr == backend)
             .map(|endpoint| endpoint.connections.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// Ready → not ready transitions of `backend` seen so far (0 without readiness polling).
+    pub fn flaps_of(&self, backend: SocketAddr) -> u64 {
+        self.shared
+            .endpoints()
+            .iter()
+            .filter(|endpoint| endpoint.addr == backend)
+            .map(|endpoint| endpoint.flaps.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Makes `backend` slow: every chunk sent to it, on new and open connections, waits
+    /// `delay` first (zero: none). No effect on a backend that is not listed.
+    pub fn set_delay(&self, backend: SocketAddr, delay: Duration) {
+        if let Some(endpoint) = self.shared.find(backend) {
+            let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+            endpoint.delay_ms.store(ms, Ordering::Release);
+        }
     }
 
     /// Whether `backend` is listed and (with polling) answered its last readiness probe 2xx.
@@ -208,9 +240,38 @@ impl Drop for TcpBalancer {
     }
 }
 
-/// Copies bytes both ways until either side closes.
-async fn splice(mut inbound: TcpStream, mut outbound: TcpStream) {
-    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+/// Copies bytes both ways until either side closes; what goes to the backend waits the
+/// endpoint's delay first, read afresh for every chunk so that a delay set or cleared while a
+/// connection is open applies to it.
+async fn splice(inbound: TcpStream, outbound: TcpStream, endpoint: &Endpoint) {
+    let (mut from_client, mut to_client) = inbound.into_split();
+    let (mut from_backend, mut to_backend) = outbound.into_split();
+    let upstream = async {
+        let mut buffer = vec![0_u8; 16 * 1024];
+        loop {
+            let read = match from_client.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => read,
+            };
+            let delay = endpoint.delay_ms.load(Ordering::Acquire);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            if to_backend.write_all(&buffer[..read]).await.is_err() {
+                break;
+            }
+        }
+        let _ = to_backend.shutdown().await;
+    };
+    let downstream = async {
+        let _ = tokio::io::copy(&mut from_backend, &mut to_client).await;
+        let _ = to_client.shutdown().await;
+    };
+    // HTTP/1.1 clients do not half-close, so the first direction to end ends the connection.
+    tokio::select! {
+        () = upstream => {}
+        () = downstream => {}
+    }
 }
 
 /// `GET /readiness` over a fresh connection: true on a 2xx status line within the timeout.
@@ -286,6 +347,53 @@ mod tests {
             );
         }
         assert_eq!(balancer.connections_to(first), before);
+    }
+
+    #[tokio::test]
+    async fn a_delayed_backend_answers_no_sooner_than_its_delay() {
+        let slow = answering("200 OK").await;
+        let balancer = TcpBalancer::start(&[slow], None).await;
+        balancer.set_delay(slow, Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        assert_eq!(
+            ask(&balancer).await.as_deref(),
+            Some(slow.port().to_string().as_str())
+        );
+        assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_turns_unready_counts_one_flap() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let answer_ready = Arc::new(AtomicBool::new(true));
+        let ready = Arc::clone(&answer_ready);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = [0_u8; 1024];
+                let _ = stream.read(&mut request).await;
+                let status = if ready.load(Ordering::Acquire) {
+                    "200 OK"
+                } else {
+                    "503 Service Unavailable"
+                };
+                let answer =
+                    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        let balancer = TcpBalancer::start(&[addr], Some(Duration::from_millis(20))).await;
+        while !balancer.is_ready(addr) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(balancer.flaps_of(addr), 0, "turning ready is no flap");
+        answer_ready.store(false, Ordering::Release);
+        while balancer.is_ready(addr) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Several more unready polls: still one transition.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(balancer.flaps_of(addr), 1);
     }
 
     #[tokio::test]

@@ -206,3 +206,77 @@ async fn an_unknown_plot_extension_is_refused() {
     assert_eq!(output.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&output.stderr).contains(".svg or .png"));
 }
+
+/// A server that answers 200 and counts the connections it accepted.
+async fn connection_counting_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = std::sync::Arc::clone(&accepted);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = Router::new().route("/", get(|| async { "ok" }));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let app = app.clone();
+            tokio::spawn(async move {
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}/"), accepted)
+}
+
+/// The chaos matrix lines every request up with its faults through `--trace`, and needs
+/// `--fresh-connections` so that a per-connection balancer picks a backend per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trace_lists_every_request_and_fresh_connections_open_one_each() {
+    let (url, accepted) = connection_counting_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trace = dir.path().join("trace.csv");
+    let output = loadtest(&[
+        "http",
+        "--url",
+        &url,
+        "--requests",
+        "30",
+        "--connections",
+        "2",
+        "--fresh-connections",
+        "--trace",
+        trace.to_str().expect("utf-8 path"),
+        "--json",
+    ])
+    .await;
+    let report = json(&output);
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 30);
+    assert!(report["started_unix_ms"].as_u64().is_some_and(|ms| ms > 0));
+    let csv = std::fs::read_to_string(&trace).expect("the trace was written");
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 30);
+    assert!(rows.iter().all(|row| row.ends_with(",200")), "{csv}");
+
+    let (url, accepted) = connection_counting_server().await;
+    let output = loadtest(&[
+        "http",
+        "--url",
+        &url,
+        "--requests",
+        "30",
+        "--connections",
+        "2",
+        "--json",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "keep-alive by default"
+    );
+}
