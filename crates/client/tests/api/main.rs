@@ -12,3 +12,4 @@ mod security;
 mod stream_limits;
 mod surface;
 mod tls;
+mod ui_files;
