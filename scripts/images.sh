@@ -7,6 +7,8 @@
 # BINARIES=prebuilt  the offline fallback: `cargo build --release --locked` on this host, the
 #                    binaries and the host's CA bundle staged in target/image-bin/, copied in.
 # BINARIES=auto      (default) source when RUST_IMAGE is present or can be pulled, else prebuilt.
+# IMAGE_PROFILE=release (default) or debug: which cargo profile the prebuilt binaries come from
+#                    (CI's compose check uses the debug binaries `make test` already built).
 # Base images: when the runtime base cannot be found or pulled either, they are made from
 # Debian's packages by scripts/local-base-images.sh (mmdebstrap; root).
 set -euo pipefail
@@ -41,10 +43,18 @@ fi
 case $BINARIES in
   source) ;;
   prebuilt)
-    cargo build --release --locked -p guestbook-backend -p guestbook-client -p guestbook-loadtest
+    profile=${IMAGE_PROFILE:-release}
+    case $profile in
+      release) cargo build --release --locked -p guestbook-backend -p guestbook-client -p guestbook-loadtest ;;
+      debug) cargo build --locked -p guestbook-backend -p guestbook-client -p guestbook-loadtest ;;
+      *) echo "images: IMAGE_PROFILE is release or debug, not $profile" >&2; exit 1 ;;
+    esac
     rm -rf target/image-bin
     mkdir -p target/image-bin
-    cp target/release/guestbook-backend target/release/guestbook-client target/release/guestbook-loadtest target/image-bin/
+    # Hard links where the file system allows: no second copy of the binaries on the disk.
+    for bin in guestbook-backend guestbook-client guestbook-loadtest; do
+      ln "target/$profile/$bin" target/image-bin/ 2>/dev/null || cp "target/$profile/$bin" target/image-bin/
+    done
     # Debian's ca-certificates bundle, as the rust image's would be.
     cp /etc/ssl/certs/ca-certificates.crt target/image-bin/
     ;;

@@ -70,6 +70,9 @@ build() { # build NAME [mmdebstrap options...] -- [podman import --change ...]
   while (($# > 0)) && [[ $1 != -- ]]; do opts+=("$1"); shift; done
   (($# > 0)) && shift
   local change
+  # `import` sets no environment; the official images set PATH, and kube play needs it to find
+  # a relative entrypoint or command.
+  changes+=(--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin')
   for change in "$@"; do changes+=(--change "$change"); done
   local start=$SECONDS old
   old=$("$ENGINE" image inspect --format '{{.Id}}' "$name" 2>/dev/null || true)
