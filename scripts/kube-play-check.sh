@@ -64,7 +64,7 @@ http_probe() { # http_probe POD CONTAINER PORT PATH: the kubelet's httpGet (2xx/
 check_render() { # check_render NAME < manifests
   local name=$1
   step "$name: adapting the render for podman kube play"
-  "$PY" scripts/kube_play.py "$work/$name-probes.json" >"$work/$name.yaml"
+  "$PY" scripts/kube_play.py "$work/$name-probes.sh" >"$work/$name.yaml"
   network=gb-kube-play-$$
   podman network create "$network" >/dev/null
   "$PY" -c 'import sys, yaml
@@ -93,13 +93,7 @@ print("\n".join(d["metadata"]["name"] for d in yaml.safe_load_all(open(sys.argv[
     ((ok)) || { podman logs --tail 20 "$pod-$container" || true; die "$name: $pod/$container $kind failed for $PROBE_SECONDS s"; }
     echo "$pod/$container $kind: passes ${path:+GET $path :$port}${tcp:+tcp :$tcp}${exec:+exec ${exec[*]}}"
     unset path port tcp exec
-  done < <("$PY" -c 'import json, shlex, sys
-for p in json.load(open(sys.argv[1])):
-    parts = [f"pod={shlex.quote(p[\"pod\"])}", f"container={shlex.quote(p[\"container\"])}", f"kind={p[\"kind\"]}"]
-    if "path" in p: parts += [f"path={shlex.quote(p[\"path\"])}", f"port={p[\"port\"]}"]
-    elif "tcp" in p: parts.append(f"tcp={p[\"tcp\"]}")
-    else: parts.append("exec=(" + " ".join(shlex.quote(a) for a in p["exec"]) + ")")
-    print(" ".join(parts))' "$work/$name-probes.json")
+  done <"$work/$name-probes.sh"
 
   step "$name: the services answer through their Service names"
   local backend client

@@ -1,5 +1,6 @@
 """Turns a rendered set of Kubernetes manifests (stdin) into what `podman kube play` runs
-(stdout), and writes the probes to check (a JSON file named by the first argument).
+(stdout), and writes the probes to check to the file named by the first argument, one a line
+as shell assignments (pod= container= kind= and path= port=, tcp= or exec=(...)).
 
 podman 4.3 plays Pods, Deployments, PersistentVolumeClaims, ConfigMaps and Secrets; it has no
 Services, so each Deployment and StatefulSet becomes one Pod named after the Service that
@@ -10,7 +11,7 @@ volumes). Everything else is left out and listed on stderr: it needs a cluster.
 """
 
 import copy
-import json
+import shlex
 import sys
 
 import yaml
@@ -51,9 +52,12 @@ def main():
             out.append(pvc)
             spec.setdefault("volumes", []).append(
                 {"name": claim["metadata"]["name"], "persistentVolumeClaim": {"claimName": pvc["metadata"]["name"]}})
+        # podman 4.3 refuses annotation values over 63 characters (Kubernetes allows 256 KiB in
+        # all), e.g. the chart's checksum/config; they only roll pods, which one pod never needs.
+        annotations = {k: v for k, v in (template["metadata"].get("annotations") or {}).items()
+                       if len(str(v)) <= 63}
         pod = {"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": service, "labels": labels,
-                            "annotations": template["metadata"].get("annotations") or {}},
+               "metadata": {"name": service, "labels": labels, "annotations": annotations},
                "spec": spec}
         out.append(pod)
         for container in spec["containers"]:
@@ -76,7 +80,15 @@ def main():
                                    "tcp": ports.get(port, port)})
         left_out.append(f"{kind}/{name}: played as Pod/{service}, 1 replica")
     with open(sys.argv[1], "w", encoding="utf-8") as f:
-        json.dump(probes, f)
+        for p in probes:
+            parts = [f"pod={shlex.quote(p['pod'])}", f"container={shlex.quote(p['container'])}", f"kind={p['kind']}"]
+            if "path" in p:
+                parts += [f"path={shlex.quote(p['path'])}", f"port={int(p['port'])}"]
+            elif "tcp" in p:
+                parts.append(f"tcp={int(p['tcp'])}")
+            else:
+                parts.append("exec=(" + " ".join(shlex.quote(a) for a in p["exec"]) + ")")
+            print(" ".join(parts), file=f)
     for line in left_out:
         print(f"  {line}", file=sys.stderr)
     yaml.safe_dump_all(out, sys.stdout, sort_keys=False)

@@ -5,7 +5,10 @@
 # version as that tag (the compose tags are pinned to what Debian 12 ships for this reason):
 #
 #   debian:12.12-slim                   minbase bookworm, docs/man/locales left out as in -slim
-#   redis:7.0.15-bookworm               Debian's redis-server 7.0.15; /data owned by redis; an
+#   redis:7.0.15-bookworm               Debian's redis-server 7.0.15; user redis is 999:999 as in
+#                                       the official image (kustomize and Helm run it as 999);
+#                                       /data owned by redis; no /etc/redis (the official image
+#                                       has none; kube mounts its ConfigMap there); an
 #                                       entrypoint that adds --protected-mode no when started
 #                                       without a config file, as the official image's does
 #   prom/prometheus:v2.42.0             Debian's prometheus 2.42.0; user nobody, /prometheus
@@ -106,7 +109,9 @@ exec "$@"
 SH
 build docker.io/library/redis:7.0.15-bookworm --include=redis-server,redis-tools \
   --customize-hook="install -m 0755 '$work/redis-entrypoint.sh' \"\$1/usr/local/bin/docker-entrypoint.sh\"" \
-  --customize-hook='mkdir -p "$1/data" && chroot "$1" chown redis:redis /data' \
+  --customize-hook='chroot "$1" groupmod -g 999 redis && chroot "$1" usermod -u 999 -g 999 redis' \
+  --customize-hook='mkdir -p "$1/data" && chroot "$1" chown -R redis:redis /data /var/lib/redis /var/log/redis' \
+  --customize-hook='rm -rf "$1/etc/redis"' \
   -- 'WORKDIR /data' 'VOLUME /data' 'EXPOSE 6379' \
   'ENTRYPOINT ["docker-entrypoint.sh"]' 'CMD ["redis-server"]'
 
