@@ -90,3 +90,28 @@ async fn the_binary_started_elsewhere_serves_the_ui() {
         .expect("answers");
     assert_eq!(missing.status().as_u16(), 404);
 }
+
+/// FRONTEND_DIR still serves a directory instead of the embedded copy (for editing the UI
+/// without a rebuild).
+#[tokio::test]
+async fn frontend_dir_overrides_the_embedded_ui() {
+    let redis = crate::helpers::RedisServer::start().await;
+    let backend = crate::helpers::backend(&redis).await;
+    let dir = tempfile::tempdir().expect("a directory");
+    std::fs::write(dir.path().join("index.html"), "<title>edited</title>").expect("written");
+    let mut settings = crate::helpers::client_settings(&backend);
+    settings.frontend_dir = Some(dir.path().to_path_buf());
+    let client = crate::helpers::client(settings).await;
+    let http = crate::helpers::http();
+
+    let page = http.get(client.url("/")).send().await.expect("/ answers");
+    assert_eq!(page.status().as_u16(), 200);
+    assert_eq!(page.text().await.expect("text"), "<title>edited</title>");
+    // Only that directory: the embedded files are not mixed in.
+    let script = http
+        .get(client.url("/js/main.js"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(script.status().as_u16(), 404);
+}
