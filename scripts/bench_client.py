@@ -210,7 +210,7 @@ def main():
         f"p50 {open_report['latency_ms']['p50']:.3f} ms, p99 {open_report['latency_ms']['p99']:.3f} ms (queueing at saturation).",
         "",
         "Backend calls per client request with the backend failing every call (503), `/fetch` at 50/s for 10 s, "
-        "RETRY_MAX_ATTEMPTS=4:",
+        "the client's default RETRY_MAX_ATTEMPTS:",
         "",
         "| client configuration | requests | backend calls | calls per request |",
         "|---|---:|---:|---:|",

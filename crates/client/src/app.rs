@@ -20,6 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{self, AttemptMetrics, BackendService, BackendStack, StackConfig};
@@ -57,8 +58,12 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     /// Every backend call goes through this.
     pub stack: BackendStack,
-    /// The circuit breaker inside the stack.
+    /// The circuit breaker inside the stack; the stream passthrough asks it too.
     pub breaker: Arc<Breaker>,
+    /// `BACKEND_CONCURRENCY`'s permits: the stack's calls and the open streams share them.
+    pub backend_slots: Arc<Semaphore>,
+    /// `BACKEND_CONCURRENCY`: how many permits `backend_slots` started with.
+    pub backend_concurrency: usize,
     /// The same with any password replaced, for logs and `/status`.
     pub backend_url_shown: String,
     /// Per-client limit on `POST /api/*`, when `RATE_LIMIT_WRITES_PER_SEC` is above 0.
@@ -71,6 +76,8 @@ pub struct Shared {
     pub load_max: Duration,
     /// A client for the unbuffered live-update stream (no overall timeout).
     pub streaming: reqwest::Client,
+    /// Longest wait for the backend's answer (its headers) to a stream request.
+    pub stream_answer_timeout: Duration,
     /// The backend's live-update stream: a fixed path on `BACKEND_URL`'s scheme, host and port.
     pub stream_url: reqwest::Url,
     /// Bounds the streams passed through, in all and per browser address.
@@ -193,24 +200,34 @@ impl AppState {
             settings.retry_budget_min_per_sec,
             settings.retry_budget_percent,
             RetryMetrics::register(&mut registry),
+            Arc::clone(&breaker),
         );
         let transport =
             backend::Transport::for_url(&settings.backend_url).map_err(anyhow::Error::msg)?;
-        let http = transport
-            .builder()
-            .connect_timeout(settings.attempt_timeout())
-            .pool_max_idle_per_host(settings.backend_concurrency)
-            .build()?;
+        let make_client: backend::MakeClient = {
+            let transport = transport.clone();
+            let connect_timeout = settings.attempt_timeout();
+            let idle_per_pool = settings.backend_concurrency.div_ceil(backend::POOLS);
+            Box::new(move || {
+                transport
+                    .builder()
+                    .connect_timeout(connect_timeout)
+                    .pool_max_idle_per_host(idle_per_pool)
+                    .build()
+            })
+        };
+        let pools = backend::RotatingPools::new(make_client, settings.connection_max_age())?;
         let backend = BackendService::new(
-            http,
+            Arc::new(pools),
             &settings.backend_url,
             AttemptMetrics::register(&mut registry),
         )
         .map_err(|err| anyhow::anyhow!("BACKEND_URL: {err}"))?;
+        let backend_slots = Arc::new(Semaphore::new(settings.backend_concurrency));
         let stack_config = StackConfig {
             deadline: Duration::from_millis(settings.request_deadline_ms),
             attempt_timeout: settings.attempt_timeout(),
-            concurrency: settings.backend_concurrency,
+            concurrency: Arc::clone(&backend_slots),
         };
         let stack = backend::build(backend, Arc::clone(&breaker), retry, &stack_config);
         let streams = StreamLimit::new(
@@ -223,6 +240,8 @@ impl AppState {
         Ok(Self(Arc::new(Shared {
             stack,
             breaker,
+            backend_slots,
+            backend_concurrency: settings.backend_concurrency,
             backend_url_shown: redact::url(settings.backend_url.trim_end_matches('/')),
             write_limiter: RateLimiter::new(
                 settings.rate_limit_writes_per_sec,
@@ -234,6 +253,7 @@ impl AppState {
                 "max_ms": settings.retry_max_ms,
                 "budget_percent": settings.retry_budget_percent,
                 "budget_min_per_sec": settings.retry_budget_min_per_sec,
+                "budget_per_success": crate::middleware::retry::RETRIES_PER_SUCCESS,
                 "attempt_timeout_ms": settings.backend_timeout_ms,
                 "deadline_ms": settings.request_deadline_ms,
             }),
@@ -243,6 +263,7 @@ impl AppState {
                 .builder()
                 .connect_timeout(settings.attempt_timeout())
                 .build()?,
+            stream_answer_timeout: settings.attempt_timeout(),
             stream_url: stream::upstream_url(&settings.backend_url)
                 .map_err(|err| anyhow::anyhow!("BACKEND_URL: {err}"))?,
             streams,

@@ -150,8 +150,8 @@ fn create_message() {}
 #[allow(dead_code)]
 fn clear_messages() {}
 
-/// Live updates, passed through unbuffered (not retried, not behind the breaker), capped in
-/// all and per browser address.
+/// Live updates, passed through unbuffered (never retried), admitted by the circuit breaker,
+/// holding a BACKEND_CONCURRENCY slot while open, capped in all and per browser address.
 #[utoipa::path(
     get,
     path = "/api/messages/stream",
@@ -165,7 +165,7 @@ fn clear_messages() {}
         (status = 400, description = "A bad query or Last-Event-ID", body = ErrorBody),
         (status = 429, description = "This browser address already has the client's MAX_STREAMS_PER_CLIENT streams open (or, passed through, the client's address has the backend's)", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "The client has its MAX_STREAM_CLIENTS streams open, the backend cannot be reached, or it has its MAX_STREAM_CLIENTS streams open", body = ErrorBody,
+        (status = 503, description = "The client has its MAX_STREAM_CLIENTS streams open, the circuit is open, every BACKEND_CONCURRENCY slot is taken, the backend cannot be reached or does not answer within BACKEND_TIMEOUT_MS, or it has its MAX_STREAM_CLIENTS streams open", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]

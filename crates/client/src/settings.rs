@@ -35,15 +35,15 @@ pub struct Settings {
     )]
     pub backend_url: String,
     /// Attempts per backend call, the first included (1 = no retry).
-    #[arg(long, env = "RETRY_MAX_ATTEMPTS", default_value_t = 4)]
+    #[arg(long, env = "RETRY_MAX_ATTEMPTS", default_value_t = 7)]
     pub retry_max_attempts: u32,
-    /// Backoff base, in milliseconds.
-    #[arg(long, env = "RETRY_BASE_MS", default_value_t = 50)]
+    /// Backoff base, in milliseconds (waits are at most base, 2×base, 4×base...: with 7 attempts and 5 ms, 315 ms in all).
+    #[arg(long, env = "RETRY_BASE_MS", default_value_t = 5)]
     pub retry_base_ms: u64,
     /// Longest backoff wait and cap on Retry-After, in milliseconds.
     #[arg(long, env = "RETRY_MAX_MS", default_value_t = 1_000)]
     pub retry_max_ms: u64,
-    /// Retries may add this percentage of the requests of the last 10 s.
+    /// Retries may add this percentage of the requests of the last 2 s, plus three per retry that succeeded in them.
     #[arg(long, env = "RETRY_BUDGET_PERCENT", default_value_t = 20.0)]
     pub retry_budget_percent: f32,
     /// ... plus this many retries per second.
@@ -73,9 +73,12 @@ pub struct Settings {
     /// Time limit of a whole backend call, retries included, in milliseconds.
     #[arg(long, env = "REQUEST_DEADLINE_MS", default_value_t = 5_000)]
     pub request_deadline_ms: u64,
-    /// Backend calls in flight at once.
-    #[arg(long, env = "BACKEND_CONCURRENCY", default_value_t = 256)]
+    /// Backend calls and live-update streams in flight at once; above MAX_STREAM_CLIENTS, so that streams cannot take every slot.
+    #[arg(long, env = "BACKEND_CONCURRENCY", default_value_t = 512)]
     pub backend_concurrency: usize,
+    /// Milliseconds after which a pooled backend connection takes no new call, so that backend replicas added behind a Service get their share (0: kept for ever).
+    #[arg(long, env = "BACKEND_CONNECTION_MAX_AGE_MS", default_value_t = 2_000)]
+    pub backend_connection_max_age_ms: u64,
     /// Above 0: /fetch may answer from the last good response this many seconds old.
     #[arg(long, env = "FALLBACK_CACHE_SECS", default_value_t = 0)]
     pub fallback_cache_secs: u64,
@@ -138,6 +141,12 @@ impl Settings {
     pub fn attempt_timeout(&self) -> Duration {
         Duration::from_millis(self.backend_timeout_ms)
     }
+
+    /// Lifetime of a pooled backend connection; `None` for ever.
+    pub fn connection_max_age(&self) -> Option<Duration> {
+        (self.backend_connection_max_age_ms > 0)
+            .then(|| Duration::from_millis(self.backend_connection_max_age_ms))
+    }
 }
 
 impl std::fmt::Debug for Settings {
@@ -148,6 +157,11 @@ impl std::fmt::Debug for Settings {
             .field("retry_max_attempts", &self.retry_max_attempts)
             .field("backend_timeout_ms", &self.backend_timeout_ms)
             .field("request_deadline_ms", &self.request_deadline_ms)
+            .field("backend_concurrency", &self.backend_concurrency)
+            .field(
+                "backend_connection_max_age_ms",
+                &self.backend_connection_max_age_ms,
+            )
             .field("rate_limit_writes_per_sec", &self.rate_limit_writes_per_sec)
             .field("rate_limit_writes_burst", &self.rate_limit_writes_burst)
             .field("max_stream_clients", &self.max_stream_clients)
@@ -213,11 +227,49 @@ impl Validate for Settings {
         {
             return Err("BREAKER_WINDOW, BREAKER_HALF_OPEN_CALLS and BACKEND_CONCURRENCY must be at least 1".into());
         }
+        if self.max_stream_clients >= self.backend_concurrency {
+            // Each open stream holds a BACKEND_CONCURRENCY slot for as long as it lasts.
+            return Err(
+                "MAX_STREAM_CLIENTS must be below BACKEND_CONCURRENCY: open streams hold their slots, and calls need some left"
+                    .into(),
+            );
+        }
         if self.backend_timeout_ms == 0 || self.request_deadline_ms < self.backend_timeout_ms {
             return Err(
                 "BACKEND_TIMEOUT_MS must be at least 1 and not above REQUEST_DEADLINE_MS".into(),
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_leave_calls_slots_beside_every_stream() {
+        let settings = Settings::for_tests("http://127.0.0.1:8080");
+        assert_eq!(settings.validate(), Ok(()));
+        assert!(settings.max_stream_clients < settings.backend_concurrency);
+    }
+
+    #[test]
+    fn streams_that_could_take_every_backend_slot_are_refused() {
+        let mut settings = Settings::for_tests("http://127.0.0.1:8080");
+        settings.backend_concurrency = settings.max_stream_clients;
+        assert!(
+            settings
+                .validate()
+                .is_err_and(|problem| problem.contains("MAX_STREAM_CLIENTS"))
+        );
+    }
+
+    #[test]
+    fn a_max_age_of_zero_keeps_connections_for_ever() {
+        let mut settings = Settings::for_tests("http://127.0.0.1:8080");
+        assert_eq!(settings.connection_max_age(), Some(Duration::from_secs(2)));
+        settings.backend_connection_max_age_ms = 0;
+        assert_eq!(settings.connection_max_age(), None);
     }
 }

@@ -3,9 +3,11 @@
 //! can wrap it, and a retried request can be cloned cheaply.
 
 mod http;
+mod pools;
 mod service;
 mod stack;
 
 pub use http::{POOL_IDLE_TIMEOUT, Transport};
+pub use pools::{MakeClient, POOLS, RotatingPools};
 pub use service::{AttemptMetrics, BackendService, MAX_RESPONSE_BYTES};
 pub use stack::{BackendStack, StackConfig, build};

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -13,6 +14,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 use tower::{BoxError, Service};
+
+use super::pools::RotatingPools;
 
 /// Largest backend response body accepted (a page of 1,000 messages is about 250 KiB).
 pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
@@ -60,7 +63,8 @@ impl AttemptMetrics {
 /// Calls the backend at `base` (e.g. `http://backend:8080`) with the request's path and query.
 #[derive(Clone)]
 pub struct BackendService {
-    client: reqwest::Client,
+    /// Connections with a bounded lifetime, so that new replicas get calls (see `pools`).
+    clients: Arc<RotatingPools>,
     // Parsed once: parsing a URL string per call (host, IDNA) was a visible share of the
     // client's CPU in a profile; cloning and setting the path is cheap.
     base: reqwest::Url,
@@ -70,12 +74,12 @@ pub struct BackendService {
 impl BackendService {
     /// A service for `base`, an absolute `http(s)` URL whose path is ignored.
     pub fn new(
-        client: reqwest::Client,
+        clients: Arc<RotatingPools>,
         base: &str,
         metrics: AttemptMetrics,
     ) -> Result<Self, BoxError> {
         Ok(Self {
-            client,
+            clients,
             base: reqwest::Url::parse(base)?,
             metrics,
         })
@@ -101,7 +105,7 @@ impl Service<Request<Bytes>> for BackendService {
     }
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
-        let client = self.client.clone();
+        let client = self.clients.pick();
         let metrics = self.metrics.clone();
         let started = Instant::now();
         let url = self.url_for(&request);

@@ -6,11 +6,15 @@
 //!    Inside the breaker, so a call cut off by the deadline counts as a failure: a backend
 //!    that hangs opens the circuit like one that fails (outside it, the cut-off call would
 //!    drop its permit and count as nothing);
-//! 3. **retry** ([`RetryPolicy`]): safe requests, transient failures, jittered backoff, budget;
-//! 4. **per-attempt timeout** (`BACKEND_TIMEOUT_MS`): one slow attempt cannot eat the deadline;
-//! 5. **concurrency limit**: bounds the calls in flight to the backend (requests queue here,
-//!    under the deadline, rather than opening unbounded connections);
-//! 6. the backend service: reqwest.
+//! 3. **retry** ([`RetryPolicy`]): safe requests, transient failures, jittered backoff, an
+//!    earned budget; no retry once the circuit is open, and a sleeping one is woken;
+//! 4. **open gate** ([`OpenGateLayer`]): an attempt that would start while the circuit is open
+//!    fails at once with `CircuitOpen` (how a woken retry ends without a backend call);
+//! 5. **per-attempt timeout** (`BACKEND_TIMEOUT_MS`): one slow attempt cannot eat the deadline;
+//! 6. **concurrency limit**: bounds the calls in flight to the backend (requests queue here,
+//!    under the deadline, rather than opening unbounded connections). Its semaphore is
+//!    shared with the live-update stream passthrough, which holds a permit while open;
+//! 7. the backend service: reqwest, over pools whose connections have a bounded lifetime.
 //!
 //! # Why the breaker sits outside the retry
 //! Polly and resilience4j often put the breaker inside the retry, so it counts attempts.
@@ -19,19 +23,24 @@
 //! would be open most of the time while retries could have served nearly every call.
 //! Counting calls keeps the seed's meaning ("the backend is failing continuously") and lets
 //! retries absorb what is transient. Retries cannot multiply load during an outage all the
-//! same: the budget caps them, and an open circuit stops them altogether. Unlike the seed, the
-//! deadline bounds the whole call, so a call cannot spend 15 s retrying.
+//! same: the budget is earned by retries that succeed, so it shrinks to a small allowance
+//! when none do, and an open circuit stops them altogether, those in flight included.
+//! Unlike the seed, the deadline bounds the whole call, so a call cannot spend 15 s retrying.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
+use tokio::sync::Semaphore;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder};
 
 use crate::backend::BackendService;
-use crate::middleware::circuit_breaker::{Breaker, CircuitBreakerLayer, HttpClassifier};
+use crate::middleware::circuit_breaker::{
+    Breaker, CircuitBreakerLayer, HttpClassifier, OpenGateLayer,
+};
 use crate::middleware::retry::RetryPolicy;
 
 /// The assembled stack, cheap to clone.
@@ -43,8 +52,9 @@ pub struct StackConfig {
     pub deadline: Duration,
     /// Time one attempt may take.
     pub attempt_timeout: Duration,
-    /// Calls in flight to the backend at once.
-    pub concurrency: usize,
+    /// Permits for calls in flight to the backend (`BACKEND_CONCURRENCY`), shared with the
+    /// stream passthrough.
+    pub concurrency: Arc<Semaphore>,
 }
 
 /// Builds the stack around `backend`.
@@ -59,11 +69,17 @@ pub fn build(
         // shedding, HPA); the first attempt's concurrency permit is taken in poll_ready,
         // outside it, and stays the client's own queueing. See guestbook_common::dependency.
         .layer(guestbook_common::dependency::WaitLayer)
-        .layer(CircuitBreakerLayer::new(breaker, HttpClassifier))
+        .layer(CircuitBreakerLayer::new(
+            Arc::clone(&breaker),
+            HttpClassifier,
+        ))
         .timeout(config.deadline)
         .retry(retry)
+        .layer(OpenGateLayer::new(breaker))
         .timeout(config.attempt_timeout)
-        .concurrency_limit(config.concurrency)
+        .layer(GlobalConcurrencyLimitLayer::with_semaphore(Arc::clone(
+            &config.concurrency,
+        )))
         .service(backend);
     BoxCloneSyncService::new(service)
 }

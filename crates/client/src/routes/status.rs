@@ -21,6 +21,10 @@ pub struct StatusAnswer {
     /// The retry settings.
     #[schema(value_type = Object)]
     pub retry: Value,
+    /// `BACKEND_CONCURRENCY`'s slots: `limit`, and `in_use` by calls and open live-update
+    /// streams.
+    #[schema(value_type = Object)]
+    pub backend_slots: Value,
     /// The load generator: `running`, `sent`, `ok`.
     #[schema(value_type = Object)]
     pub load: Value,
@@ -40,6 +44,10 @@ pub(crate) async fn status(State(app): State<AppState>) -> Json<StatusAnswer> {
         backend_url: app.backend_url_shown.clone(),
         breaker: serde_json::to_value(breaker).unwrap_or(Value::Null),
         retry: app.retry_summary.clone(),
+        backend_slots: serde_json::json!({
+            "limit": app.backend_concurrency,
+            "in_use": app.backend_concurrency.saturating_sub(app.backend_slots.available_permits()),
+        }),
         load: app.load.summary(),
     })
 }

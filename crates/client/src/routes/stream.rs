@@ -5,8 +5,19 @@
 //! Streams are capped in all (`MAX_STREAM_CLIENTS`, 503) and per browser address
 //! (`MAX_STREAMS_PER_CLIENT`, 429) before the backend is asked for one: at the backend every
 //! browser arrives from this client's address, so only here can one browser be told apart
-//! from another. The slot travels with the response body and is freed when the browser goes
-//! away (hyper drops the body) or the backend ends the stream.
+//! from another.
+//!
+//! It still answers to the stack's two guards, by hand (issue 14):
+//! - the **circuit breaker** admits it like any call: while the circuit is open the answer
+//!   is a prompt 503 with `Retry-After` and the backend is not asked; once admitted, the
+//!   backend's answer (its status, or no answer) is the call's outcome, judged when the
+//!   headers arrive, since a stream's end says nothing about the backend's health;
+//! - the **concurrency limit** (`BACKEND_CONCURRENCY`) counts it from connecting until it
+//!   ends: a stream is a backend connection like a call's. No permit free: 503 at once, as
+//!   waiting in line for a slot that open streams may hold for hours would only hang.
+//!
+//! The slots travel with the response body and are freed when the browser goes away (hyper
+//! drops the body) or the backend ends the stream.
 
 use axum::Json;
 use axum::body::Body;
@@ -16,8 +27,10 @@ use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 use guestbook_common::stream_limit::Peer;
 use serde_json::json;
+use tokio::time::Instant;
 
 use crate::app::AppState;
+use crate::middleware::circuit_breaker::{HttpClassifier, Outcome};
 use crate::routes::api_paths::reencode_query;
 
 /// The one backend path this route reaches.
@@ -44,6 +57,19 @@ pub(crate) async fn stream(
         Ok(slot) => slot,
         Err(refused) => return refused.into_response(),
     };
+    let started = Instant::now();
+    let Ok(call) = app.breaker.try_acquire(started) else {
+        let wait_secs = app
+            .breaker
+            .snapshot()
+            .opened_for_remaining_ms
+            .map_or(1, |ms| ms.div_ceil(1_000).max(1));
+        return unavailable("circuit open", wait_secs);
+    };
+    let Ok(backend_slot) = std::sync::Arc::clone(&app.backend_slots).try_acquire_owned() else {
+        // The breaker's permit is dropped unrecorded: the backend was not asked.
+        return unavailable("backend concurrency limit reached", 1);
+    };
     let mut url = app.stream_url.clone();
     url.set_query(reencode_query(query.as_deref()).as_deref());
     let mut upstream = app.streaming.get(url);
@@ -51,8 +77,18 @@ pub(crate) async fn stream(
         upstream = upstream.header("last-event-id", last.clone());
     }
     // Waiting for the backend's answer is the backend's time, not this pod's (readiness).
-    match guestbook_common::dependency::timed(upstream.send()).await {
-        Ok(answer) => {
+    let answered = guestbook_common::dependency::timed(tokio::time::timeout(
+        app.stream_answer_timeout,
+        upstream.send(),
+    ))
+    .await;
+    let outcome = match &answered {
+        Ok(Ok(answer)) => HttpClassifier::status(answer.status()),
+        Ok(Err(_)) | Err(_) => Outcome::Failure,
+    };
+    call.record(outcome, started.elapsed(), Instant::now());
+    match answered {
+        Ok(Ok(answer)) => {
             let status = answer.status();
             let passed: Vec<_> = PASSED_BACK
                 .iter()
@@ -61,8 +97,8 @@ pub(crate) async fn stream(
             let body =
                 Body::from_stream(answer.bytes_stream().map_err(std::io::Error::other).map_ok(
                     move |chunk| {
-                        // Moved in, so the slot lives exactly as long as the body.
-                        let _held = &slot;
+                        // Moved in, so both slots live exactly as long as the body.
+                        let _held = (&slot, &backend_slot);
                         chunk
                     },
                 ));
@@ -75,17 +111,23 @@ pub(crate) async fn stream(
             );
             response
         }
-        Err(err) => {
+        Ok(Err(err)) => {
             tracing::warn!(error = %err, "live-update stream: backend unreachable");
-            let mut response = (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"error": "backend unreachable"})),
-            )
-                .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-            response
+            unavailable("backend unreachable", 1)
+        }
+        Err(_) => {
+            tracing::warn!("live-update stream: the backend did not answer in time");
+            unavailable("backend did not answer in time", 1)
         }
     }
+}
+
+/// 503 `{"error": why}` with `Retry-After: wait_secs`.
+fn unavailable(why: &str, wait_secs: u64) -> Response {
+    let mut response =
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": why}))).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, http::HeaderValue::from(wait_secs));
+    response
 }

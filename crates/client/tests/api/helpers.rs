@@ -20,6 +20,14 @@ impl Running {
         format!("{}{path}", self.base)
     }
 
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> SocketAddr {
+        self.base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("a loopback address")
+    }
+
     /// Stops the server now.
     pub fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -71,6 +79,88 @@ pub async fn client(settings: ClientSettings) -> Running {
         base: format!("http://{addr}"),
         stop: Some(stop),
     }
+}
+
+/// A [`Stack`] whose client runs with every default users run (only its address and the
+/// backend's are set), as [`stack`] does not: it shortens the waits.
+pub async fn default_stack() -> Stack {
+    let redis = RedisServer::start().await;
+    let backend = backend(&redis).await;
+    let client = client(ClientSettings::for_tests(&backend.base)).await;
+    Stack(redis, backend, client, http())
+}
+
+/// One `/fetch`'s status and how long it took from its send.
+pub struct Timed {
+    pub status: u16,
+    pub took: std::time::Duration,
+}
+
+/// `/fetch` on `client` at an open-loop `rate` per second for `seconds`: each request is
+/// sent on schedule whether or not the earlier ones have answered (as a load balancer's
+/// traffic arrives), so slow answers cannot slow the load down. Bounded: `rate × seconds`
+/// requests, each under the test client's 30 s timeout.
+pub async fn open_loop(
+    http: &reqwest::Client,
+    client: &Running,
+    rate: u32,
+    seconds: u32,
+) -> Vec<Timed> {
+    let period = std::time::Duration::from_secs(1) / rate;
+    let start = tokio::time::Instant::now();
+    let url = client.url("/fetch");
+    let mut sent = Vec::new();
+    for n in 0..rate * seconds {
+        tokio::time::sleep_until(start + period * n).await;
+        let (http, url) = (http.clone(), url.clone());
+        sent.push(tokio::spawn(async move {
+            let began = std::time::Instant::now();
+            let status = match http.get(url).send().await {
+                Ok(answer) => {
+                    let status = answer.status().as_u16();
+                    let _ = answer.bytes().await;
+                    status
+                }
+                Err(_) => 0,
+            };
+            Timed {
+                status,
+                took: began.elapsed(),
+            }
+        }));
+    }
+    let mut answers = Vec::with_capacity(sent.len());
+    for request in sent {
+        answers.push(request.await.expect("the request task ends"));
+    }
+    answers
+}
+
+/// The value of an unlabelled gauge or counter `name` on `server`'s `/metrics`.
+pub async fn metric(http: &reqwest::Client, server: &Running, name: &str) -> f64 {
+    let metrics = http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// GET `/status` on the client.
+pub async fn status(http: &reqwest::Client, client: &Running) -> serde_json::Value {
+    http.get(client.url("/status"))
+        .send()
+        .await
+        .expect("status answers")
+        .json()
+        .await
+        .expect("status is JSON")
 }
 
 /// A plain HTTP client for the tests.

@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{Stack, backend_calls, fetch, inject, stack};
+use crate::helpers::{
+    Stack, backend_calls, default_stack, fetch, inject, open_loop, stack, status,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_passes_the_backend_answer_through() {
@@ -300,4 +302,125 @@ async fn a_hanging_backend_opens_the_circuit_like_a_failing_one() {
         started.elapsed() < Duration::from_millis(250),
         "answered without waiting for the backend"
     );
+}
+
+/// Issue 14's rate: what a modest production client sends.
+const RATE: u32 = 100;
+/// Long enough for 1,000 requests, short of the default BREAKER_RESET_SECS (15 s).
+const SECONDS: u32 = 10;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_defaults_at_half_failure_95_percent_succeed_with_at_most_2_2_backend_calls_each() {
+    let Stack(_redis, backend, client, http) = default_stack().await;
+    // Seed 002's injection as users send it: no status code, so the backend's default 500.
+    inject(
+        &http,
+        &backend,
+        "/config/failure",
+        r#"{"failure_rate": 0.5}"#,
+    )
+    .await;
+
+    let answers = open_loop(&http, &client, RATE, SECONDS).await;
+    let calls = backend_calls(&http, &backend, "GET", "/data").await;
+
+    let ok = answers.iter().filter(|answer| answer.status == 200).count();
+    let requests = answers.len();
+    assert!(
+        ok * 100 >= requests * 95,
+        "{ok} of {requests} succeeded; the circuit is {}",
+        status(&http, &client).await["circuit_state"]
+    );
+    assert!(
+        calls as f64 <= 2.2 * requests as f64,
+        "{calls} backend calls for {requests} requests"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_defaults_under_total_failure_the_backend_sees_a_tenth_of_the_requests_and_each_answers_within_1_s()
+ {
+    let Stack(_redis, backend, client, http) = default_stack().await;
+    inject(
+        &http,
+        &backend,
+        "/config/failure",
+        r#"{"failure_rate": 1.0, "status_code": 503}"#,
+    )
+    .await;
+
+    let answers = open_loop(&http, &client, RATE, SECONDS).await;
+    let calls = backend_calls(&http, &backend, "GET", "/data").await;
+
+    let requests = answers.len();
+    assert!(
+        calls as f64 <= 0.1 * requests as f64,
+        "{calls} backend calls for {requests} requests"
+    );
+    assert!(
+        answers.iter().all(|answer| answer.status == 503),
+        "every answer is a fallback"
+    );
+    // A correctness bound (issue 14: "every answer within 1 s"), not a speed measurement:
+    // retries must end when the circuit opens instead of backing off into the caller's time.
+    let slowest = answers
+        .iter()
+        .map(|answer| answer.took)
+        .max()
+        .unwrap_or_default();
+    assert!(
+        slowest <= Duration::from_secs(1),
+        "slowest answer {slowest:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_asleep_in_their_backoff_stop_when_the_circuit_opens() {
+    let Stack(_redis, backend, client, http) = default_stack().await;
+    // Every Redis call fails: reads and appends answer 503 with Retry-After: 1, so a read's
+    // retry sleeps exactly 1 s (RETRY_MAX_MS caps it there), with no jitter to race against.
+    inject(&http, &backend, "/config/redis", r#"{"failure_rate": 1.0}"#).await;
+
+    // Ten reads fail their first attempt and go to sleep; none has finished, so the circuit
+    // is still closed.
+    let sleepers: Vec<_> = (0..10)
+        .map(|_| {
+            let (http, url) = (http.clone(), client.url("/api/messages"));
+            tokio::spawn(async move {
+                let answer = http.get(url).send().await.expect("answers");
+                let status = answer.status().as_u16();
+                let body: serde_json::Value = answer.json().await.unwrap_or_default();
+                (status, body)
+            })
+        })
+        .collect();
+    while backend_calls(&http, &backend, "GET", "/api/messages").await < 10 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Three appends without an Idempotency-Key cannot be retried: three failed calls open
+    // the circuit (seed 002's rule) while the reads sleep.
+    for _ in 0..3 {
+        let answer = http
+            .post(client.url("/api/messages"))
+            .json(&serde_json::json!({"author": "a", "text": "b"}))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(answer.status().as_u16(), 503);
+    }
+    assert_eq!(status(&http, &client).await["circuit_state"], "open");
+
+    let mut answers = Vec::new();
+    for sleeper in sleepers {
+        answers.push(sleeper.await.expect("the read ends"));
+    }
+
+    assert_eq!(
+        backend_calls(&http, &backend, "GET", "/api/messages").await,
+        10,
+        "no retry reached the backend once the circuit was open"
+    );
+    for (status, body) in answers {
+        assert_eq!(status, 503, "{body}");
+    }
 }

@@ -30,19 +30,24 @@ where
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HttpClassifier;
 
+impl HttpClassifier {
+    /// The outcome of an answer with `status`, for callers that hold no `http::Response`
+    /// (the stream passthrough judges its backend answer by the status alone).
+    pub fn status(status: http::StatusCode) -> Outcome {
+        if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
+            Outcome::Failure
+        } else if status.is_client_error() {
+            Outcome::Ignored
+        } else {
+            Outcome::Success
+        }
+    }
+}
+
 impl<B> Classify<http::Response<B>> for HttpClassifier {
     fn classify(&self, result: Result<&http::Response<B>, &BoxError>) -> Outcome {
         match result {
-            Ok(response) => {
-                let status = response.status();
-                if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
-                    Outcome::Failure
-                } else if status.is_client_error() {
-                    Outcome::Ignored
-                } else {
-                    Outcome::Success
-                }
-            }
+            Ok(response) => Self::status(response.status()),
             Err(error) if is_circuit_open(error.as_ref()) => Outcome::Ignored,
             Err(_) => Outcome::Failure,
         }

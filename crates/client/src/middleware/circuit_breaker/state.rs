@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::config::BreakerConfig;
@@ -174,6 +175,9 @@ pub struct Breaker {
     half_open_calls: u32,
     inner: Mutex<Inner>,
     listener: Option<Listener>,
+    /// The state, for those that must react at once when the circuit opens (retries asleep
+    /// in their backoff) rather than find out at their next call.
+    watched: watch::Sender<State>,
 }
 
 impl fmt::Debug for Breaker {
@@ -201,6 +205,7 @@ impl Breaker {
             }),
             config,
             listener: None,
+            watched: watch::Sender::new(State::Closed),
         }
     }
 
@@ -259,6 +264,11 @@ impl Breaker {
                 generation,
             })
             .ok_or(CircuitOpen)
+    }
+
+    /// A receiver of every state change (it may skip states that did not last).
+    pub fn subscribe(&self) -> watch::Receiver<State> {
+        self.watched.subscribe()
     }
 
     /// The current state. Open stays Open after `open_for` until the next call asks to go
@@ -396,6 +406,14 @@ impl Breaker {
         let Some(Transition { from, to, trip }) = transition else {
             return;
         };
+        // The state read now, not `to`: two transitions announced out of order must still
+        // leave the latest state published.
+        let latest = self.state();
+        self.watched.send_if_modified(|published| {
+            let changed = *published != latest;
+            *published = latest;
+            changed
+        });
         match (to, trip) {
             (State::Open, Some(trip)) => tracing::warn!(
                 from = from.as_str(),

@@ -1,5 +1,7 @@
 //! [`RetryPolicy`]: which failures are retried, how long to wait, and the shared budget.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,9 +12,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use tower::BoxError;
-use tower::retry::budget::{Budget, TpsBudget};
 
-use crate::middleware::circuit_breaker::CircuitOpen;
+use super::budget::RetryBudget;
+use crate::middleware::circuit_breaker::{
+    Breaker, CircuitOpen, Classify, HttpClassifier, Outcome, State,
+};
 
 /// Retry settings.
 #[derive(Debug, Clone)]
@@ -58,26 +62,42 @@ impl RetryMetrics {
 }
 
 /// The policy; tower clones it for every request, so `attempt` is per request while the
-/// budget is shared.
+/// budget and the breaker are shared.
 #[derive(Clone)]
 pub struct RetryPolicy {
     config: Arc<RetryConfig>,
-    budget: Arc<TpsBudget>,
+    budget: Arc<RetryBudget>,
+    breaker: Arc<Breaker>,
     metrics: RetryMetrics,
     attempt: u32,
 }
 
+/// The wait before a retry: the backoff, cut short when the circuit opens.
+pub type RetryWait = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 impl RetryPolicy {
-    /// A policy with a budget of `percent` % extra requests plus `min_per_sec` per second,
-    /// measured over the last 10 s.
-    pub fn new(config: RetryConfig, min_per_sec: u32, percent: f32, metrics: RetryMetrics) -> Self {
-        let budget = TpsBudget::new(Duration::from_secs(10), min_per_sec, percent / 100.0);
+    /// A policy with a budget of `min_per_sec` retries per second plus `percent` % of the
+    /// requests, plus what successful retries earn (see [`RetryBudget`]); `breaker` is the
+    /// circuit the calls go through, whose opening stops retries in flight.
+    pub fn new(
+        config: RetryConfig,
+        min_per_sec: u32,
+        percent: f32,
+        metrics: RetryMetrics,
+        breaker: Arc<Breaker>,
+    ) -> Self {
         Self {
             config: Arc::new(config),
-            budget: Arc::new(budget),
+            budget: Arc::new(RetryBudget::new(min_per_sec, percent)),
+            breaker,
             metrics,
             attempt: 0,
         }
+    }
+
+    /// The shared budget.
+    pub fn budget(&self) -> &Arc<RetryBudget> {
+        &self.budget
     }
 
     /// The wait before retry number `retry` (0-based), or what the server asked for.
@@ -120,6 +140,12 @@ fn transient<B>(
         Ok(response) => {
             let reason = match response.status() {
                 StatusCode::TOO_MANY_REQUESTS => "status_429",
+                // A 500 is retried too (as Envoy's `5xx` and Polly's transient-error rule do):
+                // seed 002's fault injection answers 500, and an idempotent request that met a
+                // passing fault deserves a second try. A 500 that is a deterministic bug cannot
+                // run up the load: its retries never succeed, so they earn no budget and stay
+                // within the flat allowance.
+                StatusCode::INTERNAL_SERVER_ERROR => "status_500",
                 StatusCode::BAD_GATEWAY => "status_502",
                 StatusCode::SERVICE_UNAVAILABLE => "status_503",
                 StatusCode::GATEWAY_TIMEOUT => "status_504",
@@ -152,8 +178,40 @@ fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
+/// Sleeps `wait`, or less if the circuit opens meanwhile: the retry then meets the
+/// [`OpenGate`](crate::middleware::circuit_breaker::OpenGate), which refuses it, instead of
+/// calling a backend the breaker has given up on.
+fn wait_unless_opened(breaker: &Breaker, wait: Duration) -> RetryWait {
+    let state = breaker.subscribe();
+    Box::pin(async move {
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
+        tokio::select! {
+            () = &mut sleep => {}
+            watched = opened(state) => {
+                // The breaker outlives every policy; should its sender be gone, just wait.
+                if !watched {
+                    sleep.await;
+                }
+            }
+        }
+    })
+}
+
+/// Resolves to true once the circuit is open, or to false if the breaker is gone.
+async fn opened(mut state: tokio::sync::watch::Receiver<State>) -> bool {
+    loop {
+        if *state.borrow_and_update() == State::Open {
+            return true;
+        }
+        if state.changed().await.is_err() {
+            return false;
+        }
+    }
+}
+
 impl tower::retry::Policy<Request<Bytes>, Response<Bytes>, BoxError> for RetryPolicy {
-    type Future = tokio::time::Sleep;
+    type Future = RetryWait;
 
     fn retry(
         &mut self,
@@ -163,9 +221,17 @@ impl tower::retry::Policy<Request<Bytes>, Response<Bytes>, BoxError> for RetryPo
         if self.attempt == 0 {
             // One deposit per request: retries may add a share of the requests made.
             self.budget.deposit();
+        } else if HttpClassifier.classify(result.as_ref()) == Outcome::Success {
+            // This retry saved its call: what makes retrying worth its price.
+            self.budget.earn();
         }
         let (reason, retry_after) = transient(result)?;
         if !is_retry_safe(request) || self.attempt + 1 >= self.config.max_attempts {
+            return None;
+        }
+        if self.breaker.state() == State::Open {
+            // Every call now fails at once; this one would only add load to a backend the
+            // breaker has given up on.
             return None;
         }
         if !self.budget.withdraw() {
@@ -184,7 +250,7 @@ impl tower::retry::Policy<Request<Bytes>, Response<Bytes>, BoxError> for RetryPo
             wait_ms = wait.as_millis(),
             "retrying a backend call"
         );
-        Some(tokio::time::sleep(wait))
+        Some(wait_unless_opened(&self.breaker, wait))
     }
 
     fn clone_request(&mut self, request: &Request<Bytes>) -> Option<Request<Bytes>> {
@@ -208,7 +274,25 @@ mod tests {
             max: Duration::from_secs(1),
             jitter: false,
         };
-        RetryPolicy::new(config, 10, 20.0, RetryMetrics::default())
+        RetryPolicy::new(config, 10, 20.0, RetryMetrics::default(), closed_breaker())
+    }
+
+    fn closed_breaker() -> Arc<Breaker> {
+        Arc::new(Breaker::new(
+            crate::middleware::circuit_breaker::BreakerConfig::default(),
+        ))
+    }
+
+    /// Opens `breaker` with the seed's three consecutive failures.
+    fn open(breaker: &Arc<Breaker>) {
+        for _ in 0..3 {
+            let now = tokio::time::Instant::now();
+            breaker
+                .try_acquire(now)
+                .expect("closed")
+                .record(Outcome::Failure, Duration::ZERO, now);
+        }
+        assert_eq!(breaker.state(), State::Open);
     }
 
     fn get() -> Request<Bytes> {
@@ -250,7 +334,8 @@ mod tests {
             (502, true),
             (504, true),
             (429, true),
-            (500, false),
+            (500, true),
+            (501, false),
             (404, false),
             (400, false),
             (200, false),
@@ -308,10 +393,85 @@ mod tests {
             max: Duration::ZERO,
             jitter: false,
         };
-        let shared = RetryPolicy::new(config, 0, 0.0, RetryMetrics::default());
+        let shared = RetryPolicy::new(config, 0, 0.0, RetryMetrics::default(), closed_breaker());
         let retried = (0..100)
             .filter(|_| shared.clone().retry(&mut get(), &mut answer(503)).is_some())
             .count();
         assert_eq!(retried, 0, "an empty budget refuses every retry");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_successful_retry_earns_budget_and_a_failed_one_does_not() {
+        use tower::retry::Policy;
+        let config = RetryConfig {
+            max_attempts: 10,
+            base: Duration::ZERO,
+            max: Duration::ZERO,
+            jitter: false,
+        };
+        let shared = RetryPolicy::new(config, 0, 0.0, RetryMetrics::default(), closed_breaker());
+        // A first attempt that succeeds earns nothing; a retry that succeeds does.
+        assert!(shared.clone().retry(&mut get(), &mut answer(200)).is_none());
+        assert_eq!(shared.budget().spent().succeeded, 0);
+        let mut saved = shared.clone();
+        saved.attempt = 1;
+        assert!(saved.retry(&mut get(), &mut answer(200)).is_none());
+        let mut failed = shared.clone();
+        failed.attempt = 1;
+        // A retry that failed earns nothing (it may spend what the other earned).
+        let _ = failed.retry(&mut get(), &mut answer(503));
+        assert_eq!(shared.budget().spent().succeeded, 1);
+        assert!(shared.clone().retry(&mut get(), &mut answer(503)).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_circuit_stops_further_retries() {
+        use tower::retry::Policy;
+        let breaker = closed_breaker();
+        let config = RetryConfig {
+            max_attempts: 5,
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            jitter: false,
+        };
+        let mut policy = RetryPolicy::new(
+            config,
+            100,
+            100.0,
+            RetryMetrics::default(),
+            Arc::clone(&breaker),
+        );
+        assert!(policy.retry(&mut get(), &mut answer(503)).is_some());
+        open(&breaker);
+        assert!(policy.retry(&mut get(), &mut answer(503)).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sleeping_retry_wakes_when_the_circuit_opens() {
+        use tower::retry::Policy;
+        let breaker = closed_breaker();
+        let config = RetryConfig {
+            max_attempts: 5,
+            base: Duration::from_secs(10),
+            max: Duration::from_secs(10),
+            jitter: false,
+        };
+        let mut policy = RetryPolicy::new(
+            config,
+            100,
+            100.0,
+            RetryMetrics::default(),
+            Arc::clone(&breaker),
+        );
+        let wait = policy.retry(&mut get(), &mut answer(503)).expect("retried");
+        let started = tokio::time::Instant::now();
+        let waiting = tokio::spawn(wait);
+        tokio::time::advance(Duration::from_millis(50)).await;
+        open(&breaker);
+        waiting.await.expect("the wait ends");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "woken by the circuit, not by its 10 s backoff"
+        );
     }
 }
