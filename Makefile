@@ -5,12 +5,13 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-.PHONY: help fmt fmt-check lint openapi fuzz-api deny test test-rust test-ui test-chaos build run run-backend run-client bench chaos ci deploy-tools deploy-check
+.PHONY: help fmt fmt-check lint openapi fuzz-api deny test test-rust test-ui test-chaos build run run-backend run-client bench chaos ci deploy-tools deploy-check base-images images bench-images compose-up compose-down compose-check kube-play-check
 
 help: ## list the targets
 	@echo "usage: make TARGET [VAR=value ...]"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "run:   REDIS_URL (unset: a private redis-server), REDIS_PORT=6390, LISTEN_ADDR=127.0.0.1:8080"
+	@echo "images: ENGINE=podman|docker BINARIES=auto|source|prebuilt REGISTRY=ghcr.io/guestbook"
 	@echo "bench: DURATION=5 STRATEGIES='lua watch lock' INSTANCES='1 3' CONNECTIONS='1 16 64 256'"
 
 fmt: ## format the code
@@ -94,3 +95,24 @@ deploy-check: ## lint and validate Dockerfiles, compose, kustomize, helm, chaos;
 	scripts/deploy-check.sh
 
 ci: fmt-check lint test deploy-check fuzz-api ## what .ci/run checks (and `make deny` when cargo-deny is installed)
+
+base-images: ## stand-ins for debian, redis, prometheus, redis_exporter from Debian's packages (no registry; root)
+	scripts/local-base-images.sh
+
+images: ## build the backend, loadtest and client images (podman or docker; offline: host-built binaries)
+	scripts/images.sh
+
+bench-images: ## image sizes (compressed) and start-to-ready times into BENCHMARKS.md
+	python3 scripts/bench_images.py
+
+compose-up: ## deploy/compose for real (builds the images when missing): UI :8081, Prometheus :9090
+	scripts/compose.sh up
+
+compose-down: ## stop the compose stack, remove its volumes; fails if anything is left
+	scripts/compose.sh down
+
+compose-check: ## up, then the UI in chromium, /fetch, Prometheus + HPA query, a backend killed under load, down
+	scripts/compose.sh check
+
+kube-play-check: ## the kustomize and Helm renders as pods (podman kube play): probes pass, they answer
+	scripts/kube-play-check.sh

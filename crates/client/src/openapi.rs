@@ -178,8 +178,8 @@ fn stream_messages() {}
     path = "/",
     tag = "ui",
     responses(
-        (status = 200, description = "The guestbook page; other paths serve FRONTEND_DIR's static files", body = String, content_type = "text/html"),
-        (status = 404, description = "FRONTEND_DIR has no index.html"),
+        (status = 200, description = "The guestbook page; other paths serve the UI's static files (built into the binary, or FRONTEND_DIR's when set)", body = String, content_type = "text/html"),
+        (status = 404, description = "No such file (or FRONTEND_DIR is set and has no index.html)"),
     )
 )]
 #[allow(dead_code)]

@@ -85,9 +85,10 @@ pub struct Settings {
     /// Longest run of the /start-load generator, in seconds.
     #[arg(long, env = "LOAD_MAX_SECS", default_value_t = 600)]
     pub load_max_secs: u64,
-    /// Directory of the browser UI.
-    #[arg(long, env = "FRONTEND_DIR", default_value = "frontend")]
-    pub frontend_dir: PathBuf,
+    /// Directory of the browser UI, read at request time (for editing it); unset: the copy
+    /// built into the binary.
+    #[arg(long, env = "FRONTEND_DIR")]
+    pub frontend_dir: Option<PathBuf>,
     /// Writes (POST /api/*) allowed per second per client (an IPv4 address or an IPv6 /64); 0
     /// turns the limit off.
     #[arg(long, env = "RATE_LIMIT_WRITES_PER_SEC", default_value_t = 20.0)]

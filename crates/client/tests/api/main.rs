@@ -14,3 +14,4 @@ mod stream_guards;
 mod stream_limits;
 mod surface;
 mod tls;
+mod ui_files;

@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# deploy/compose for real: `make compose-up`, `make compose-down`, `make compose-check`.
+#
+#   up     the images (scripts/images.sh when missing), then `docker-compose up -d`; returns once
+#          every service is healthy. UI http://127.0.0.1:8081, Prometheus http://127.0.0.1:9090.
+#   down   `docker-compose down -v`, then checks that no container, volume or network of the
+#          project is left.
+#   check  up, the checks below, down (always, even when a check fails):
+#            1. the UI loads in Debian's chromium through the published client port, and a
+#               message posted in one page appears in a second page (tests/ui/compose.test.mjs)
+#            2. the client's /fetch answers 200 with the backend's messages
+#            3. Prometheus has every target up, and the HPA's per-pod p99.9 query (the
+#               prometheus-adapter rule, deploy/compose/prometheus/prometheus.yml) returns a number
+#            4. `guestbook-loadtest messages` (the compose `load` service, idempotent retries)
+#               through the `backend` alias loses nothing while backend-2 is SIGKILLed under it
+#            5. `down -v` leaves nothing behind
+#
+# Engines: docker with its compose plugin when a Docker daemon answers; otherwise podman's
+# Docker-compatible API (`podman system service`, started here on a socket under target/compose/)
+# with Debian's docker-compose 1.29. Podman runs healthchecks from systemd timers; on a machine
+# without systemd (containers, CI runners) they never run and `depends_on: service_healthy`
+# waits forever, so a ticker started here runs `podman healthcheck run` on the project's
+# containers every HEALTH_TICK seconds, as the timers would. Both are stopped by `down`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+FILE=deploy/compose/docker-compose.yml
+export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-guestbook}
+STATE=$PWD/target/compose
+HEALTH_TICK=${HEALTH_TICK:-5}
+REGISTRY=${REGISTRY:-ghcr.io/guestbook}
+VERSION=${VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)}
+CLIENT_URL=http://127.0.0.1:8081
+PROMETHEUS_URL=http://127.0.0.1:9090
+LABEL=com.docker.compose.project=$COMPOSE_PROJECT_NAME
+
+step() { printf '\n--> %s\n' "$*"; }
+die() { echo "compose: $*" >&2; exit 1; }
+mkdir -p "$STATE"
+
+if [[ -z ${ENGINE:-} ]]; then
+  if command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+    ENGINE=docker
+  else
+    ENGINE=podman
+  fi
+fi
+if [[ $ENGINE == docker ]]; then
+  COMPOSE=(docker compose -f "$FILE")
+else
+  command -v podman >/dev/null 2>&1 || die "neither a Docker daemon nor podman is here"
+  command -v docker-compose >/dev/null 2>&1 || die "docker-compose is not installed (Debian: apt-get install docker-compose)"
+  export DOCKER_HOST=unix://$STATE/podman.sock
+  COMPOSE=(docker-compose -f "$FILE")
+fi
+compose() { "${COMPOSE[@]}" "$@"; }
+
+alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+start_podman_service() {
+  [[ $ENGINE == podman ]] || return 0
+  if ! alive "$STATE/service.pid"; then
+    rm -f "$STATE/podman.sock"
+    # --time=0: no idle timeout; `down` stops it by its PID.
+    setsid podman system service --time=0 "$DOCKER_HOST" >"$STATE/service.log" 2>&1 </dev/null &
+    echo $! >"$STATE/service.pid"
+    for _ in $(seq 100); do [[ -S $STATE/podman.sock ]] && break; sleep 0.1; done
+    [[ -S $STATE/podman.sock ]] || die "podman system service did not open $STATE/podman.sock; see $STATE/service.log"
+  fi
+  if [[ ! -d /run/systemd/system ]] && ! alive "$STATE/ticker.pid"; then
+    setsid bash -c '
+      while kill -0 "$1" 2>/dev/null; do
+        podman ps --filter "label=$2" --format "{{.ID}} {{.Status}}" | while read -r id status; do
+          [[ $status == *"("* ]] && podman healthcheck run "$id" </dev/null >/dev/null 2>&1 || true
+        done
+        sleep "$3"
+      done' ticker "$(cat "$STATE/service.pid")" "$LABEL" "$HEALTH_TICK" >/dev/null 2>&1 </dev/null &
+    echo $! >"$STATE/ticker.pid"
+  fi
+}
+
+stop_podman_service() {
+  local name
+  for name in ticker service; do
+    if alive "$STATE/$name.pid"; then
+      kill "$(cat "$STATE/$name.pid")" 2>/dev/null || true
+    fi
+    rm -f "$STATE/$name.pid"
+  done
+  rm -f "$STATE/podman.sock"
+}
+
+ensure_images() {
+  local engine=$ENGINE missing=0 name
+  for name in guestbook-backend guestbook-client guestbook-loadtest; do
+    "$engine" image inspect "$REGISTRY/$name:$VERSION" >/dev/null 2>&1 || missing=1
+  done
+  if ((missing)); then
+    step "building the images (scripts/images.sh)"
+    ENGINE=$engine scripts/images.sh
+  fi
+  # The third-party images: pulled by compose where a registry answers, else Debian stand-ins.
+  for name in redis:7.0.15-bookworm prom/prometheus:v2.42.0 oliver006/redis_exporter:v1.45.0; do
+    if ! "$engine" image inspect "$name" >/dev/null 2>&1 && ! timeout 60 "$engine" pull -q "$name" >/dev/null 2>&1; then
+      step "$name cannot be pulled: a stand-in from Debian's packages"
+      ENGINE=$engine scripts/local-base-images.sh "$name"
+    fi
+  done
+}
+
+up() {
+  ensure_images
+  start_podman_service
+  step "compose up ($ENGINE)"
+  local start=$SECONDS
+  # Bounded: a dependency that never turns healthy would otherwise hold `up` forever.
+  timeout "${UP_TIMEOUT:-300}" "${COMPOSE[@]}" up -d --no-build ||
+    { compose ps; die "compose up failed or did not finish within ${UP_TIMEOUT:-300} s"; }
+  # up -d returns once the services that others depend on are healthy; the client is last.
+  local id status=""
+  id=$(compose ps -q client)
+  for _ in $(seq 120); do
+    status=$("$ENGINE" inspect --format '{{.State.Health.Status}}' "$id" 2>/dev/null || true)
+    [[ $status == healthy ]] && break
+    sleep 1
+  done
+  [[ $status == healthy ]] || { compose ps; die "the client is not healthy after 120 s ($status)"; }
+  # Every service runs (healthchecks cover only some: Prometheus exiting at start shows here).
+  local stopped
+  stopped=$("$ENGINE" ps -a --filter "label=$LABEL" --filter status=exited --filter status=created --format '{{.Names}}')
+  [[ -z $stopped ]] || { compose ps; compose logs --tail 20; die "not running: $stopped"; }
+  compose ps
+  echo "the stack is up and healthy in $((SECONDS - start)) s: UI $CLIENT_URL, Prometheus $PROMETHEUS_URL"
+}
+
+down() {
+  if [[ $ENGINE == podman ]] && ! alive "$STATE/service.pid"; then start_podman_service; fi
+  step "compose down -v"
+  compose --profile load down -v --remove-orphans --timeout 30
+  stop_podman_service
+  local left
+  left=$("$ENGINE" ps -aq --filter "label=$LABEL"; "$ENGINE" volume ls -q --filter "label=$LABEL";
+    "$ENGINE" network ls -q --filter "label=$LABEL")
+  [[ -z $left ]] || die "left behind after down: $(echo "$left" | tr '\n' ' ')"
+  echo "nothing of project $COMPOSE_PROJECT_NAME is left: no container, volume or network"
+}
+
+json_get() { # json_get URL PYTHON_EXPR: evaluates EXPR on the JSON answer `j`
+  python3 -c '
+import json, sys, urllib.request
+j = json.load(urllib.request.urlopen(sys.argv[1], timeout=5))
+print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+check() {
+  trap 'down' EXIT
+  local start=$SECONDS
+  up
+
+  step "1. the UI in chromium through $CLIENT_URL: load, post in one page, see it in another"
+  command -v chromium >/dev/null 2>&1 || die "chromium is not installed (Debian: apt-get install chromium)"
+  [[ -d tests/ui/node_modules/playwright-core ]] || npm ci --prefix tests/ui --no-audit --no-fund --loglevel=error
+  GUESTBOOK_URL=$CLIENT_URL node --test --test-concurrency=1 tests/ui/compose.test.mjs
+
+  step "2. /fetch"
+  local fetched
+  fetched=$(json_get "$CLIENT_URL/fetch" 'j')
+  echo "/fetch answered 200: $fetched"
+
+  step "3. Prometheus: every target up, the HPA query returns a number"
+  local targets=""
+  for _ in $(seq 60); do
+    targets=$(json_get "$PROMETHEUS_URL/api/v1/targets" \
+      '" ".join(sorted(t["labels"]["job"] + "/" + t["labels"]["instance"] + "=" + t["health"] for t in j["data"]["activeTargets"]))')
+    [[ -n $targets && $targets != *"=down"* && $targets != *"=unknown"* ]] && break
+    sleep 1
+  done
+  echo "targets: $targets"
+  [[ -n $targets && $targets != *"=down"* && $targets != *"=unknown"* ]] || die "not every Prometheus target is up"
+  local query='max(http_request_own_duration_window_p999_seconds{namespace="compose",pod=~"backend-1|backend-2"}) by (pod)'
+  local value=""
+  for _ in $(seq 30); do
+    value=$(python3 -c '
+import json, sys, urllib.parse, urllib.request
+url = sys.argv[1] + "/api/v1/query?" + urllib.parse.urlencode({"query": sys.argv[2]})
+r = json.load(urllib.request.urlopen(url, timeout=5))["data"]["result"]
+print(" ".join("%s=%s" % (s["metric"]["pod"], float(s["value"][1])) for s in r))' "$PROMETHEUS_URL" "$query")
+    [[ $value == *backend-1=* && $value == *backend-2=* ]] && break
+    sleep 1
+  done
+  echo "HPA query: $query"
+  [[ $value == *backend-1=* && $value == *backend-2=* ]] || die "the HPA query returned no number for both backends: '$value'"
+  echo "HPA query answers: $value (seconds)"
+
+  step "4. guestbook-loadtest messages to both backends; backend-2 SIGKILLed under it"
+  # 1200 messages at 60/s, posted round-robin to both backends (through the `backend` alias alone
+  # every connection may land on one of them, and the kill would prove nothing): about 20 s; the
+  # kill lands 6 s in. Read back through the alias.
+  compose --profile load run --rm -T load messages --target http://backend:8080 \
+    --replicas http://backend-1:8080,http://backend-2:8080 --count 1200 \
+    --concurrency 16 --rate 60 --idempotent-retries --json >"$STATE/messages.json" 2>"$STATE/messages.log" &
+  local load=$!
+  sleep 6
+  compose kill -s SIGKILL backend-2
+  echo "backend-2 killed (SIGKILL) $(date -u +%T)"
+  local rc=0
+  wait "$load" || rc=$?
+  python3 - "$STATE/messages.json" <<'PY' || { cat "$STATE/messages.log"; die "messages: something was lost (exit $rc)"; }
+import json, sys
+text = open(sys.argv[1]).read()
+report = json.loads(text[text.index("{"):])
+v = report["verdict"]
+print(f"sent {v['sent']}, acknowledged {v['acknowledged']}, found {v['found']}, lost {v['lost']}, "
+      f"duplicated {v['duplicated']}, attempts {report['attempts']}, statuses {report['statuses']}, errors {report['errors']}")
+ok = report["passed"] and v["lost"] == 0 and v["duplicated"] == 0 and v["acknowledged"] == v["sent"]
+if not ok:
+    sys.exit("not every message was acknowledged and stored exactly once")
+# The kill must have cost some posts an attempt; otherwise it happened beside the run, not under it.
+if report["attempts"] <= v["sent"]:
+    sys.exit(f"no post was retried ({report['attempts']} attempts): the kill did not land under the load")
+PY
+  ((rc == 0)) || die "guestbook-loadtest messages exited $rc"
+  compose up -d --no-build backend-2 >/dev/null 2>&1 || true
+
+  trap - EXIT
+  down
+  step "compose-check passed in $((SECONDS - start)) s"
+}
+
+case ${1:-} in
+  up) up ;;
+  down) down ;;
+  check) check ;;
+  *) die "usage: scripts/compose.sh up|down|check" ;;
+esac

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# `make kube-play-check`: the kustomize base and the Helm chart's default render, run as pods
+# with `podman kube play` on a private podman network, then checked the way the kubelet and a
+# user would:
+#   - every startup, liveness and readiness probe of the render passes, run as the kubelet
+#     would (httpGet from inside the pod, tcpSocket, exec), within PROBE_SECONDS;
+#   - the backend answers through its Service name: `guestbook-loadtest messages` from a
+#     container on the same network posts COUNT messages to http://<backend>:8080 and finds each
+#     exactly once; the client answers /fetch with status ok through http://<client>:8081.
+# scripts/kube_play.py adapts the render to podman (each Deployment/StatefulSet becomes one pod
+# named after its Service, so the manifests' own URLs resolve) and lists what it leaves out:
+# Services as such, replicas beyond one, the HPA, PodDisruptionBudgets, NetworkPolicies,
+# ServiceAccounts, the helm test hooks and prometheus-adapter need a real cluster.
+# Images: `make images` (built here when missing). Everything it creates is removed on exit.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+TOOLS=${DEPLOY_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/guestbook-deploy-tools}
+export PATH=$TOOLS/bin:$PATH
+PY=$TOOLS/venv/bin/python
+REGISTRY=${REGISTRY:-ghcr.io/guestbook}
+VERSION=${VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)}
+PROBE_SECONDS=${PROBE_SECONDS:-90}
+COUNT=${COUNT:-200}
+
+step() { printf '\n--> %s\n' "$*"; }
+die() { echo "kube-play-check: $*" >&2; exit 1; }
+for tool in podman kubectl helm; do
+  command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed (scripts/deploy-tools.sh; apt-get install podman)"
+done
+[[ -x $PY ]] || die "no $PY: run scripts/deploy-tools.sh"
+
+for name in guestbook-backend guestbook-client guestbook-loadtest; do
+  podman image exists "$REGISTRY/$name:$VERSION" || { scripts/images.sh; break; }
+done
+podman image exists redis:7.0.15-bookworm || timeout 60 podman pull -q redis:7.0.15-bookworm >/dev/null 2>&1 ||
+  scripts/local-base-images.sh redis:7.0.15-bookworm
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/kube-play.XXXXXX")
+network=""
+played=""
+cleanup() {
+  if [[ -n $played ]]; then
+    podman kube down "$played" >/dev/null 2>&1 || true
+    # kube down leaves the volumes (the PVCs and ConfigMap volumes) it created.
+    local volume
+    for volume in $(cat "$work/volumes" 2>/dev/null); do podman volume rm -f "$volume" >/dev/null 2>&1 || true; done
+  fi
+  [[ -z $network ]] || podman network rm -f "$network" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+in_pod() { # in_pod POD CONTAINER COMMAND...: run a command in a played container
+  podman exec "$1-$2" "${@:3}"
+}
+
+http_probe() { # http_probe POD CONTAINER PORT PATH: the kubelet's httpGet (2xx/3xx passes)
+  in_pod "$1" "$2" bash -c "exec 3<>/dev/tcp/127.0.0.1/$3 &&
+    printf 'GET $4 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' >&3 &&
+    head -n 1 <&3 | grep -Eq ' (2|3)[0-9][0-9] '" 2>/dev/null
+}
+
+check_render() { # check_render NAME < manifests
+  local name=$1
+  step "$name: adapting the render for podman kube play"
+  "$PY" scripts/kube_play.py "$work/$name-probes.sh" >"$work/$name.yaml"
+  network=gb-kube-play-$$
+  podman network create "$network" >/dev/null
+  "$PY" -c 'import sys, yaml
+print("\n".join(d["metadata"]["name"] for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] in ("PersistentVolumeClaim", "ConfigMap")))' \
+    "$work/$name.yaml" >"$work/volumes"
+
+  step "$name: podman kube play"
+  played=$work/$name.yaml
+  podman kube play --network "$network" "$played" >"$work/$name-play.log" 2>&1 ||
+    { cat "$work/$name-play.log"; die "$name: podman kube play failed"; }
+  podman pod ps --filter "network=$network" --format '{{.Name}} {{.Status}} {{.NumberOfContainers}} containers'
+
+  step "$name: every probe passes (within $PROBE_SECONDS s)"
+  local probe ok
+  while read -r probe; do
+    eval "$probe"  # sets pod container kind and one of path/port, tcp, exec (from kube_play.py, shell-quoted)
+    ok=0
+    for ((i = 0; i < PROBE_SECONDS; i++)); do
+      if [[ -n ${path:-} ]]; then http_probe "$pod" "$container" "$port" "$path" && ok=1
+      elif [[ -n ${tcp:-} ]]; then in_pod "$pod" "$container" bash -c "exec 3<>/dev/tcp/127.0.0.1/$tcp" 2>/dev/null && ok=1
+      else in_pod "$pod" "$container" "${exec[@]}" >/dev/null 2>&1 && ok=1
+      fi
+      ((ok)) && break
+      sleep 1
+    done
+    ((ok)) || { podman logs --tail 20 "$pod-$container" || true; die "$name: $pod/$container $kind failed for $PROBE_SECONDS s"; }
+    echo "$pod/$container $kind: passes ${path:+GET $path :$port}${tcp:+tcp :$tcp}${exec:+exec ${exec[*]}}"
+    unset path port tcp exec
+  done <"$work/$name-probes.sh"
+
+  step "$name: the services answer through their Service names"
+  local backend client
+  backend=$(podman pod ps --filter "network=$network" --format '{{.Name}}' | grep -- '-backend$' | head -n 1)
+  client=$(podman pod ps --filter "network=$network" --format '{{.Name}}' | grep -- '-client$' | head -n 1)
+  podman run --rm --network "$network" "$REGISTRY/guestbook-loadtest:$VERSION" messages \
+    --target "http://$backend:8080" --count "$COUNT" --concurrency 16 --idempotent-retries >"$work/messages.txt" 2>&1 ||
+    { cat "$work/messages.txt"; die "$name: messages through http://$backend:8080 lost or duplicated some"; }
+  grep -iE 'verdict|lost|acknowledged' "$work/messages.txt" | sed 's/^ */  /' | head -n 4
+  local fetched
+  fetched=$(podman run --rm --network "$network" --entrypoint bash "$REGISTRY/guestbook-loadtest:$VERSION" -c \
+    "exec 3<>/dev/tcp/$client/8081 && printf 'GET /fetch HTTP/1.1\r\nHost: $client\r\nConnection: close\r\n\r\n' >&3 && cat <&3")
+  grep -q '"status":"ok"' <<<"$fetched" || { echo "$fetched"; die "$name: /fetch through http://$client:8081 did not answer ok"; }
+  echo "GET http://$client:8081/fetch: $(tail -n 1 <<<"$fetched")"
+
+  step "$name: podman kube down"
+  cleanup
+  work=$(mktemp -d "${TMPDIR:-/tmp}/kube-play.XXXXXX")
+  played=""
+  network=""
+}
+
+# Rendered to files first: a pipe would run check_render in a subshell, out of the EXIT trap's reach.
+renders=$(mktemp -d "${TMPDIR:-/tmp}/kube-renders.XXXXXX")
+trap 'cleanup; rm -rf "$renders"' EXIT
+kubectl kustomize deploy/kustomize/base >"$renders/kustomize-base.yaml"
+helm template gb helm/guestbook >"$renders/helm-default.yaml"
+check_render kustomize-base <"$renders/kustomize-base.yaml"
+check_render helm-default <"$renders/helm-default.yaml"
+step "kube-play-check passed: both renders ran as pods, passed their probes and answered"
