@@ -83,7 +83,7 @@ pub(crate) async fn stream(
     ))
     .await;
     let outcome = match &answered {
-        Ok(Ok(answer)) => HttpClassifier::status(answer.status()),
+        Ok(Ok(answer)) => HttpClassifier::answer(answer.status(), answer.headers()),
         Ok(Err(_)) | Err(_) => Outcome::Failure,
     };
     call.record(outcome, started.elapsed(), Instant::now());

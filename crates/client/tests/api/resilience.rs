@@ -397,16 +397,18 @@ async fn retries_asleep_in_their_backoff_stop_when_the_circuit_opens() {
     while backend_calls(&http, &backend, "GET", "/api/messages").await < 10 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // Three appends without an Idempotency-Key cannot be retried: three failed calls open
-    // the circuit (seed 002's rule) while the reads sleep.
+    // Three /fetch calls meet a 501, which is never retried (the backend's 503 + Retry-After
+    // does not count against it): three failed calls open the circuit (seed 002's rule)
+    // while the reads sleep.
+    inject(
+        &http,
+        &backend,
+        "/config/failure",
+        r#"{"failure_rate": 1.0, "status_code": 501}"#,
+    )
+    .await;
     for _ in 0..3 {
-        let answer = http
-            .post(client.url("/api/messages"))
-            .json(&serde_json::json!({"author": "a", "text": "b"}))
-            .send()
-            .await
-            .expect("answers");
-        assert_eq!(answer.status().as_u16(), 503);
+        assert_eq!(fetch(&http, &client).await.0, 503);
     }
     assert_eq!(status(&http, &client).await["circuit_state"], "open");
 
@@ -423,4 +425,34 @@ async fn retries_asleep_in_their_backoff_stop_when_the_circuit_opens() {
     for (status, body) in answers {
         assert_eq!(status, 503, "{body}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_behind_a_live_backend_leaves_the_circuit_closed_and_fetch_answering() {
+    let Stack(_redis, backend, client, http) = default_stack().await;
+    // The backend is up, its Redis is not: appends and reads answer 503 with Retry-After at once.
+    inject(&http, &backend, "/config/redis", r#"{"failure_rate": 1.0}"#).await;
+    let post = || {
+        http.post(client.url("/api/messages"))
+            .json(&serde_json::json!({"author": "a", "text": "b"}))
+            .send()
+    };
+    for _ in 0..10 {
+        let answer = post().await.expect("answers");
+        assert_eq!(answer.status().as_u16(), 503);
+        assert!(
+            answer.headers().contains_key("retry-after"),
+            "the backend's Retry-After reaches the caller"
+        );
+    }
+
+    // /data needs no Redis: /fetch goes on answering, and the circuit stays closed.
+    let (code, body) = fetch(&http, &client).await;
+    assert_eq!((code, body["status"].as_str()), (200, Some("ok")), "{body}");
+    assert_eq!(status(&http, &client).await["circuit_state"], "closed");
+
+    // Redis heals: the very next append is served, not refused for BREAKER_RESET_SECS.
+    inject(&http, &backend, "/config/redis", r#"{"failure_rate": 0.0}"#).await;
+    let answer = post().await.expect("answers");
+    assert_eq!(answer.status().as_u16(), 201);
 }

@@ -27,14 +27,27 @@ where
 /// The classifier for HTTP answers: 5xx and 429 are failures, other 4xx are the caller's
 /// fault and ignored, everything else succeeds. Errors (connect, timeout) are failures,
 /// except a [`CircuitOpen`] from a breaker further in, which says nothing new.
+///
+/// A 503 or 429 that carries `Retry-After` is ignored too. It is a live backend saying when to
+/// come back: its Redis is slow or down, or it sheds its own overload, and it answers at once
+/// (readiness measures the pod, not its dependencies). Counting it would let a Redis blip open
+/// the one circuit every backend call shares, so `/fetch`, which needs no Redis, would fail
+/// with it, and the circuit would stay open `BREAKER_RESET_SECS` after Redis healed. A backend
+/// that is down, hangs or fails without saying when to return still opens the circuit.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HttpClassifier;
 
 impl HttpClassifier {
-    /// The outcome of an answer with `status`, for callers that hold no `http::Response`
-    /// (the stream passthrough judges its backend answer by the status alone).
-    pub fn status(status: http::StatusCode) -> Outcome {
-        if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
+    /// The outcome of an answer with `status` and `headers`, for callers that hold no
+    /// `http::Response` (the stream passthrough judges its backend answer by its head alone).
+    pub fn answer(status: http::StatusCode, headers: &http::HeaderMap) -> Outcome {
+        let come_back_later = matches!(
+            status,
+            http::StatusCode::SERVICE_UNAVAILABLE | http::StatusCode::TOO_MANY_REQUESTS
+        ) && headers.contains_key(http::header::RETRY_AFTER);
+        if come_back_later {
+            Outcome::Ignored
+        } else if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
             Outcome::Failure
         } else if status.is_client_error() {
             Outcome::Ignored
@@ -47,7 +60,7 @@ impl HttpClassifier {
 impl<B> Classify<http::Response<B>> for HttpClassifier {
     fn classify(&self, result: Result<&http::Response<B>, &BoxError>) -> Outcome {
         match result {
-            Ok(response) => Self::status(response.status()),
+            Ok(response) => Self::answer(response.status(), response.headers()),
             Err(error) if is_circuit_open(error.as_ref()) => Outcome::Ignored,
             Err(_) => Outcome::Failure,
         }
@@ -70,6 +83,28 @@ mod tests {
             .body(())
             .expect("valid status");
         HttpClassifier.classify(Ok(&response))
+    }
+
+    #[test]
+    fn a_live_backend_asking_to_come_back_later_is_neither_failure_nor_success() {
+        for code in [503, 429] {
+            let response = http::Response::builder()
+                .status(code)
+                .header(http::header::RETRY_AFTER, "1")
+                .body(())
+                .expect("valid status");
+            assert_eq!(
+                HttpClassifier.classify(Ok(&response)),
+                Outcome::Ignored,
+                "{code}"
+            );
+        }
+        let failing = http::Response::builder()
+            .status(500)
+            .header(http::header::RETRY_AFTER, "1")
+            .body(())
+            .expect("valid status");
+        assert_eq!(HttpClassifier.classify(Ok(&failing)), Outcome::Failure);
     }
 
     #[test]
