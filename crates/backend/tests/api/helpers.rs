@@ -126,16 +126,11 @@ pub async fn read_all(client: &reqwest::Client, base: &str) -> Vec<Message> {
     let mut all = Vec::new();
     let mut after = 0;
     loop {
-        let page: Page = client
-            .get(format!("{base}/api/messages?after={after}&limit=1000"))
-            .send()
-            .await
-            .expect("list answers")
-            .error_for_status()
-            .expect("list succeeds")
-            .json()
-            .await
-            .expect("list is JSON");
+        let page = read_page(
+            client,
+            &format!("{base}/api/messages?after={after}&limit=1000"),
+        )
+        .await;
         let Some(last) = page.messages.last() else {
             break;
         };
@@ -147,6 +142,35 @@ pub async fn read_all(client: &reqwest::Client, base: &str) -> Vec<Message> {
         }
     }
     all
+}
+
+/// One page of the listing. A 503 (a Redis call past its timeout on a loaded test machine,
+/// or a Redis still loading its file after a restart) is retried, as a reader honouring
+/// Retry-After would: the verification read is not what these tests put under fault.
+async fn read_page(client: &reqwest::Client, url: &str) -> Page {
+    const ATTEMPTS: u32 = 50;
+    for _ in 1..ATTEMPTS {
+        let answer = client.get(url).send().await.expect("list answers");
+        if answer.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            return answer
+                .error_for_status()
+                .expect("list succeeds")
+                .json()
+                .await
+                .expect("list is JSON");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("list answers")
+        .error_for_status()
+        .expect("list succeeds within 50 attempts")
+        .json()
+        .await
+        .expect("list is JSON")
 }
 
 /// One message the load sent, and what the backend acknowledged.
