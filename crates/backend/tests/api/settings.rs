@@ -8,17 +8,26 @@ use crate::helpers::{RedisServer, http};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_guestbook-backend");
 
-fn run_with(env: &[(&str, &str)]) -> std::process::Output {
+/// Runs the binary with only `env`, and `REDIS_URL` on the test's own Redis unless `env`
+/// names one: its default is the machine's shared Redis on 6379, which a setting checked
+/// after connecting would otherwise reach.
+fn run_with(redis: &RedisServer, env: &[(&str, &str)]) -> std::process::Output {
     let mut command = Command::new(BINARY);
-    command.env_clear().stdin(Stdio::null());
+    command
+        .env_clear()
+        .env("REDIS_URL", redis.url())
+        .stdin(Stdio::null());
     for (name, value) in env {
         command.env(name, value);
     }
     command.output().expect("the binary runs")
 }
 
-#[test]
-fn bad_settings_exit_2_with_one_line() {
+#[tokio::test]
+async fn bad_settings_exit_2_with_one_line() {
+    let redis = RedisServer::start().await;
+    let ftp_url = format!("ftp://127.0.0.1:{}", redis.port());
+    let schemeless_url = format!("127.0.0.1:{}", redis.port());
     for (case, env) in [
         (
             "naive without ALLOW_UNSAFE",
@@ -27,10 +36,10 @@ fn bad_settings_exit_2_with_one_line() {
         ("unknown strategy", vec![("APPEND_STRATEGY", "fastest")]),
         ("bad listen address", vec![("LISTEN_ADDR", "localhost")]),
         ("bad Redis URL", vec![("REDIS_URL", "http://example")]),
-        ("ftp Redis URL", vec![("REDIS_URL", "ftp://127.0.0.1:6379")]),
+        ("ftp Redis URL", vec![("REDIS_URL", ftp_url.as_str())]),
         (
             "Redis URL without a scheme",
-            vec![("REDIS_URL", "127.0.0.1:6379")],
+            vec![("REDIS_URL", schemeless_url.as_str())],
         ),
         (
             "replica URL of another scheme",
@@ -67,7 +76,7 @@ fn bad_settings_exit_2_with_one_line() {
             vec![("IDLE_TIMEOUT_SECS", "15")],
         ),
     ] {
-        let output = run_with(&env);
+        let output = run_with(&redis, &env);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{case}: {stderr}");
         assert_eq!(
@@ -79,8 +88,9 @@ fn bad_settings_exit_2_with_one_line() {
     }
 }
 
-#[test]
-fn settings_beyond_their_bounds_exit_2_naming_the_bound() {
+#[tokio::test]
+async fn settings_beyond_their_bounds_exit_2_naming_the_bound() {
+    let redis = RedisServer::start().await;
     // Each of these used to be accepted; an idempotency TTL beyond what Redis's EX takes made
     // every keyed append fail after its message was written.
     for (name, value) in [
@@ -94,7 +104,7 @@ fn settings_beyond_their_bounds_exit_2_naming_the_bound() {
         ("SLOW_WORKERS", "100000000"),
         ("RATE_LIMIT_WRITES_BURST", "4000000000"),
     ] {
-        let output = run_with(&[(name, value)]);
+        let output = run_with(&redis, &[(name, value)]);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{name}={value}: {stderr}");
         assert!(
