@@ -136,16 +136,20 @@ pub async fn open_loop(
     answers
 }
 
-/// The value of an unlabelled gauge or counter `name` on `server`'s `/metrics`.
-pub async fn metric(http: &reqwest::Client, server: &Running, name: &str) -> f64 {
-    let metrics = http
-        .get(server.url("/metrics"))
+/// `server`'s `/metrics` page.
+pub async fn metrics_text(http: &reqwest::Client, server: &Running) -> String {
+    http.get(server.url("/metrics"))
         .send()
         .await
         .expect("metrics")
         .text()
         .await
-        .expect("text");
+        .expect("text")
+}
+
+/// The value of an unlabelled gauge or counter `name` on `server`'s `/metrics`.
+pub async fn metric(http: &reqwest::Client, server: &Running, name: &str) -> f64 {
+    let metrics = metrics_text(http, server).await;
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -190,14 +194,7 @@ pub async fn backend_calls(
     method: &str,
     route: &str,
 ) -> u64 {
-    let metrics = http
-        .get(backend.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(http, backend).await;
     let prefix = "http_request_duration_seconds_count{";
     metrics
         .lines()
@@ -287,14 +284,7 @@ pub async fn raw_request(
 
 /// Every request the backend has answered, `/metrics` itself left out.
 pub async fn backend_requests(http: &reqwest::Client, backend: &Running) -> u64 {
-    let metrics = http
-        .get(backend.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(http, backend).await;
     metrics
         .lines()
         .filter(|line| line.starts_with("http_request_duration_seconds_count{"))
