@@ -76,7 +76,7 @@ pub struct Settings {
     /// Backend calls and live-update streams in flight at once; above MAX_STREAM_CLIENTS, so that streams cannot take every slot.
     #[arg(long, env = "BACKEND_CONCURRENCY", default_value_t = 512)]
     pub backend_concurrency: usize,
-    /// Milliseconds after which a pooled backend connection takes no new call, so that backend replicas added behind a Service get their share (0: kept for ever).
+    /// Milliseconds after which a pooled backend connection takes no new call, so that backend replicas added behind a Service get their share (0: kept for ever; else 100 to 86400000).
     #[arg(long, env = "BACKEND_CONNECTION_MAX_AGE_MS", default_value_t = 2_000)]
     pub backend_connection_max_age_ms: u64,
     /// Above 0: /fetch may answer from the last good response this many seconds old.
@@ -234,6 +234,17 @@ impl Validate for Settings {
                     .into(),
             );
         }
+        if self.backend_connection_max_age_ms != 0
+            && !CONNECTION_MAX_AGE_MS.contains(&self.backend_connection_max_age_ms)
+        {
+            // Under 100 ms nearly every call would build a client and open a connection (a
+            // TCP, and for https:// a TLS, handshake per call); a day is "for ever" anyway.
+            return Err(format!(
+                "BACKEND_CONNECTION_MAX_AGE_MS must be 0 (for ever) or between {} and {}",
+                CONNECTION_MAX_AGE_MS.start(),
+                CONNECTION_MAX_AGE_MS.end()
+            ));
+        }
         if self.backend_timeout_ms == 0 || self.request_deadline_ms < self.backend_timeout_ms {
             return Err(
                 "BACKEND_TIMEOUT_MS must be at least 1 and not above REQUEST_DEADLINE_MS".into(),
@@ -242,6 +253,9 @@ impl Validate for Settings {
         Ok(())
     }
 }
+
+/// The connection ages accepted besides 0 (for ever), in milliseconds: 100 ms to a day.
+const CONNECTION_MAX_AGE_MS: std::ops::RangeInclusive<u64> = 100..=86_400_000;
 
 #[cfg(test)]
 mod tests {
@@ -271,5 +285,22 @@ mod tests {
         assert_eq!(settings.connection_max_age(), Some(Duration::from_secs(2)));
         settings.backend_connection_max_age_ms = 0;
         assert_eq!(settings.connection_max_age(), None);
+    }
+
+    #[test]
+    fn a_max_age_is_0_or_between_100_ms_and_a_day() {
+        let mut settings = Settings::for_tests("http://127.0.0.1:8080");
+        for (age, accepted) in [
+            (0, true),
+            (1, false),
+            (99, false),
+            (100, true),
+            (86_400_000, true),
+            (86_400_001, false),
+            (u64::MAX, false),
+        ] {
+            settings.backend_connection_max_age_ms = age;
+            assert_eq!(settings.validate().is_ok(), accepted, "{age}");
+        }
     }
 }
