@@ -913,6 +913,19 @@ def details(results: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+def replace_block(doc: Path, start: str, end: str, block: str) -> None:
+    """Puts `block` (which begins with `start` and ends with `end`) in place of the one between
+    those markers in `doc`, or at its end when the markers are missing."""
+    text = doc.read_text()
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        text = head + block + tail
+    else:
+        text += "\n" + block + "\n"
+    doc.write_text(text)
+
+
 def write_doc(doc: Path, results: list[dict], command: str) -> None:
     block = (
         f"{DOC_START}\n"
@@ -922,14 +935,7 @@ def write_doc(doc: Path, results: list[dict], command: str) -> None:
         + details(results)
         + f"{DOC_END}"
     )
-    text = doc.read_text()
-    if DOC_START in text and DOC_END in text:
-        head, rest = text.split(DOC_START, 1)
-        _, tail = rest.split(DOC_END, 1)
-        text = head + block + tail
-    else:
-        text += "\n" + block + "\n"
-    doc.write_text(text)
+    replace_block(doc, DOC_START, DOC_END, block)
 
 
 def main() -> int:

@@ -852,14 +852,7 @@ def write_doc(doc: Path, results: list[dict], command: str, binaries: str) -> No
         + f"\nPlots: {plots}.\n"
         + f"{DOC_END}"
     )
-    text = doc.read_text()
-    if DOC_START in text and DOC_END in text:
-        head, rest = text.split(DOC_START, 1)
-        _, tail = rest.split(DOC_END, 1)
-        text = head + block + tail
-    else:
-        text += "\n" + block + "\n"
-    doc.write_text(text)
+    h.replace_block(doc, DOC_START, DOC_END, block)
 
 
 def main() -> int:
