@@ -11,6 +11,8 @@
 //! - [`dependency`]: the time a request waits on its dependencies, so the rest is the pod's own.
 //! - [`pressure`]: readiness and load shedding driven by the pod's own latency, its refusals and
 //!   runtime signals.
+//! - [`error_body`]: every error answer: the shared `{error, code}` body, its status and
+//!   `Retry-After`.
 //! - [`openapi`]: the parts of both OpenAPI documents they share, and `/openapi.json`.
 //! - [`client_addr`]: who one client is for per-client limits (an IPv4 address, an IPv6 /64).
 //! - [`rate_limit`]: per-client token buckets on writes (429 with `Retry-After`).
@@ -24,6 +26,7 @@ pub mod bulkhead;
 pub mod cli;
 pub mod client_addr;
 pub mod dependency;
+pub mod error_body;
 pub mod lifecycle;
 pub mod limits;
 pub mod metrics;

@@ -20,16 +20,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use crate::pressure::EXEMPT;
 use crate::{metrics, probes};
 
-/// Every error body of both services: `{"error": "..."}`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// What went wrong, for people; opaque (`internal error`) on a 500.
-    pub error: String,
-    /// Present on load-shedding answers: `latency`, `runtime`, `memory`, `queue`, ...
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub reason: Option<String>,
-}
+pub use guestbook_api::{ErrorBody, ErrorCode};
 
 /// `/readiness`' body, ready or not.
 #[derive(Debug, Serialize, ToSchema)]
@@ -65,7 +56,7 @@ pub struct Readiness {
 #[derive(OpenApi)]
 #[openapi(
     paths(probes::liveness, probes::readiness, metrics::render),
-    components(schemas(ErrorBody, Readiness))
+    components(schemas(ErrorBody, ErrorCode, Readiness))
 )]
 pub struct CommonApi;
 

@@ -1,0 +1,21 @@
+//! `guestbook-api`: the wire types of the guestbook, defined once.
+//!
+//! The backend validates against these limits and documents these shapes, the client's OpenAPI
+//! document describes the proxied routes with them, the load tool reads pages with them, and
+//! every error answer of both services is an [`ErrorBody`] whose [`ErrorCode`] programs (the
+//! browser UI among them) can match on without parsing the human text.
+//!
+//! - [`message`]: a message as served, the body of a post, a page, the limits.
+//! - [`error`]: `{"error": "...", "code": "..."}` and the closed set of codes.
+//!
+//! This crate has no HTTP framework in it on purpose: the load tool depends on it too, and a
+//! wire type should not pull a server into a client.
+
+pub mod error;
+pub mod message;
+
+pub use error::{ErrorBody, ErrorCode};
+pub use message::{
+    DEFAULT_PAGE_LIMIT, Deleted, MAX_AUTHOR_CHARS, MAX_PAGE_LIMIT, MAX_TEXT_CHARS, Message,
+    MessagePage, NewMessageBody, Order,
+};
