@@ -1,22 +1,21 @@
 //! Building and running the backend: state, router, background tasks.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::response::IntoResponse;
 use guestbook_common::bulkhead::Bulkhead;
-use guestbook_common::limits;
-use guestbook_common::pressure::{self, Pressure};
+use guestbook_common::pressure::Pressure;
 use guestbook_common::rate_limit::{self, RateLimiter};
 use guestbook_common::same_origin;
+use guestbook_common::service::{self, Listener, Service, ServiceArgs};
 use guestbook_common::stream_limit::StreamLimit;
-use guestbook_common::{Lifecycle, Metrics, metrics, probes, server, telemetry};
+use guestbook_common::{Lifecycle, Metrics, metrics, probes};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::layer::util::Identity;
 
 use crate::error::ApiError;
 use crate::faults::Faults;
@@ -94,9 +93,13 @@ impl AppState {
         let faults = Arc::new(Faults::default());
         let store = Store::new(settings, Arc::clone(&faults), store_metrics)?;
         let lifecycle = Lifecycle::new();
-        let pressure = Pressure::new(settings.pressure.clone(), lifecycle.clone(), &mut registry);
+        let pressure = Pressure::new(
+            settings.service.pressure.clone(),
+            lifecycle.clone(),
+            &mut registry,
+        );
         let slow_hold = std::time::Duration::from_millis(settings.slow_ms);
-        let slow_max_wait = (settings.pressure.shedding && settings.slow_max_wait_ms > 0)
+        let slow_max_wait = (settings.service.pressure.shedding && settings.slow_max_wait_ms > 0)
             .then(|| std::time::Duration::from_millis(settings.slow_max_wait_ms));
         let streams = StreamLimit::new(
             settings.max_stream_clients,
@@ -146,7 +149,7 @@ pub fn app(state: AppState) -> Router {
         // fault injection off they stay a plain 404.
         faults = faults.route_layer(axum::middleware::from_fn(same_origin::guard));
     }
-    Router::new()
+    let routes = Router::new()
         .merge(messages)
         .merge(routes::data::routes())
         .merge(routes::slow::routes())
@@ -158,34 +161,36 @@ pub fn app(state: AppState) -> Router {
             crate::openapi::json(),
         )))
         .fallback(|| async { ApiError::NotFound.into_response() })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(limits::headers))
-        .layer(axum::middleware::from_fn_with_state(
-            shedder,
-            pressure::guard,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            metrics,
-            metrics::track,
-        ))
-        .layer(telemetry::trace_layer())
-        .layer(telemetry::propagate_request_id_layer())
-        .layer(telemetry::set_request_id_layer())
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    service::wrap(routes, metrics, shedder, Identity::new()).with_state(state)
 }
 
 /// A bound, not yet serving backend.
 pub struct Application {
-    listener: TcpListener,
+    listener: Listener,
     state: AppState,
     settings: Settings,
 }
 
 impl Application {
-    /// Binds the listener (port 0 picks a free port) and prepares the state.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    /// The state, for tests that inspect it.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+}
+
+impl Service for Application {
+    type Settings = Settings;
+    type Error = anyhow::Error;
+    const NAME: &'static str = "guestbook-backend";
+
+    fn service_args(settings: &Settings) -> &ServiceArgs {
+        &settings.service
+    }
+
+    async fn build(settings: Settings) -> anyhow::Result<Self> {
         let state = AppState::new(&settings)?;
-        let listener = TcpListener::bind(settings.listen_addr).await?;
+        let listener = Listener::bind(settings.listen_addr).await?;
         Ok(Self {
             listener,
             state,
@@ -193,23 +198,7 @@ impl Application {
         })
     }
 
-    /// The bound address.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// The bound port.
-    pub fn port(&self) -> u16 {
-        self.local_addr().map_or(0, |addr| addr.port())
-    }
-
-    /// The state, for tests that inspect it.
-    pub fn state(&self) -> &AppState {
-        &self.state
-    }
-
-    /// Serves until `shutdown` completes, then shuts down gracefully.
-    pub async fn run_until_stopped<F>(self, shutdown: F) -> std::io::Result<()>
+    async fn run_until_stopped<F>(self, shutdown: F) -> std::io::Result<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -238,21 +227,18 @@ impl Application {
             "guestbook-backend serving"
         );
         let lifecycle = state.lifecycle.clone();
-        let connection_metrics = state.metrics.connections();
-        let served = server::serve(
-            listener,
-            app(state),
-            lifecycle,
-            &settings.shutdown,
-            &settings.connections,
-            connection_metrics,
-            shutdown,
-        )
-        .await;
+        let metrics = state.metrics.clone();
+        let served = listener
+            .serve(app(state), lifecycle, &settings.service, &metrics, shutdown)
+            .await;
         stop_tail.cancel();
         let _ = tail.await;
         let _ = refresh.await;
         let _ = sentinels.await;
         served
+    }
+
+    fn listener(&self) -> &Listener {
+        &self.listener
     }
 }

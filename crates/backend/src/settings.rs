@@ -6,10 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use guestbook_common::cli::{Validate, parse_bool};
-use guestbook_common::pressure::PressureArgs;
 use guestbook_common::redact;
-use guestbook_common::telemetry::LogFormat;
-use guestbook_common::{ConnectionArgs, ShutdownArgs};
+use guestbook_common::service::{ServiceArgs, validate_rate_limit};
 
 use crate::store::AppendStrategy;
 
@@ -146,18 +144,9 @@ pub struct Settings {
     #[arg(long, env = "RATE_LIMIT_WRITES_BURST", default_value_t = 20)]
     pub rate_limit_writes_burst: u32,
 
-    /// Log format: auto (JSON unless a terminal), json or pretty.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
-    pub log_format: LogFormat,
-
+    /// Logging, shutdown, connection limits and backpressure, as in the client.
     #[command(flatten)]
-    pub shutdown: ShutdownArgs,
-
-    #[command(flatten)]
-    pub connections: ConnectionArgs,
-
-    #[command(flatten)]
-    pub pressure: PressureArgs,
+    pub service: ServiceArgs,
 }
 
 impl Settings {
@@ -166,8 +155,7 @@ impl Settings {
         let mut settings = Self::parse_from(["guestbook-backend"]);
         settings.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.redis_url = redis_url.to_owned();
-        settings.shutdown.shutdown_delay_secs = 0;
-        settings.shutdown.drain_timeout_secs = 5;
+        settings.service.shorten_shutdown_for_tests();
         settings
     }
 
@@ -215,19 +203,16 @@ impl std::fmt::Debug for Settings {
             .field("rate_limit_writes_burst", &self.rate_limit_writes_burst)
             .field("max_stream_clients", &self.max_stream_clients)
             .field("max_streams_per_client", &self.max_streams_per_client)
-            .field("shutdown", &self.shutdown)
-            .field("connections", &self.connections)
-            .field("pressure", &self.pressure)
+            .field("service", &self.service)
             .finish_non_exhaustive()
     }
 }
 
 impl Validate for Settings {
     fn validate(&self) -> Result<(), String> {
-        self.pressure.validate()?;
-        self.connections.validate()?;
+        self.service.validate()?;
         if self.stream_keep_alive_secs == 0
-            || self.stream_keep_alive_secs >= self.connections.idle_timeout_secs
+            || self.stream_keep_alive_secs >= self.service.connections.idle_timeout_secs
         {
             return Err(
                 "STREAM_KEEP_ALIVE_SECS must be at least 1 and below IDLE_TIMEOUT_SECS, or idle \
@@ -235,14 +220,7 @@ impl Validate for Settings {
                     .into(),
             );
         }
-        if !(self.rate_limit_writes_per_sec.is_finite() && self.rate_limit_writes_per_sec >= 0.0)
-            || self.rate_limit_writes_burst == 0
-        {
-            return Err(
-                "RATE_LIMIT_WRITES_PER_SEC must be 0 (off) or above, RATE_LIMIT_WRITES_BURST at least 1"
-                    .into(),
-            );
-        }
+        validate_rate_limit(self.rate_limit_writes_per_sec, self.rate_limit_writes_burst)?;
         if self.max_stream_clients == 0
             || self.max_streams_per_client == 0
             || self.max_streams_per_client > self.max_stream_clients

@@ -1,25 +1,24 @@
 //! Building and running the client: state, the backend stack, the router.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::FromRef;
 use axum::routing::{MethodRouter, any, delete, get, post};
-use guestbook_common::pressure::{self, Pressure};
+use guestbook_common::pressure::Pressure;
 use guestbook_common::rate_limit::{self, RateLimiter};
+use guestbook_common::service::{self, Listener, Service, ServiceArgs};
 use guestbook_common::stream_limit::StreamLimit;
-use guestbook_common::{Lifecycle, Metrics, metrics, probes, server, telemetry};
-use guestbook_common::{limits, redact, same_origin};
+use guestbook_common::{Lifecycle, Metrics, metrics, probes};
+use guestbook_common::{redact, same_origin};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -236,7 +235,11 @@ impl AppState {
             &mut registry,
         );
         let lifecycle = Lifecycle::new();
-        let pressure = Pressure::new(settings.pressure.clone(), lifecycle.clone(), &mut registry);
+        let pressure = Pressure::new(
+            settings.service.pressure.clone(),
+            lifecycle.clone(),
+            &mut registry,
+        );
         Ok(Self(Arc::new(Shared {
             stack,
             breaker,
@@ -292,21 +295,14 @@ pub fn app(state: AppState, frontend: crate::ui_files::Source<'_>) -> Router {
         .merge(guestbook_common::openapi::routes(Arc::from(
             crate::openapi::json(),
         )));
-    crate::ui_files::fallback(router, frontend)
-        .layer(axum::middleware::from_fn_with_state(
-            shedder,
-            pressure::guard,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            metrics,
-            metrics::track,
-        ))
-        .layer(axum::middleware::from_fn(limits::headers))
-        .layer(axum::middleware::from_fn(security_headers::add))
-        .layer(telemetry::trace_layer())
-        .layer(telemetry::propagate_request_id_layer())
-        .layer(telemetry::set_request_id_layer())
-        .with_state(state)
+    let edge = axum::middleware::from_fn(security_headers::add);
+    service::wrap(
+        crate::ui_files::fallback(router, frontend),
+        metrics,
+        shedder,
+        edge,
+    )
+    .with_state(state)
 }
 
 /// The load generator's controls. They take any body (seed 002's curl sends no content type),
@@ -343,16 +339,30 @@ fn api(state: &AppState) -> Router<AppState> {
 
 /// A bound, not yet serving client.
 pub struct Application {
-    listener: TcpListener,
+    listener: Listener,
     state: AppState,
     settings: Settings,
 }
 
 impl Application {
-    /// Binds the listener (port 0 picks a free port) and prepares the state.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    /// The state, for tests.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+}
+
+impl Service for Application {
+    type Settings = Settings;
+    type Error = anyhow::Error;
+    const NAME: &'static str = "guestbook-client";
+
+    fn service_args(settings: &Settings) -> &ServiceArgs {
+        &settings.service
+    }
+
+    async fn build(settings: Settings) -> anyhow::Result<Self> {
         let state = AppState::new(&settings)?;
-        let listener = TcpListener::bind(settings.listen_addr).await?;
+        let listener = Listener::bind(settings.listen_addr).await?;
         Ok(Self {
             listener,
             state,
@@ -360,18 +370,7 @@ impl Application {
         })
     }
 
-    /// The bound address.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// The state, for tests.
-    pub fn state(&self) -> &AppState {
-        &self.state
-    }
-
-    /// Serves until `shutdown` completes, then shuts down gracefully.
-    pub async fn run_until_stopped<F>(self, shutdown: F) -> std::io::Result<()>
+    async fn run_until_stopped<F>(self, shutdown: F) -> std::io::Result<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -384,25 +383,22 @@ impl Application {
         tracing::info!(addr = %listener.local_addr()?, backend = %state.backend_url_shown, "guestbook-client serving");
         let lifecycle = state.lifecycle.clone();
         let tasks = state.tasks.clone();
-        let connection_metrics = state.metrics.connections();
+        let metrics = state.metrics.clone();
         let frontend = crate::ui_files::Source::from_setting(settings.frontend_dir.as_deref());
         match frontend.describe() {
             Ok(shown) => tracing::info!(frontend = %shown, "serving the browser UI"),
             Err(problem) => tracing::warn!("{problem}"),
         }
         let router = app(state, frontend);
-        let served = server::serve(
-            listener,
-            router,
-            lifecycle,
-            &settings.shutdown,
-            &settings.connections,
-            connection_metrics,
-            shutdown,
-        )
-        .await;
+        let served = listener
+            .serve(router, lifecycle, &settings.service, &metrics, shutdown)
+            .await;
         tasks.cancel();
         let _ = refresh.await;
         served
+    }
+
+    fn listener(&self) -> &Listener {
+        &self.listener
     }
 }

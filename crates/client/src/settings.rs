@@ -7,10 +7,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use guestbook_common::cli::Validate;
-use guestbook_common::pressure::PressureArgs;
 use guestbook_common::redact;
-use guestbook_common::telemetry::LogFormat;
-use guestbook_common::{ConnectionArgs, ShutdownArgs};
+use guestbook_common::service::{ServiceArgs, validate_rate_limit};
 
 use crate::middleware::circuit_breaker::BreakerConfig;
 
@@ -102,15 +100,9 @@ pub struct Settings {
     /// Live-update streams one browser address (an IPv4 address or an IPv6 /64) may hold at once, at most MAX_STREAM_CLIENTS: a person keeps a few tabs open, and 8 leaves room for a small office behind one address while 32 addresses are needed to fill the client.
     #[arg(long, env = "MAX_STREAMS_PER_CLIENT", default_value_t = 8)]
     pub max_streams_per_client: usize,
-    /// Log format: auto (JSON unless a terminal), json or pretty.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
-    pub log_format: LogFormat,
+    /// Logging, shutdown, connection limits and backpressure, as in the backend.
     #[command(flatten)]
-    pub shutdown: ShutdownArgs,
-    #[command(flatten)]
-    pub connections: ConnectionArgs,
-    #[command(flatten)]
-    pub pressure: PressureArgs,
+    pub service: ServiceArgs,
 }
 
 impl Settings {
@@ -119,8 +111,7 @@ impl Settings {
         let mut settings = Self::parse_from(["guestbook-client"]);
         settings.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.backend_url = backend_url.to_owned();
-        settings.shutdown.shutdown_delay_secs = 0;
-        settings.shutdown.drain_timeout_secs = 5;
+        settings.service.shorten_shutdown_for_tests();
         settings
     }
 
@@ -167,25 +158,15 @@ impl std::fmt::Debug for Settings {
             .field("max_stream_clients", &self.max_stream_clients)
             .field("max_streams_per_client", &self.max_streams_per_client)
             .field("frontend_dir", &self.frontend_dir)
-            .field("shutdown", &self.shutdown)
-            .field("connections", &self.connections)
-            .field("pressure", &self.pressure)
+            .field("service", &self.service)
             .finish_non_exhaustive()
     }
 }
 
 impl Validate for Settings {
     fn validate(&self) -> Result<(), String> {
-        self.pressure.validate()?;
-        self.connections.validate()?;
-        if !(self.rate_limit_writes_per_sec.is_finite() && self.rate_limit_writes_per_sec >= 0.0)
-            || self.rate_limit_writes_burst == 0
-        {
-            return Err(
-                "RATE_LIMIT_WRITES_PER_SEC must be 0 (off) or above, RATE_LIMIT_WRITES_BURST at least 1"
-                    .into(),
-            );
-        }
+        self.service.validate()?;
+        validate_rate_limit(self.rate_limit_writes_per_sec, self.rate_limit_writes_burst)?;
         if self.max_stream_clients == 0
             || self.max_streams_per_client == 0
             || self.max_streams_per_client > self.max_stream_clients

@@ -3,6 +3,8 @@
 //! - [`cli`]: parses settings once at start; a bad setting is one line on stderr and exit code 2.
 //! - [`telemetry`]: `tracing` set up for JSON or human logs, and the request-id / trace layers.
 //! - [`lifecycle`]: the process's shutting-down state and the signal that starts it.
+//! - [`service`]: the skeleton both services share: common settings, the bound listener, the one
+//!   middleware order and `main`.
 //! - [`server`]: serves a router with header-read and idle timeouts and a connection cap, until
 //!   shutdown: unready at once, keep serving for a delay, drain.
 //! - [`probes`]: shallow `/liveness` and `/readiness` that never look at a dependency.
@@ -37,6 +39,7 @@ pub mod rate_limit;
 pub mod redact;
 pub mod same_origin;
 pub mod server;
+pub mod service;
 pub mod stream_limit;
 pub mod telemetry;
 pub mod window;
@@ -44,3 +47,4 @@ pub mod window;
 pub use lifecycle::{Lifecycle, ShutdownArgs};
 pub use metrics::Metrics;
 pub use server::ConnectionArgs;
+pub use service::ServiceArgs;

@@ -5,6 +5,7 @@ use std::process::Output;
 
 use guestbook_backend::store::AppendStrategy;
 use guestbook_backend::{Application, Settings};
+use guestbook_common::service::Service;
 pub use guestbook_testkit::RedisServer;
 use tokio::sync::oneshot;
 

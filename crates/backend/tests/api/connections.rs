@@ -160,10 +160,10 @@ async fn headers_sent_one_byte_a_second_are_cut_by_the_header_read_timeout() {
 async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     let redis = RedisServer::start().await;
     let mut settings = settings(&redis, AppendStrategy::Lua);
-    settings.connections.idle_timeout_secs = 2;
+    settings.service.connections.idle_timeout_secs = 2;
     // The header timeout also ends a keep-alive wait; at its maximum it cannot be what closes
     // the connection within the bound below.
-    settings.connections.header_read_timeout_secs = 30;
+    settings.service.connections.header_read_timeout_secs = 30;
     let app = TestApp::spawn(settings).await;
     let mut stream = connect(&app).await;
     stream
@@ -182,7 +182,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 async fn a_stalled_request_body_is_closed_after_the_idle_timeout() {
     let redis = RedisServer::start().await;
     let mut settings = settings(&redis, AppendStrategy::Lua);
-    settings.connections.idle_timeout_secs = 2;
+    settings.service.connections.idle_timeout_secs = 2;
     let app = TestApp::spawn(settings).await;
     let mut stream = connect(&app).await;
     // The headers are complete (so the header timeout is over); the body never is.
@@ -206,7 +206,7 @@ async fn a_stalled_request_body_is_closed_after_the_idle_timeout() {
 async fn past_max_connections_only_probes_are_answered_until_a_connection_closes() {
     let redis = RedisServer::start().await;
     let mut settings = settings(&redis, AppendStrategy::Lua);
-    settings.connections.max_connections = 4;
+    settings.service.connections.max_connections = 4;
     let app = TestApp::spawn(settings).await;
     let mut held = Vec::new();
     for _ in 0..4 {
@@ -278,7 +278,7 @@ async fn past_max_connections_only_probes_are_answered_until_a_connection_closes
 async fn a_live_update_stream_outlives_the_idle_timeout_on_its_keep_alive_comments() {
     let redis = RedisServer::start().await;
     let mut settings = settings(&redis, AppendStrategy::Lua);
-    settings.connections.idle_timeout_secs = 2;
+    settings.service.connections.idle_timeout_secs = 2;
     settings.stream_keep_alive_secs = 1;
     let app = TestApp::spawn(settings).await;
     let client = http();

@@ -23,7 +23,7 @@ async fn three_backends(redis: &RedisServer, strategy: AppendStrategy) -> Vec<Te
         // At 200 in flight the contended strategies' latency (debug build) passes
         // SHED_P999_MS, and shedding would answer 503s the client must outlast. Shedding has
         // tests of its own (overload.rs); these are about exactly-once.
-        settings.pressure.shedding = false;
+        settings.service.pressure.shedding = false;
         apps.push(TestApp::spawn(settings).await);
     }
     apps

@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use guestbook_backend::store::AppendStrategy;
 use guestbook_backend::{Application, Settings};
+use guestbook_common::service::Service;
 pub use guestbook_testkit::{RedisServer, SentinelServer};
 use serde::Deserialize;
 use tokio::sync::oneshot;

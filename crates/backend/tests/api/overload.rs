@@ -13,9 +13,9 @@ use crate::helpers::{ADMIN_TOKEN, RedisServer, TestApp, get_text, http, settings
 /// A short window so a test sees readiness fail and recover in seconds.
 fn short_window(redis: &RedisServer) -> Settings {
     let mut settings = settings(redis, AppendStrategy::Lua);
-    settings.pressure.latency_window_secs = 4;
-    settings.pressure.latency_age_buckets = 2;
-    settings.pressure.readiness_min_samples = 20;
+    settings.service.pressure.latency_window_secs = 4;
+    settings.service.pressure.latency_age_buckets = 2;
+    settings.service.pressure.readiness_min_samples = 20;
     settings
 }
 
@@ -149,8 +149,8 @@ async fn latency_shedding_refuses_only_the_excess() {
     // Arrange: every /data call takes 100 ms, over a 50 ms shedding threshold.
     let redis = RedisServer::start().await;
     let mut settings = short_window(&redis);
-    settings.pressure.readiness_p999_ms = 40;
-    settings.pressure.shed_p999_ms = 50;
+    settings.service.pressure.readiness_p999_ms = 40;
+    settings.service.pressure.shed_p999_ms = 50;
     let app = TestApp::spawn(settings).await;
     let client = http();
     let configured = client
@@ -480,7 +480,7 @@ async fn slow_at_ten_times_capacity_turns_unready_keeps_goodput_and_recovers() {
     let redis = RedisServer::start().await;
     let defaults = settings(&redis, AppendStrategy::Lua);
     let capacity = defaults.slow_workers as f64 * 1e3 / defaults.slow_ms as f64;
-    let window = Duration::from_secs(defaults.pressure.latency_window_secs);
+    let window = Duration::from_secs(defaults.service.pressure.latency_window_secs);
     let app = TestApp::spawn(defaults).await;
     let client = http();
     wait_for(&client, &app, 200, Duration::from_secs(1)).await;

@@ -117,3 +117,37 @@ async fn cors_is_closed_no_origin_gets_an_allow_header() {
         assert!(cors.is_empty(), "CORS headers: {cors:?}");
     }
 }
+
+/// Both services wrap their routes in one layer order (`guestbook_common::service::layers`):
+/// a 431 is counted in the HTTP histogram like any other answer (the client's twin test
+/// checks the same).
+#[tokio::test]
+async fn a_request_with_oversized_headers_is_counted_in_the_http_histogram() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let client = http();
+
+    let large = client
+        .get(app.url("/api/messages"))
+        .header("x-padding", "p".repeat(17 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(large.status().as_u16(), 431);
+    let metrics = client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    let counted = metrics.lines().any(|line| {
+        line.starts_with("http_request_duration_seconds_count{")
+            && line.contains("route=\"/api/messages\"")
+            && line.contains("status=\"431\"")
+            && line.ends_with(" 1")
+    });
+    assert!(counted, "{metrics}");
+}

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use guestbook_backend::store::AppendStrategy;
 use guestbook_client::Settings as ClientSettings;
+use guestbook_common::service::Service;
 pub use guestbook_testkit::RedisServer;
 use tokio::sync::oneshot;
 
@@ -41,7 +42,7 @@ pub async fn backend(redis: &RedisServer) -> Running {
     let mut settings = guestbook_backend::Settings::for_tests(&redis.url());
     settings.append_strategy = AppendStrategy::Lua;
     settings.fault_injection = true;
-    settings.shutdown.drain_timeout_secs = 0;
+    settings.service.shutdown.drain_timeout_secs = 0;
     let app = guestbook_backend::Application::build(settings)
         .await
         .expect("backend builds");

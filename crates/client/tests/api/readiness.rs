@@ -16,7 +16,7 @@ async fn a_slow_backend_leaves_the_client_ready() {
     let backend = backend(&redis).await;
     let settings = ClientSettings::for_tests(&backend.base);
     let attempt_timeout = Duration::from_millis(settings.backend_timeout_ms);
-    let warm = usize::try_from(settings.pressure.readiness_min_samples * 2).unwrap_or(200);
+    let warm = usize::try_from(settings.service.pressure.readiness_min_samples * 2).unwrap_or(200);
     let client = client(settings).await;
     let http = http();
     for _ in 0..warm {

@@ -1,0 +1,64 @@
+//! The one middleware order both services wrap their routes in.
+//!
+//! Outermost first:
+//! 1. set a request id (`x-request-id`, kept when the caller sent one);
+//! 2. propagate it onto the answer;
+//! 3. trace: one span per request, named by route template and request id;
+//! 4. the service's `edge` layer (the client's security headers; nothing in the backend): it
+//!    sees every answer, the refusals below included;
+//! 5. metrics: the HTTP histogram (`http_requests`) counts every answer the service gives;
+//! 6. pressure: readiness and load shedding;
+//! 7. header limit (431);
+//! 8. the service's routes with their own layers (body limit, rate limit, same-origin).
+//!
+//! Why this order: the two services used to differ in where the 431 sat (the backend inside
+//! metrics and pressure, the client outside both), so one oversized request was counted by one
+//! and not the other. Now the histogram sees every answer, refusals included, as it sees a 429
+//! or a 413: an operator counting bad requests finds them all in one metric. Pressure comes
+//! before the header check because under overload the cheapest answer is the shed, given before
+//! any other work; and the edge layer is outside metrics so that a refusal from any layer below
+//! still carries the security headers.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::response::IntoResponse;
+use axum::routing::Route;
+use tower::{Layer, Service};
+
+use crate::metrics::{self, Metrics};
+use crate::pressure::{self, Pressure};
+use crate::{limits, telemetry};
+
+/// Wraps `routes` in the fixed order above, with `edge` as step 4 (`tower::layer::util::Identity`
+/// for none).
+pub fn wrap<S, L>(
+    routes: Router<S>,
+    metrics: Metrics,
+    pressure: Arc<Pressure>,
+    edge: L,
+) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    L: Layer<Route> + Clone + Send + Sync + 'static,
+    L::Service: Service<Request> + Clone + Send + Sync + 'static,
+    <L::Service as Service<Request>>::Response: IntoResponse + 'static,
+    <L::Service as Service<Request>>::Error: Into<std::convert::Infallible> + 'static,
+    <L::Service as Service<Request>>::Future: Send + 'static,
+{
+    routes
+        .layer(axum::middleware::from_fn(limits::headers))
+        .layer(axum::middleware::from_fn_with_state(
+            pressure,
+            pressure::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::track,
+        ))
+        .layer(edge)
+        .layer(telemetry::trace_layer())
+        .layer(telemetry::propagate_request_id_layer())
+        .layer(telemetry::set_request_id_layer())
+}
