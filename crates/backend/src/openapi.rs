@@ -2,8 +2,7 @@
 //! attributes and served at `GET /openapi.json`. `openapi/backend.json` is the checked-in
 //! copy; `make openapi` rewrites it and a test fails when it differs from this.
 
-use guestbook_common::openapi::{CommonApi, HeaderLimit, Shedding};
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use guestbook_common::openapi::{BearerAuth, CommonApi, HeaderLimit, Shedding};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{admin, data, faults, health, messages, slow, stream};
@@ -44,21 +43,6 @@ use crate::routes::{admin, data, faults, health, messages, slow, stream};
     )
 )]
 pub struct ApiDoc;
-
-/// The `bearer` security scheme (`ADMIN_TOKEN`).
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        openapi
-            .components
-            .get_or_insert_with(Default::default)
-            .add_security_scheme(
-                "bearer",
-                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-            );
-    }
-}
 
 /// This document.
 #[utoipa::path(

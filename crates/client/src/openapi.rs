@@ -5,9 +5,8 @@
 //! The proxied `/api/*` operations are the backend's: their schemas here are copies for the
 //! document only, and a test compares them with the backend's document so they cannot drift.
 
-use guestbook_common::openapi::{CommonApi, ErrorBody, HeaderLimit, Shedding};
+use guestbook_common::openapi::{BearerAuth, CommonApi, ErrorBody, HeaderLimit, Shedding};
 use serde::Serialize;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use crate::routes::{fetch, load, status};
@@ -229,21 +228,6 @@ fn openapi_json() {}
     )
 )]
 pub struct ApiDoc;
-
-/// The `bearer` security scheme (the backend's `ADMIN_TOKEN`).
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        openapi
-            .components
-            .get_or_insert_with(Default::default)
-            .add_security_scheme(
-                "bearer",
-                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-            );
-    }
-}
 
 /// The whole document: this crate's paths, the shared probes, the shedder's 503 and the
 /// header limit's 431.
