@@ -10,7 +10,7 @@ use guestbook_common::bulkhead::Bulkhead;
 use guestbook_common::pressure::Pressure;
 use guestbook_common::rate_limit::{self, RateLimiter};
 use guestbook_common::same_origin;
-use guestbook_common::service::{self, Listener, Service, ServiceArgs};
+use guestbook_common::service::{self, Bound, Listener, Service, ServiceArgs};
 use guestbook_common::stream_limit::StreamLimit;
 use guestbook_common::{Lifecycle, Metrics, metrics, probes};
 use prometheus_client::registry::Registry;
@@ -166,16 +166,12 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// A bound, not yet serving backend.
-pub struct Application {
-    listener: Listener,
-    state: AppState,
-    settings: Settings,
-}
+pub struct Application(Bound<AppState, Settings>);
 
 impl Application {
     /// The state, for tests that inspect it.
     pub fn state(&self) -> &AppState {
-        &self.state
+        &self.0.state
     }
 }
 
@@ -190,23 +186,20 @@ impl Service for Application {
 
     async fn build(settings: Settings) -> anyhow::Result<Self> {
         let state = AppState::new(&settings)?;
-        let listener = Listener::bind(settings.listen_addr).await?;
-        Ok(Self {
-            listener,
-            state,
-            settings,
-        })
+        Ok(Self(
+            Bound::bind(settings.listen_addr, state, settings).await?,
+        ))
     }
 
     async fn run_until_stopped<F>(self, shutdown: F) -> std::io::Result<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let Self {
+        let Bound {
             listener,
             state,
             settings,
-        } = self;
+        } = self.0;
         let stop_tail = CancellationToken::new();
         let tail = tokio::spawn(
             state
@@ -239,6 +232,6 @@ impl Service for Application {
     }
 
     fn listener(&self) -> &Listener {
-        &self.listener
+        &self.0.listener
     }
 }

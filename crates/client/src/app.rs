@@ -9,7 +9,7 @@ use axum::extract::FromRef;
 use axum::routing::{MethodRouter, any, delete, get, post};
 use guestbook_common::pressure::Pressure;
 use guestbook_common::rate_limit::{self, RateLimiter};
-use guestbook_common::service::{self, Listener, Service, ServiceArgs};
+use guestbook_common::service::{self, Bound, Listener, Service, ServiceArgs};
 use guestbook_common::stream_limit::StreamLimit;
 use guestbook_common::{Lifecycle, Metrics, metrics, probes};
 use guestbook_common::{redact, same_origin};
@@ -338,16 +338,12 @@ fn api(state: &AppState) -> Router<AppState> {
 }
 
 /// A bound, not yet serving client.
-pub struct Application {
-    listener: Listener,
-    state: AppState,
-    settings: Settings,
-}
+pub struct Application(Bound<AppState, Settings>);
 
 impl Application {
     /// The state, for tests.
     pub fn state(&self) -> &AppState {
-        &self.state
+        &self.0.state
     }
 }
 
@@ -362,23 +358,20 @@ impl Service for Application {
 
     async fn build(settings: Settings) -> anyhow::Result<Self> {
         let state = AppState::new(&settings)?;
-        let listener = Listener::bind(settings.listen_addr).await?;
-        Ok(Self {
-            listener,
-            state,
-            settings,
-        })
+        Ok(Self(
+            Bound::bind(settings.listen_addr, state, settings).await?,
+        ))
     }
 
     async fn run_until_stopped<F>(self, shutdown: F) -> std::io::Result<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let Self {
+        let Bound {
             listener,
             state,
             settings,
-        } = self;
+        } = self.0;
         let refresh = tokio::spawn(Arc::clone(&state.pressure).run(state.tasks.clone()));
         tracing::info!(addr = %listener.local_addr()?, backend = %state.backend_url_shown, "guestbook-client serving");
         let lifecycle = state.lifecycle.clone();
@@ -399,6 +392,6 @@ impl Service for Application {
     }
 
     fn listener(&self) -> &Listener {
-        &self.listener
+        &self.0.listener
     }
 }

@@ -13,6 +13,29 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::server;
 
+/// A service between build and run: its bound socket, its state and its settings. Each
+/// service's `Application` wraps one.
+#[derive(Debug)]
+pub struct Bound<State, Settings> {
+    /// The bound, not yet serving socket.
+    pub listener: Listener,
+    /// What the service's handlers reach.
+    pub state: State,
+    /// The settings it was built from.
+    pub settings: Settings,
+}
+
+impl<State, Settings> Bound<State, Settings> {
+    /// Binds `addr` (port 0 picks a free port) for a service with `state` and `settings`.
+    pub async fn bind(addr: SocketAddr, state: State, settings: Settings) -> io::Result<Self> {
+        Ok(Self {
+            listener: Listener::bind(addr).await?,
+            state,
+            settings,
+        })
+    }
+}
+
 /// A bound, not yet serving socket.
 #[derive(Debug)]
 pub struct Listener(TcpListener);

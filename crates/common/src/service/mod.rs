@@ -1,5 +1,5 @@
 //! The service skeleton both binaries share: their common settings ([`ServiceArgs`]), the
-//! bound socket ([`Listener`]), the one middleware order ([`layers::wrap`]) and `main`
+//! bound socket ([`Listener`], held in [`Bound`] with the state and settings), the one middleware order ([`layers::wrap`]) and `main`
 //! ([`run`]).
 //!
 //! A service supplies its state and routes and implements [`Service`] for its `Application`;
@@ -20,7 +20,7 @@ use std::process::ExitCode;
 
 pub use args::{ServiceArgs, validate_rate_limit};
 pub use layers::wrap;
-pub use listener::Listener;
+pub use listener::{Bound, Listener};
 
 use crate::cli::{Validate, parse_or_exit};
 use crate::lifecycle::termination_signal;
