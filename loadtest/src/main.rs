@@ -20,7 +20,19 @@ fn could_not_run(problem: &anyhow::Error) -> ExitCode {
     ExitCode::from(3)
 }
 
+/// Prints `report` on stdout: as pretty JSON with `--json`, else as its `table`.
 #[allow(clippy::print_stdout)] // stdout is this tool's output
+fn show(report: &impl serde::Serialize, json: bool, table: impl FnOnce() -> String) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).unwrap_or_default()
+        );
+    } else {
+        print!("{}", table());
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -30,23 +42,15 @@ async fn main() -> ExitCode {
                 Ok(run) => run,
                 Err(problem) => return usage(&problem),
             };
-            let progress = Progress::start(Some(run.count as u64), "messages");
-            let report = run.run(progress.as_ref().map(Progress::counter)).await;
-            if let Some(progress) = progress {
-                progress.finish();
-            }
+            let report = Progress::around(Some(run.count as u64), "messages", |counter| {
+                run.run(counter)
+            })
+            .await;
             let report = match report {
                 Ok(report) => report,
                 Err(err) => return could_not_run(&err),
             };
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
-            } else {
-                print!("{}", report.table());
-            }
+            show(&report, args.json, || report.table());
             if report.passed {
                 ExitCode::SUCCESS
             } else {
@@ -58,11 +62,8 @@ async fn main() -> ExitCode {
                 Ok(load) => load,
                 Err(problem) => return usage(&problem),
             };
-            let progress = Progress::start(load.requests, "requests");
-            let run = load.run(progress.as_ref().map(Progress::counter)).await;
-            if let Some(progress) = progress {
-                progress.finish();
-            }
+            let run =
+                Progress::around(load.requests, "requests", |counter| load.run(counter)).await;
             let report = HttpReport::new(&load, &run);
             if let Some(path) = &args.trace
                 && let Err(err) = std::fs::write(path, run.trace_csv(load.schedule))
@@ -74,14 +75,7 @@ async fn main() -> ExitCode {
             {
                 return could_not_run(&err);
             }
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
-            } else {
-                print!("{}", report.table());
-            }
+            show(&report, args.json, || report.table());
             ExitCode::SUCCESS
         }
     }

@@ -8,14 +8,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
+use guestbook_api::{MAX_PAGE_LIMIT, Message, MessagePage, NewMessageBody};
+use serde::Serialize;
 
 use crate::stats::{Outcome, Percentiles, Stats};
 use crate::timeline::{Attempt, MessageEnd, MessageSecond, timeline, trace_csv};
 use crate::verify::{FoundMessage, SentMessage, Verdict, verify};
 
-/// Largest page the API serves.
-const PAGE: usize = 1_000;
+/// Read back in the largest pages the API serves.
+const PAGE: usize = MAX_PAGE_LIMIT;
 
 /// What to send.
 #[derive(Debug, Clone)]
@@ -77,17 +78,6 @@ pub struct MessagesReport {
     pub started_unix_ms: u64,
     /// The per-second timeline: attempts and messages by the second they ended.
     pub series: Vec<MessageSecond>,
-}
-
-#[derive(Deserialize)]
-struct Page {
-    messages: Vec<PageMessage>,
-}
-
-#[derive(Deserialize)]
-struct PageMessage {
-    id: u64,
-    text: String,
 }
 
 fn trim(url: &str) -> String {
@@ -221,7 +211,10 @@ impl MessagesRun {
         } else {
             1
         };
-        let body = serde_json::json!({"author": "guestbook-loadtest", "text": text});
+        let body = NewMessageBody {
+            author: "guestbook-loadtest".to_owned(),
+            text: text.clone(),
+        };
         let mut stats = Stats::default();
         let mut acked_id = None;
         let mut made = Vec::new();
@@ -251,7 +244,7 @@ impl MessagesRun {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     if matches!(status, 200 | 201) {
-                        acked_id = response.json::<PageMessage>().await.ok().map(|m| m.id);
+                        acked_id = response.json::<Message>().await.ok().map(|m| m.id);
                         done = started.elapsed();
                     }
                     stats.record(done, done.saturating_sub(sent_at), Outcome::Status(status));
@@ -325,7 +318,7 @@ pub async fn read_all(client: &reqwest::Client, target: &str) -> anyhow::Result<
             "reading the guestbook answered {}",
             response.status()
         );
-        let page: Page = response.json().await?;
+        let page: MessagePage = response.json().await?;
         let full = page.messages.len() == PAGE;
         let Some(last) = page.messages.last() else {
             break;

@@ -16,6 +16,24 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// Runs `work` with a progress line (when stderr is a terminal), given the counter it
+    /// should bump per finished unit, and clears the line when it ends.
+    pub async fn around<T, F>(
+        total: Option<u64>,
+        what: &str,
+        work: impl FnOnce(Option<Arc<AtomicU64>>) -> F,
+    ) -> T
+    where
+        F: Future<Output = T>,
+    {
+        let progress = Self::start(total, what);
+        let done = work(progress.as_ref().map(Self::counter)).await;
+        if let Some(progress) = progress {
+            progress.finish();
+        }
+        done
+    }
+
     /// Starts a bar when stderr is a terminal; `total` is the expected count, when known.
     pub fn start(total: Option<u64>, what: &str) -> Option<Self> {
         if !std::io::stderr().is_terminal() {
