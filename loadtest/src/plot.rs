@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, anyhow};
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::report::{HttpReport, SecondPoint};
@@ -81,18 +82,7 @@ where
         .map(|p| p.latency_ms.p999)
         .fold(1.0_f64, f64::max)
         * 1.1;
-    let mut chart = ChartBuilder::on(&areas[0])
-        .caption("latency per second (ms)", ("sans-serif", 16))
-        .margin(8)
-        .x_label_area_size(28)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0.0..seconds, 0.0..latency_max)
-        .map_err(fail)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds")
-        .draw()
-        .map_err(fail)?;
+    let mut chart = panel(&areas[0], "latency per second (ms)", seconds, latency_max)?;
     let lines: [Line<Percentiles, f64>; 3] = [
         ("p50", BLUE, |p| p.p50),
         ("p99", RGBColor(230, 120, 0), |p| p.p99),
@@ -130,18 +120,7 @@ where
         .map(|(i, line)| (i + 1, line))
     {
         let top = report.series.iter().map(pick).max().unwrap_or(0).max(1) as f64 * 1.1;
-        let mut chart = ChartBuilder::on(&areas[area])
-            .caption(caption, ("sans-serif", 16))
-            .margin(8)
-            .x_label_area_size(28)
-            .y_label_area_size(64)
-            .build_cartesian_2d(0.0..seconds, 0.0..top)
-            .map_err(fail)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds")
-            .draw()
-            .map_err(fail)?;
+        let mut chart = panel(&areas[area], caption, seconds, top)?;
         chart
             .draw_series(LineSeries::new(
                 report
@@ -154,4 +133,31 @@ where
     }
     root.present().map_err(fail)?;
     Ok(())
+}
+
+/// One panel on `area`: `caption` above, seconds along (0 to `seconds`), 0 to `top` up.
+fn panel<'a, DB>(
+    area: &'a DrawingArea<DB, Shift>,
+    caption: &str,
+    seconds: f64,
+    top: f64,
+) -> anyhow::Result<ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>>
+where
+    DB: DrawingBackend,
+    DB::ErrorType: 'static,
+{
+    let fail = |err: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{err}");
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(28)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..seconds, 0.0..top)
+        .map_err(fail)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .draw()
+        .map_err(fail)?;
+    Ok(chart)
 }

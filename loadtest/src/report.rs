@@ -132,13 +132,7 @@ impl HttpReport {
             "goodput (2xx)",
             &format!("{:.1} req/s", self.ok_per_second),
         );
-        latency_rows(&mut out, &self.latency_ms);
-        for (status, count) in &self.statuses {
-            row(&mut out, &format!("status {status}"), &count.to_string());
-        }
-        for (kind, count) in &self.errors {
-            row(&mut out, &format!("error {kind}"), &count.to_string());
-        }
+        outcome_rows(&mut out, &self.latency_ms, &self.statuses, &self.errors);
         out
     }
 }
@@ -181,13 +175,7 @@ impl MessagesReport {
             "acknowledged/s",
             &format!("{:.1}", self.acknowledged_per_second),
         );
-        latency_rows(&mut out, &self.latency_ms);
-        for (status, count) in &self.statuses {
-            row(&mut out, &format!("status {status}"), &count.to_string());
-        }
-        for (kind, count) in &self.errors {
-            row(&mut out, &format!("error {kind}"), &count.to_string());
-        }
+        outcome_rows(&mut out, &self.latency_ms, &self.statuses, &self.errors);
         for text in &v.lost_examples {
             row(&mut out, "lost e.g.", text);
         }
@@ -200,6 +188,22 @@ impl MessagesReport {
 
 fn row(out: &mut String, name: &str, value: &str) {
     let _ = writeln!(out, "  {name:<20} {value}");
+}
+
+/// The latency percentiles, then the answers by status and the transport errors by kind.
+fn outcome_rows(
+    out: &mut String,
+    latency: &Percentiles,
+    statuses: &BTreeMap<u16, u64>,
+    errors: &BTreeMap<String, u64>,
+) {
+    latency_rows(out, latency);
+    for (status, count) in statuses {
+        row(out, &format!("status {status}"), &count.to_string());
+    }
+    for (kind, count) in errors {
+        row(out, &format!("error {kind}"), &count.to_string());
+    }
 }
 
 fn latency_rows(out: &mut String, p: &Percentiles) {

@@ -194,15 +194,16 @@ mod tests {
         (actual - expected).abs() <= expected * 0.002
     }
 
+    /// Records a 200 sent at second 0 that took `latency`.
+    fn ok(stats: &mut Stats, latency: Duration) {
+        stats.record(Duration::ZERO, latency, Outcome::Status(200));
+    }
+
     #[test]
     fn percentiles_of_a_uniform_distribution_are_its_quantiles() {
         let mut stats = Stats::default();
         for micros in 1..=100_000_u64 {
-            stats.record(
-                Duration::ZERO,
-                Duration::from_micros(micros),
-                Outcome::Status(200),
-            );
+            ok(&mut stats, Duration::from_micros(micros));
         }
         let p = Percentiles::of(&stats.latency);
         assert!(close(p.p50, 50.0), "{p:?}");
@@ -216,14 +217,10 @@ mod tests {
     fn a_single_outlier_shows_in_p999_only_when_it_is_above_one_in_a_thousand() {
         let mut stats = Stats::default();
         for _ in 0..9_990 {
-            stats.record(
-                Duration::ZERO,
-                Duration::from_millis(1),
-                Outcome::Status(200),
-            );
+            ok(&mut stats, Duration::from_millis(1));
         }
         for _ in 0..10 {
-            stats.record(Duration::ZERO, Duration::from_secs(1), Outcome::Status(200));
+            ok(&mut stats, Duration::from_secs(1));
         }
         let p = Percentiles::of(&stats.latency);
         assert!(close(p.p99, 1.0), "{p:?}");

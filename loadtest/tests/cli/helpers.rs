@@ -71,3 +71,13 @@ pub fn json(output: &Output) -> serde_json::Value {
         )
     })
 }
+
+/// Runs the binary with `args` (the mode first) and `--target` a fresh backend with
+/// `strategy` over its own Redis, both stopped once it has answered.
+pub async fn run_against(strategy: AppendStrategy, args: &[&str]) -> Output {
+    let redis = RedisServer::start().await;
+    let backend = backend(&redis, strategy).await;
+    let mut args = args.to_vec();
+    args.extend(["--target", backend.base.as_str()]);
+    loadtest(&args).await
+}

@@ -6,25 +6,23 @@ use axum::Router;
 use axum::routing::get;
 use guestbook_backend::store::AppendStrategy;
 
-use crate::helpers::{RedisServer, backend, json, loadtest};
+use crate::helpers::{RedisServer, backend, json, loadtest, run_against};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_loop_stops_at_its_request_count() {
-    let redis = RedisServer::start().await;
-    let lua = backend(&redis, AppendStrategy::Lua).await;
-
-    let output = loadtest(&[
-        "http",
-        "--preset",
-        "data",
-        "--target",
-        &lua.base,
-        "--connections",
-        "8",
-        "--requests",
-        "500",
-        "--json",
-    ])
+    let output = run_against(
+        AppendStrategy::Lua,
+        &[
+            "http",
+            "--preset",
+            "data",
+            "--connections",
+            "8",
+            "--requests",
+            "500",
+            "--json",
+        ],
+    )
     .await;
 
     let report = json(&output);
@@ -189,19 +187,18 @@ async fn plots_are_written_as_svg_and_png() {
 
 #[tokio::test]
 async fn an_unknown_plot_extension_is_refused() {
-    let redis = RedisServer::start().await;
-    let lua = backend(&redis, AppendStrategy::Lua).await;
-    let output = loadtest(&[
-        "http",
-        "--preset",
-        "liveness",
-        "--target",
-        &lua.base,
-        "--requests",
-        "5",
-        "--plot",
-        "/tmp/x.gif",
-    ])
+    let output = run_against(
+        AppendStrategy::Lua,
+        &[
+            "http",
+            "--preset",
+            "liveness",
+            "--requests",
+            "5",
+            "--plot",
+            "/tmp/x.gif",
+        ],
+    )
     .await;
     assert_eq!(output.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&output.stderr).contains(".svg or .png"));

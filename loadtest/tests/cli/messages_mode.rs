@@ -2,7 +2,9 @@
 
 use guestbook_backend::store::AppendStrategy;
 
-use crate::helpers::{ADMIN_TOKEN, RedisServer, backend, backend_with, json, loadtest};
+use crate::helpers::{
+    ADMIN_TOKEN, RedisServer, backend, backend_with, json, loadtest, run_against,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_verifier_passes_against_lua_across_three_replicas() {
@@ -46,19 +48,17 @@ async fn the_verifier_passes_against_lua_across_three_replicas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_verifier_fails_against_the_naive_strategy() {
-    let redis = RedisServer::start().await;
-    let naive = backend(&redis, AppendStrategy::Naive).await;
-
-    let output = loadtest(&[
-        "messages",
-        "--target",
-        &naive.base,
-        "--count",
-        "400",
-        "--concurrency",
-        "100",
-        "--json",
-    ])
+    let output = run_against(
+        AppendStrategy::Naive,
+        &[
+            "messages",
+            "--count",
+            "400",
+            "--concurrency",
+            "100",
+            "--json",
+        ],
+    )
     .await;
 
     let report = json(&output);
@@ -74,18 +74,10 @@ async fn the_verifier_fails_against_the_naive_strategy() {
 
 #[tokio::test]
 async fn the_table_names_the_verdict() {
-    let redis = RedisServer::start().await;
-    let lua = backend(&redis, AppendStrategy::Lua).await;
-
-    let output = loadtest(&[
-        "messages",
-        "--target",
-        &lua.base,
-        "--count",
-        "20",
-        "--concurrency",
-        "5",
-    ])
+    let output = run_against(
+        AppendStrategy::Lua,
+        &["messages", "--count", "20", "--concurrency", "5"],
+    )
     .await;
 
     let table = String::from_utf8_lossy(&output.stdout);
