@@ -1,7 +1,9 @@
 //! `guestbook-loadtest`: load generation and exactly-once verification.
 //!
 //! - [`cli`]: the command line and its validation.
-//! - [`messages`]: the `messages` mode, seed 000's parallel-write experiment done properly.
+//! - [`messages`]: the `messages` mode, seed 000's parallel-write experiment done properly; it
+//!   posts `guestbook_api::NewMessageBody` and reads pages as `guestbook_api::MessagePage`, so
+//!   the tool and the services share one definition of the wire.
 //! - [`verify`]: the exactly-once verdict, a pure function.
 //! - [`http_load`]: the `http` mode's engine over raw HTTP/1.1 connections.
 //! - [`schedule`]: closed and open loop pacing, and coordinated-omission-free latency.
@@ -9,7 +11,7 @@
 //! - [`report`]: tables for people, JSON for machines.
 //! - [`plot`]: latency, goodput and failures over time as SVG or PNG.
 //! - [`timeline`]: the `messages` mode's per-second timeline and `--trace` CSV.
-//! - [`progress`]: a progress bar when stderr is a terminal.
+//! - [`progress`]: a progress bar when stderr is a terminal, around a run.
 
 pub mod cli;
 pub mod http_load;
