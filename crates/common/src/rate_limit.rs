@@ -16,15 +16,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use axum::response::Response;
 use tokio::time::Instant;
 
 use crate::client_addr::ClientKey;
+use crate::error_body::{ErrorBody, ErrorCode, respond_retry_after};
 
 /// Clients tracked at once: 65,536 buckets of about 40 bytes plus up to twice as many
 /// 24-byte entries in the recency log, under 8 MiB in all.
@@ -175,16 +174,19 @@ pub async fn guard(
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
     match limiter.check(client) {
         Ok(()) => next.run(request).await,
-        Err(wait) => {
-            let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
-            let body = json!({"error": "too many writes from this address; retry later"});
-            let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-            response
-        }
+        Err(wait) => too_many(wait),
     }
+}
+
+/// The 429 answer for a client that may write again in `wait` (rounded up to whole seconds,
+/// at least one).
+fn too_many(wait: Duration) -> Response {
+    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let body = ErrorBody::new(
+        ErrorCode::RateLimited,
+        "too many writes from this address; retry later",
+    );
+    respond_retry_after(StatusCode::TOO_MANY_REQUESTS, body, seconds)
 }
 
 #[cfg(test)]
@@ -224,6 +226,19 @@ mod tests {
         }
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(limiter.check(A).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_refusal_says_when_to_come_back_and_its_code() {
+        let response = too_many(Duration::from_millis(1_200));
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "2");
+        let body = crate::error_body::read(response).await;
+        assert_eq!(body.code, ErrorCode::RateLimited);
+        assert_eq!(
+            too_many(Duration::ZERO).headers()[axum::http::header::RETRY_AFTER],
+            "1"
+        );
     }
 
     #[test]

@@ -89,10 +89,7 @@ mod tests {
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "1");
         assert!(response.extensions().get::<Shed>().is_some());
-        let body = axum::body::to_bytes(response.into_body(), 1024)
-            .await
-            .expect("a small body");
-        let body: ErrorBody = serde_json::from_slice(&body).expect("an error body");
+        let body = crate::error_body::read(response).await;
         assert_eq!(body.code, ErrorCode::Overloaded);
         assert_eq!(body.error, "overloaded, retry later");
         assert_eq!(body.reason.as_deref(), Some("queue"));
