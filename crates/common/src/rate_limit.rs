@@ -196,6 +196,11 @@ mod tests {
     const A: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
     const B: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
 
+    /// One write a second per client, with no burst: the second write at once is refused.
+    fn one_a_second() -> Arc<RateLimiter> {
+        RateLimiter::new(1.0, 1).expect("on")
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_client_gets_its_burst_then_its_rate() {
         let limiter = RateLimiter::new(2.0, 3).expect("on");
@@ -211,7 +216,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn clients_have_buckets_of_their_own() {
-        let limiter = RateLimiter::new(1.0, 1).expect("on");
+        let limiter = one_a_second();
         assert!(limiter.check(A).is_ok());
         assert!(limiter.check(A).is_err());
         assert!(limiter.check(B).is_ok());
@@ -219,7 +224,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn refusals_do_not_postpone_the_next_token() {
-        let limiter = RateLimiter::new(1.0, 1).expect("on");
+        let limiter = one_a_second();
         assert!(limiter.check(A).is_ok());
         for _ in 0..10 {
             assert!(limiter.check(A).is_err());
@@ -271,14 +276,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_ipv4_mapped_address_shares_the_ipv4_bucket() {
-        let limiter = RateLimiter::new(1.0, 1).expect("on");
+        let limiter = one_a_second();
         assert!(limiter.check(v6("::ffff:192.0.2.1")).is_ok());
         assert!(limiter.check(A).is_err());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_limited_client_stays_limited_while_an_attacker_cycles_addresses() {
-        let limiter = RateLimiter::new(1.0, 1).expect("on");
+        let limiter = one_a_second();
         assert!(limiter.check(A).is_ok());
         // Time stands still: no bucket refills, so only eviction could let A through.
         for n in 0..3 * MAX_CLIENTS as u32 {
@@ -309,7 +314,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn memory_stays_bounded() {
-        let limiter = RateLimiter::new(1.0, 1).expect("on");
+        let limiter = one_a_second();
         for n in 0..3 * MAX_CLIENTS as u32 {
             let _ = limiter.check(v4(n));
             let _ = limiter.check(A);

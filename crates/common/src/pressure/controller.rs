@@ -193,63 +193,88 @@ mod tests {
         }
     }
 
+    /// Each case: the own-time window, the recent counts, the previous verdict, the expected
+    /// verdict and why.
+    fn judge(cases: &[(WindowSnapshot, Counts, Unready, Unready, &str)]) {
+        let c = controller();
+        for &(own, counts, was, expected, why) in cases {
+            assert_eq!(c.readiness(own, counts, was), expected, "{why}");
+        }
+    }
+
     #[test]
     fn latency_fails_readiness_only_with_enough_samples_and_recent_pressure() {
-        let c = controller();
         let pressing = counts(100, 0, 1);
-        assert_eq!(
-            c.readiness(own(9, 500.0), pressing, Unready::No),
-            Unready::No
-        );
-        assert_eq!(
-            c.readiness(own(10, 500.0), pressing, Unready::No),
-            Unready::Latency
-        );
-        assert_eq!(
-            c.readiness(own(10, 500.0), counts(1_000, 0, 1), Unready::No),
-            Unready::No,
-            "one slow request in a thousand is not pressure"
-        );
+        judge(&[
+            (
+                own(9, 500.0),
+                pressing,
+                Unready::No,
+                Unready::No,
+                "9 samples",
+            ),
+            (
+                own(10, 500.0),
+                pressing,
+                Unready::No,
+                Unready::Latency,
+                "10 samples",
+            ),
+            (
+                own(10, 500.0),
+                counts(1_000, 0, 1),
+                Unready::No,
+                Unready::No,
+                "one slow request in a thousand is not pressure",
+            ),
+        ]);
     }
 
     #[test]
     fn latency_readiness_recovers_under_ninety_percent_or_once_nothing_is_slow() {
-        let c = controller();
         let slow = counts(100, 0, 5);
-        assert_eq!(
-            c.readiness(own(10, 380.0), slow, Unready::Latency),
-            Unready::Latency
-        );
-        assert_eq!(
-            c.readiness(own(10, 350.0), slow, Unready::Latency),
-            Unready::No
-        );
-        assert_eq!(
-            c.readiness(own(10, 500.0), counts(100, 0, 0), Unready::Latency),
-            Unready::No
-        );
+        let was = Unready::Latency;
+        judge(&[
+            (own(10, 380.0), slow, was, Unready::Latency, "above 360 ms"),
+            (own(10, 350.0), slow, was, Unready::No, "under 360 ms"),
+            (
+                own(10, 500.0),
+                counts(100, 0, 0),
+                was,
+                Unready::No,
+                "none slow",
+            ),
+        ]);
     }
 
     #[test]
     fn the_refused_share_fails_readiness_above_its_ratio_and_recovers_at_half() {
-        let c = controller();
         let quiet = own(0, 0.0);
-        assert_eq!(
-            c.readiness(quiet, counts(8, 5, 0), Unready::No),
-            Unready::No
-        );
-        assert_eq!(
-            c.readiness(quiet, counts(100, 11, 0), Unready::No),
-            Unready::Shedding
-        );
-        assert_eq!(
-            c.readiness(quiet, counts(100, 7, 0), Unready::Shedding),
-            Unready::Shedding
-        );
-        assert_eq!(
-            c.readiness(quiet, counts(100, 3, 0), Unready::Shedding),
-            Unready::No
-        );
+        let was = Unready::Shedding;
+        judge(&[
+            (
+                quiet,
+                counts(8, 5, 0),
+                Unready::No,
+                Unready::No,
+                "8 requests",
+            ),
+            (
+                quiet,
+                counts(100, 11, 0),
+                Unready::No,
+                Unready::Shedding,
+                "11 %",
+            ),
+            (
+                quiet,
+                counts(100, 7, 0),
+                was,
+                Unready::Shedding,
+                "7 %, above 5 %",
+            ),
+            (quiet, counts(100, 3, 0), was, Unready::No, "3 %, under 5 %"),
+        ]);
     }
 
     #[test]
