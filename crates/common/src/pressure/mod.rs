@@ -10,7 +10,7 @@
 //! # Own time, not total time
 //! Both hold only if the p99.9 measures the pod. A request's latency is its own work plus its
 //! waits on a dependency (Redis for the backend, the backend for the client): the
-//! [`guard`] gives each request a [`DependencyClock`], every dependency call adds its time to
+//! [`guard`] gives each request a [`DependencyClock`](crate::dependency::DependencyClock), every dependency call adds its time to
 //! it (see [`crate::dependency`]), and the window that drives readiness, shedding and the HPA
 //! gauge records `own = total − waited`. A slow Redis therefore answers fast 503s from pods
 //! that stay ready (there is nothing to gain by moving traffic between replicas of one Redis,
@@ -55,7 +55,7 @@
 //! `/readiness` through the refused share.
 //!
 //! Probes and `/metrics` are never shed and never recorded.
-
+//!
 //! # Where it lives
 //! - [`settings`]: [`PressureArgs`], the thresholds and their checks.
 //! - `signals`: what is measured besides the latency windows: the recent answered / refused /
@@ -66,8 +66,8 @@
 //! - `metrics`: every metric this module publishes, registered in one place.
 //! - [`layer`]: the axum [`guard`] that asks for admission and answers [`Shed`] with 503.
 //!
-//! A request goes through [`guard`], which asks [`Pressure::admit`] (the controller's decision on
-//! the last tick's reason and limit) and records the served request's own time into the
+//! A request goes through [`guard`], which asks for admission (the controller's decision on the
+//! last tick's reason and limit) and records the served request's own time into the
 //! windows and the recent counts. Every [`TICK`], [`Pressure::run`] reads the windows, the
 //! counts, the runtime probe and memory, asks the controller for readiness, the shed reason and
 //! the next limit, stores them and publishes the metrics; `/readiness` reads the stored verdict.
@@ -84,6 +84,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
+use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -93,7 +94,6 @@ pub use controller::Reason;
 use controller::{Controller, NO_LIMIT, RECOVER_RATIO, Unready};
 pub use layer::{Shed, guard};
 use metrics::Gauges;
-use prometheus_client::registry::Registry;
 pub use settings::PressureArgs;
 use signals::{Counts, Recent};
 
