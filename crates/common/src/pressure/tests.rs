@@ -9,6 +9,20 @@ fn pressure() -> Arc<Pressure> {
     Pressure::new(args(), Lifecycle::new(), &mut Registry::default())
 }
 
+/// 100 requests of 500 ms (over the 400 ms threshold), then one refresh.
+fn slow_for_a_tick() -> Arc<Pressure> {
+    let pressure = pressure();
+    served(&pressure, 100, 500);
+    pressure.tick();
+    pressure
+}
+
+/// No traffic for the last `READINESS_RECENT_SECS` (and a tick), then one refresh.
+async fn quiet_for_the_recent_seconds(pressure: &Pressure) {
+    tokio::time::advance(Duration::from_millis(5_250)).await;
+    pressure.tick();
+}
+
 fn served(pressure: &Pressure, n: usize, ms: u64) {
     for _ in 0..n {
         pressure.record(Duration::from_millis(ms), Duration::ZERO);
@@ -31,9 +45,7 @@ async fn three_slow_requests_do_not_flip_readiness() {
 
 #[tokio::test(start_paused = true)]
 async fn readiness_fails_above_the_threshold_and_recovers_as_samples_age_out() {
-    let pressure = pressure();
-    served(&pressure, 100, 500);
-    pressure.tick();
+    let pressure = slow_for_a_tick();
     let unready = pressure.readiness().expect_err("unready");
     assert_eq!(unready["reason"], "latency");
     assert!(
@@ -48,9 +60,7 @@ async fn readiness_fails_above_the_threshold_and_recovers_as_samples_age_out() {
 
 #[tokio::test(start_paused = true)]
 async fn readiness_recovers_only_well_below_the_threshold() {
-    let pressure = pressure();
-    served(&pressure, 100, 500);
-    pressure.tick();
+    let pressure = slow_for_a_tick();
     // Then steady traffic at 380 ms: once the slow bucket ages out of the window, p99.9 is
     // 380 ms, under 400 but above the 360 ms recovery point, and the recent seconds are
     // still full of such requests.
@@ -65,16 +75,13 @@ async fn readiness_recovers_only_well_below_the_threshold() {
 
 #[tokio::test(start_paused = true)]
 async fn latency_readiness_returns_once_the_pressure_has_passed() {
-    let pressure = pressure();
-    served(&pressure, 100, 500);
-    pressure.tick();
+    let pressure = slow_for_a_tick();
     assert!(pressure.readiness().is_err());
 
     // No traffic for the recent seconds: the window still holds the slow samples, but
     // nothing says the pod is still overloaded (and an unready pod gets no traffic to say
     // otherwise).
-    tokio::time::advance(Duration::from_millis(5_250)).await;
-    pressure.tick();
+    quiet_for_the_recent_seconds(&pressure).await;
     assert!(pressure.snapshot().p999 > 0.4, "{:?}", pressure.snapshot());
     assert!(
         pressure.readiness().is_ok(),
@@ -124,8 +131,7 @@ async fn a_high_refused_share_fails_readiness_and_time_brings_it_back() {
     );
 
     // No traffic: the buckets age out.
-    tokio::time::advance(Duration::from_millis(5_250)).await;
-    pressure.tick();
+    quiet_for_the_recent_seconds(&pressure).await;
     let ready = pressure.readiness().expect("ready again");
     assert_eq!(ready["shed_ratio"], 0.0);
 }
