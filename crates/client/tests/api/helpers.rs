@@ -45,11 +45,22 @@ pub async fn backend(redis: &RedisServer) -> Running {
     let app = guestbook_backend::Application::build(settings)
         .await
         .expect("backend builds");
-    let addr: SocketAddr = app.local_addr().expect("bound");
+    let addr = app.local_addr().expect("bound");
+    serve(addr, |stopped| app.run_until_stopped(stopped))
+}
+
+/// What [`serve`] hands a server: resolves when its [`Running`] is stopped or dropped.
+type Stopped = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Spawns `run` (a server's serving loop, given when to stop) and the handle that stops it.
+fn serve<F>(addr: SocketAddr, run: impl FnOnce(Stopped) -> F) -> Running
+where
+    F: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+{
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async move {
+    tokio::spawn(run(Box::pin(async move {
         let _ = stopped.await;
-    }));
+    })));
     Running {
         base: format!("http://{addr}"),
         stop: Some(stop),
@@ -70,15 +81,8 @@ pub async fn client(settings: ClientSettings) -> Running {
     let app = guestbook_client::Application::build(settings)
         .await
         .expect("client builds");
-    let addr: SocketAddr = app.local_addr().expect("bound");
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
-    Running {
-        base: format!("http://{addr}"),
-        stop: Some(stop),
-    }
+    let addr = app.local_addr().expect("bound");
+    serve(addr, |stopped| app.run_until_stopped(stopped))
 }
 
 /// A [`Stack`] whose client runs with every default users run (only its address and the
@@ -174,6 +178,21 @@ pub fn http() -> reqwest::Client {
         .timeout(std::time::Duration::from_secs(30))
         .build()
         .expect("client")
+}
+
+/// The client's circuit state as `/status` reports it: `closed`, `open` or `half-open`.
+pub async fn circuit_state(http: &reqwest::Client, client: &Running) -> serde_json::Value {
+    status(http, client).await["circuit_state"].clone()
+}
+
+/// Makes `rate` of the backend's `/data` calls fail with `status` (seed 002's
+/// `/config/failure`; `None` leaves the backend's default, 500).
+pub async fn fail(http: &reqwest::Client, backend: &Running, rate: f64, status: Option<u16>) {
+    let mut failure = serde_json::json!({ "failure_rate": rate });
+    if let Some(status) = status {
+        failure["status_code"] = status.into();
+    }
+    inject(http, backend, "/config/failure", &failure.to_string()).await;
 }
 
 /// POSTs a fault setting to the backend (seed 002's curl: no content type).

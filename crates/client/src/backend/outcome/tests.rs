@@ -72,25 +72,13 @@ fn errors_are_failures_except_an_open_circuit() {
     );
 }
 
+// Which statuses are retried is the retry policy's test (a table through `Policy::retry`).
 #[test]
-fn transient_statuses_and_errors_are_retryable_and_the_rest_is_not() {
-    for (code, retryable) in [
-        (503, true),
-        (502, true),
-        (504, true),
-        (429, true),
-        (500, true),
-        (501, false),
-        (505, false),
-        (404, false),
-        (400, false),
-        (200, false),
-    ] {
-        assert_eq!(status(code).is_retryable(), retryable, "{code}");
-    }
+fn transient_errors_are_retryable_and_an_open_circuit_is_not() {
     assert!(error("reset".into()).is_retryable());
     assert!(error(Box::new(tower::timeout::error::Elapsed::new())).is_retryable());
     assert!(!error(Box::new(CircuitOpen)).is_retryable());
+    assert!(!status(501).is_retryable());
 }
 
 #[test]

@@ -19,6 +19,18 @@ fn closed_breaker() -> Arc<Breaker> {
     ))
 }
 
+/// A policy of 10 attempts, no waits, and a budget of 0 per second and 0 %: nothing to
+/// spend beyond the initial reserve and what successful retries earn.
+fn unfunded_policy() -> RetryPolicy {
+    let config = RetryConfig {
+        max_attempts: 10,
+        base: Duration::ZERO,
+        max: Duration::ZERO,
+        jitter: false,
+    };
+    RetryPolicy::new(config, 0, 0.0, RetryMetrics::default(), closed_breaker())
+}
+
 /// A policy of 5 attempts with a generous budget, and the breaker it watches.
 fn watching_policy(base: Duration, max: Duration) -> (RetryPolicy, Arc<Breaker>) {
     let breaker = closed_breaker();
@@ -142,13 +154,7 @@ async fn an_open_circuit_is_never_retried() {
 async fn the_budget_caps_retries_across_requests() {
     use tower::retry::Policy;
     // 0 per second and 0 %: nothing to spend once the initial reserve is gone.
-    let config = RetryConfig {
-        max_attempts: 10,
-        base: Duration::ZERO,
-        max: Duration::ZERO,
-        jitter: false,
-    };
-    let shared = RetryPolicy::new(config, 0, 0.0, RetryMetrics::default(), closed_breaker());
+    let shared = unfunded_policy();
     let retried = (0..100)
         .filter(|_| shared.clone().retry(&mut get(), &mut answer(503)).is_some())
         .count();
@@ -158,13 +164,7 @@ async fn the_budget_caps_retries_across_requests() {
 #[tokio::test(start_paused = true)]
 async fn a_successful_retry_earns_budget_and_a_failed_one_does_not() {
     use tower::retry::Policy;
-    let config = RetryConfig {
-        max_attempts: 10,
-        base: Duration::ZERO,
-        max: Duration::ZERO,
-        jitter: false,
-    };
-    let shared = RetryPolicy::new(config, 0, 0.0, RetryMetrics::default(), closed_breaker());
+    let shared = unfunded_policy();
     // A first attempt that succeeds earns nothing; a retry that succeeds does.
     assert!(shared.clone().retry(&mut get(), &mut answer(200)).is_none());
     assert_eq!(shared.budget().spent().succeeded, 0);
