@@ -162,13 +162,41 @@ pub async fn metric(http: &reqwest::Client, server: &Running, name: &str) -> f64
 
 /// GET `/status` on the client.
 pub async fn status(http: &reqwest::Client, client: &Running) -> serde_json::Value {
-    http.get(client.url("/status"))
+    get_json(http, client.url("/status")).await
+}
+
+/// GET `url` and its JSON body.
+pub async fn get_json(http: &reqwest::Client, url: String) -> serde_json::Value {
+    json_of(http.get(url)).await
+}
+
+/// Sends `request` and returns its JSON body, whatever the status.
+pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request
         .send()
         .await
-        .expect("status answers")
+        .expect("answers")
         .json()
         .await
-        .expect("status is JSON")
+        .expect("a JSON body")
+}
+
+/// Reads the event stream `events` into `seen` until `done(seen)`, each chunk within 10 s
+/// (a hang guard, not a latency assertion).
+pub async fn read_events_until(
+    events: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    seen: &mut String,
+    done: impl Fn(&str) -> bool,
+) {
+    use futures_util::StreamExt;
+    while !done(seen) {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), events.next())
+            .await
+            .expect("the next event arrives within 10 s")
+            .expect("the stream is open")
+            .expect("the chunk is readable");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
 }
 
 /// A plain HTTP client for the tests.
@@ -193,6 +221,22 @@ pub async fn fail(http: &reqwest::Client, backend: &Running, rate: f64, status: 
         failure["status_code"] = status.into();
     }
     inject(http, backend, "/config/failure", &failure.to_string()).await;
+}
+
+/// Delays every backend answer by `ms` (seed 002's `/config/latency`).
+pub async fn delay(http: &reqwest::Client, backend: &Running, ms: u64) {
+    let latency = serde_json::json!({ "delay_ms": ms, "delay_rate": 1.0 });
+    inject(http, backend, "/config/latency", &latency.to_string()).await;
+}
+
+/// GET `url`'s status code.
+pub async fn get_status(http: &reqwest::Client, url: String) -> u16 {
+    http.get(url)
+        .send()
+        .await
+        .expect("answers")
+        .status()
+        .as_u16()
 }
 
 /// POSTs a fault setting to the backend (seed 002's curl: no content type).

@@ -3,7 +3,8 @@
 use std::time::{Duration, Instant};
 
 use crate::helpers::{
-    self, Stack, backend_calls, circuit_state, default_stack, fail, fetch, inject, open_loop, stack,
+    self, Stack, backend_calls, circuit_state, default_stack, delay, fail, fetch, get_status,
+    inject, open_loop, stack,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,20 +179,8 @@ async fn a_dead_backend_gives_prompt_fallbacks_and_a_live_client() {
     backend.stop();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, body) = fetch(&http, &client).await;
-    let live = http
-        .get(client.url("/liveness"))
-        .send()
-        .await
-        .expect("live")
-        .status()
-        .as_u16();
-    let ready = http
-        .get(client.url("/readiness"))
-        .send()
-        .await
-        .expect("ready")
-        .status()
-        .as_u16();
+    let live = get_status(&http, client.url("/liveness")).await;
+    let ready = get_status(&http, client.url("/readiness")).await;
 
     assert_eq!((status, body["status"].as_str()), (503, Some("fallback")));
     assert!(
@@ -215,13 +204,7 @@ async fn a_hanging_backend_opens_the_circuit_like_a_failing_one() {
         settings.breaker_reset_secs = 60;
     })
     .await;
-    inject(
-        &http,
-        &backend,
-        "/config/latency",
-        r#"{"delay_ms": 5000, "delay_rate": 1.0}"#,
-    )
-    .await;
+    delay(&http, &backend, 5000).await;
 
     // Each call ends at the deadline: a failure for the breaker.
     for _ in 0..3 {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::helpers::{
-    Running, Stack, backend_requests, default_stack, fetch, inject, metric, stack, status,
+    Running, Stack, backend_requests, default_stack, delay, fetch, inject, metric, stack, status,
 };
 
 /// Opens a stream through the client; the answer whatever its status.
@@ -93,13 +93,7 @@ async fn a_stream_finding_every_backend_slot_taken_is_refused_without_asking_the
     })
     .await;
     // Two slow calls hold both slots (the delay is the backend's, under every timeout).
-    inject(
-        &http,
-        &backend,
-        "/config/latency",
-        r#"{"delay_ms": 2000, "delay_rate": 1.0}"#,
-    )
-    .await;
+    delay(&http, &backend, 2000).await;
     let slow: Vec<_> = (0..2)
         .map(|_| {
             let (http, url) = (http.clone(), client.url("/fetch"));

@@ -15,8 +15,8 @@ fn answer(code: u16, retry_after: Option<&str>) -> BackendOutcome {
     BackendOutcome::of(Ok(&response))
 }
 
-fn error(error: BoxError) -> BackendOutcome {
-    BackendOutcome::of::<()>(Err(&error))
+fn error(error: impl Into<BoxError>) -> BackendOutcome {
+    BackendOutcome::of::<()>(Err(&error.into()))
 }
 
 #[test]
@@ -59,25 +59,22 @@ fn other_answers_are_successes() {
 #[test]
 fn errors_are_failures_except_an_open_circuit() {
     assert_eq!(
-        error("connection refused".into()).breaker_outcome(),
+        error("connection refused").breaker_outcome(),
         Outcome::Failure
     );
     assert_eq!(
-        error(Box::new(tower::timeout::error::Elapsed::new())).breaker_outcome(),
+        error(tower::timeout::error::Elapsed::new()).breaker_outcome(),
         Outcome::Failure
     );
-    assert_eq!(
-        error(Box::new(CircuitOpen)).breaker_outcome(),
-        Outcome::Ignored
-    );
+    assert_eq!(error(CircuitOpen).breaker_outcome(), Outcome::Ignored);
 }
 
 // Which statuses are retried is the retry policy's test (a table through `Policy::retry`).
 #[test]
 fn transient_errors_are_retryable_and_an_open_circuit_is_not() {
-    assert!(error("reset".into()).is_retryable());
-    assert!(error(Box::new(tower::timeout::error::Elapsed::new())).is_retryable());
-    assert!(!error(Box::new(CircuitOpen)).is_retryable());
+    assert!(error("reset").is_retryable());
+    assert!(error(tower::timeout::error::Elapsed::new()).is_retryable());
+    assert!(!error(CircuitOpen).is_retryable());
     assert!(!status(501).is_retryable());
 }
 
@@ -86,30 +83,27 @@ fn labels_keep_the_metric_values() {
     assert_eq!(status(503).label(), "status_503");
     assert_eq!(answer(429, Some("1")).label(), "status_429");
     assert_eq!(status(404).label(), "status_4xx");
-    assert_eq!(error("reset".into()).label(), "transport");
+    assert_eq!(error("reset").label(), "transport");
     assert_eq!(
-        error(Box::new(tower::timeout::error::Elapsed::new())).label(),
+        error(tower::timeout::error::Elapsed::new()).label(),
         "timeout"
     );
-    assert_eq!(
-        error(Box::new(CircuitOpen)).fallback_label(),
-        "circuit_open"
-    );
+    assert_eq!(error(CircuitOpen).fallback_label(), "circuit_open");
     assert_eq!(status(503).fallback_label(), "failed");
 }
 
 #[test]
 fn fetch_keeps_seed_002_wording_and_error_bodies_get_human_text_and_a_code() {
-    let open = error(Box::new(CircuitOpen));
+    let open = error(CircuitOpen);
     assert_eq!(open.fetch_message(), "circuit-open");
     assert_eq!(open.error_code(), ErrorCode::CircuitOpen);
     assert!(open.message().contains("circuit to the backend is open"));
-    let late = error(Box::new(tower::timeout::error::Elapsed::new()));
+    let late = error(tower::timeout::error::Elapsed::new());
     assert_eq!(late.fetch_message(), "timeout");
     assert_eq!(late.error_code(), ErrorCode::Deadline);
     assert_eq!(status(503).fetch_message(), "backend answered 503");
     assert_eq!(status(503).error_code(), ErrorCode::Unavailable);
-    let gone = error("connection refused".into());
+    let gone = error("connection refused");
     assert_eq!(
         gone.fetch_message(),
         "backend unreachable: connection refused"
