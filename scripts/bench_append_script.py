@@ -95,7 +95,7 @@ def main():
         "",
         f"The script now costs Redis {100 * (1 - result['ratio']):.0f} % of its append ceiling "
         f"({us['now'] - us['before']:.1f} µs a call). About half of that is the `INFO replication` "
-        "of the term check (see README, \"Ids across primaries\"), which keeps ids unique across "
+        "of the term check (see docs/storage.md, \"Ids across primaries\"), which keeps ids unique across "
         "a failover; the rest is the `GET` of the term, a `GET` and `SET` of the sequence in "
         "place of `INCR` (so nothing is written before the log entry) and the argument checks. "
         "There is no cheaper sign that a server is new: a key written with replication off "
