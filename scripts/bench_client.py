@@ -27,7 +27,7 @@ import statistics
 import subprocess
 import urllib.request
 
-from benchkit import benchmarks_md, env_int, how_to_run, prepare, publish, stop, wait_http
+from benchkit import benchmarks_md, data_calls, env_int, how_to_run, post, prepare, publish, stop, wait_http
 
 BACKEND = "target/release/guestbook-backend"
 CLIENT = "target/release/guestbook-client"
@@ -63,19 +63,6 @@ def load(args, watch=()):
     report["load_tool_cpu_us_per_request"] = ((after.ru_utime + after.ru_stime) -
                                               (children.ru_utime + children.ru_stime)) * 1e6 / requests
     return command, report
-
-
-def post(url, body):
-    request = urllib.request.Request(url, data=body.encode(), method="POST")
-    with urllib.request.urlopen(request, timeout=5) as answer:
-        answer.read()
-
-
-def data_calls(backend):
-    with urllib.request.urlopen(f"{backend}/metrics", timeout=5) as answer:
-        text = answer.read().decode()
-    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
-               if line.startswith("http_request_duration_seconds_count{") and 'route="/data"' in line)
 
 
 def main():

@@ -34,9 +34,8 @@ import shlex
 import subprocess
 import sys
 import time
-import urllib.request
 
-from benchkit import benchmarks_md, env_int, how_to_run, prepare, publish, stop, wait_http
+from benchkit import benchmarks_md, data_calls, env_int, how_to_run, post, prepare, publish, stop, wait_http
 
 BACKEND = "target/release/guestbook-backend"
 CLIENT = "target/release/guestbook-client"
@@ -51,20 +50,6 @@ def start(command, env, url):
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_http(url, process, "bench_resilience")
     return process
-
-
-def post(url, body):
-    request = urllib.request.Request(url, data=body.encode(), method="POST")
-    with urllib.request.urlopen(request, timeout=5) as answer:
-        answer.read()
-
-
-def data_calls(backend):
-    """GET /data requests the backend has answered, from its own metrics."""
-    with urllib.request.urlopen(f"{backend}/metrics", timeout=5) as answer:
-        text = answer.read().decode()
-    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
-               if line.startswith("http_request_duration_seconds_count{") and 'route="/data"' in line)
 
 
 def scale_out(label, binary, backend_urls, addrs, client_port):

@@ -66,6 +66,21 @@ def stop(process, timeout=15):
         process.wait()
 
 
+def post(url, body):
+    """POSTs `body` (text, sent without a content type, as curl -d does) and reads the answer."""
+    request = urllib.request.Request(url, data=body.encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        answer.read()
+
+
+def data_calls(backend):
+    """GET /data requests the backend has answered, from its own metrics."""
+    with urllib.request.urlopen(f"{backend}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.startswith("http_request_duration_seconds_count{") and 'route="/data"' in line)
+
+
 def replace_section(text, name, title, section):
     """`text` with the part between <!-- NAME:begin --> and <!-- NAME:end --> replaced by
     `section`; the markers are appended under a `## title` heading when missing."""
