@@ -5,7 +5,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-.PHONY: help fmt fmt-check lint openapi fuzz-api deny test test-rust test-ui test-chaos build run run-backend run-client bench chaos ci deploy-tools deploy-check base-images images bench-images compose-up compose-down compose-check kube-play-check
+.PHONY: help fmt fmt-check lint openapi fuzz-api deny test test-rust test-ui test-chaos docs docs-check build run run-backend run-client bench chaos ci deploy-tools deploy-check base-images images bench-images compose-up compose-down compose-check kube-play-check
 
 help: ## list the targets
 	@echo "usage: make TARGET [VAR=value ...]"
@@ -37,7 +37,20 @@ deny: ## cargo deny: licences, bans, sources; advisories too when the RustSec da
 	  echo "cargo deny: advisories NOT checked: the RustSec database (GitHub) cannot be fetched from here"; \
 	else echo "$$out"; exit 1; fi
 
-test: test-rust test-ui test-chaos ## every test (needs redis-server, chromium and node on PATH)
+test: docs-check test-rust test-ui test-chaos ## every test (needs redis-server, chromium and node on PATH)
+
+# The settings tables in docs/configuration.md come from the two services' --help (debug builds:
+# the same text as release, and the build test-ui and test-chaos need anyway).
+DOCS_FROM := --doc docs/configuration.md --backend target/debug/guestbook-backend --client target/debug/guestbook-client
+
+docs: ## rewrite docs/configuration.md's settings tables from the services' --help
+	cargo build --locked -p guestbook-backend -p guestbook-client
+	python3 scripts/settings-table.py $(DOCS_FROM)
+
+docs-check: ## fail when docs/configuration.md differs from --help ("run make docs") or a doc link is broken
+	cargo build --locked -p guestbook-backend -p guestbook-client
+	python3 scripts/settings-table.py --check $(DOCS_FROM)
+	python3 scripts/check_links.py
 
 test-rust: ## the Rust tests (unit and black-box; needs redis-server)
 	@command -v redis-server >/dev/null 2>&1 || { \

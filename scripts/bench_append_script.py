@@ -18,10 +18,9 @@ import re
 import shlex
 import statistics
 import subprocess
-import sys
 import time
 
-from benchkit import port_free, stop, write_section
+from benchkit import benchmarks_md, env_int, port_free, prepare, publish, stop
 
 BEFORE = "c5fb33a"
 SCRIPTS = "crates/backend/src/store/scripts"
@@ -41,14 +40,12 @@ def bench(port, requests, clients, sha, keys, args):
 
 
 def main():
-    os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    rounds = int(os.environ.get("ROUNDS", "5"))
-    requests = int(os.environ.get("REQUESTS", "200000"))
-    clients = int(os.environ.get("CLIENTS", "50"))
-    port = int(os.environ.get("REDIS_PORT", "6398"))
-    doc = os.environ.get("BENCHMARKS_MD", "BENCHMARKS.md")
-    if port == 6379 or not port_free(port):
-        sys.exit(f"bench_append_script: port {port} is taken or is the shared Redis")
+    rounds = env_int("ROUNDS", 5)
+    requests = env_int("REQUESTS", 200000)
+    clients = env_int("CLIENTS", 50)
+    port = env_int("REDIS_PORT", 6398)
+    doc = benchmarks_md()
+    prepare("bench_append_script", ports=(port,))
     before = subprocess.run(["git", "show", f"{BEFORE}:{SCRIPTS}/append.lua"], capture_output=True, text=True, check=True).stdout
     with open(f"{SCRIPTS}/sequence.lua", encoding="utf-8") as sequence, open(f"{SCRIPTS}/append.lua", encoding="utf-8") as append:
         now = "#!lua\n" + sequence.read() + append.read()
@@ -83,7 +80,7 @@ def main():
     if not doc:
         return
     us = {name: 1e6 / rate for name, rate in median.items()}
-    section = "\n".join([
+    lines = [
         f"Measured {datetime.date.today().isoformat()} by `python3 scripts/bench_append_script.py` "
         f"on {os.cpu_count()} cores (redis-benchmark and redis-server share them): {rounds} interleaved "
         f"rounds of `{shlex.join(commands['now'][:8])} ...`, medians.",
@@ -95,13 +92,13 @@ def main():
         "",
         f"The script now costs Redis {100 * (1 - result['ratio']):.0f} % of its append ceiling "
         f"({us['now'] - us['before']:.1f} µs a call). About half of that is the `INFO replication` "
-        "of the term check (see README, \"Ids across primaries\"), which keeps ids unique across "
+        "of the term check (see docs/storage.md, \"Ids across primaries\"), which keeps ids unique across "
         "a failover; the rest is the `GET` of the term, a `GET` and `SET` of the sequence in "
         "place of `INCR` (so nothing is written before the log entry) and the argument checks. "
         "There is no cheaper sign that a server is new: a key written with replication off "
         "still reaches a replica in a full resync's snapshot, and survives a restart in an RDB.",
-    ])
-    write_section(doc, "append-script", "What the append script costs Redis", section)
+    ]
+    publish(doc, "append-script", "What the append script costs Redis", lines)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import time
 import urllib.error
 import urllib.request
 
-from benchkit import port_free, replace_section, stop, wait_http
+from benchkit import benchmarks_md, env_int, how_to_run, prepare, publish, stop, wait_http
 
 BACKEND = "target/release/guestbook-backend"
 LOADTEST = "target/release/guestbook-loadtest"
@@ -100,17 +100,11 @@ def criterion():
 
 
 def main():
-    os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    duration = int(os.environ.get("DURATION", "20"))
-    redis_port = int(os.environ.get("REDIS_PORT", "6393"))
-    port = int(os.environ.get("PORT", "18095"))
-    doc = os.environ.get("BENCHMARKS_MD", "BENCHMARKS.md")
-    for path in (BACKEND, LOADTEST):
-        if not os.access(path, os.X_OK):
-            sys.exit(f"bench_backpressure: {path} missing; run make build")
-    for taken in (redis_port, port):
-        if taken == 6379 or not port_free(taken):
-            sys.exit(f"bench_backpressure: port {taken} is taken or is the shared Redis")
+    duration = env_int("DURATION", 20)
+    redis_port = env_int("REDIS_PORT", 6393)
+    port = env_int("PORT", 18095)
+    doc = benchmarks_md()
+    prepare("bench_backpressure", binaries=(BACKEND, LOADTEST), ports=(redis_port, port))
 
     rows = []
     redis = subprocess.Popen(
@@ -202,9 +196,9 @@ def main():
          ten_row["ready_again_s"] is not None and ten_row["ready_again_s"] <= LATENCY_WINDOW_SECS),
     ]
     lines += ["", "Targets (shedding on): " + "; ".join(f"{text} ({'met' if ok else 'NOT met'})" for text, ok in checks) + "."]
-    lines += ["", "```sh", "# make bench: the release build, then", "python3 scripts/bench_backpressure.py",
-              "# each backend: LISTEN_ADDR=... REDIS_URL=... SLOW_MS=200 SLOW_WORKERS=4 SHEDDING=true|false "
-              f"{BACKEND}", *load_commands, "```"]
+    lines += ["", *how_to_run("bench_backpressure.py",
+                              "# each backend: LISTEN_ADDR=... REDIS_URL=... SLOW_MS=200 SLOW_WORKERS=4 "
+                              f"SHEDDING=true|false {BACKEND}", *load_commands)]
     overload = "\n".join(lines)
 
     criterion_text = "\n".join([
@@ -221,20 +215,9 @@ def main():
         shlex.join(criterion_command),
         "```",
     ]) if costs else None
-    print(overload)
+    publish(doc, "overload", "Overload: /slow", [overload])
     if criterion_text:
-        print(criterion_text)
-    if doc:
-        with open(doc, encoding="utf-8") as current:
-            text = current.read()
-        for name, section, title in (("overload", overload, "Overload: /slow"),
-                                     ("criterion", criterion_text, "Recording cost")):
-            if section is None:
-                continue
-            text = replace_section(text, name, title, section)
-        with open(doc, "w", encoding="utf-8") as out:
-            out.write(text)
-        print(f"wrote {doc}", file=sys.stderr)
+        publish(doc, "criterion", "Recording cost", [criterion_text])
 
 
 if __name__ == "__main__":

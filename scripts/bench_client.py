@@ -25,10 +25,9 @@ import resource
 import shlex
 import statistics
 import subprocess
-import sys
 import urllib.request
 
-from benchkit import port_free, stop, wait_http, write_section
+from benchkit import benchmarks_md, data_calls, env_int, how_to_run, post, prepare, publish, stop, wait_http
 
 BACKEND = "target/release/guestbook-backend"
 CLIENT = "target/release/guestbook-client"
@@ -66,31 +65,12 @@ def load(args, watch=()):
     return command, report
 
 
-def post(url, body):
-    request = urllib.request.Request(url, data=body.encode(), method="POST")
-    with urllib.request.urlopen(request, timeout=5) as answer:
-        answer.read()
-
-
-def data_calls(backend):
-    with urllib.request.urlopen(f"{backend}/metrics", timeout=5) as answer:
-        text = answer.read().decode()
-    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
-               if line.startswith("http_request_duration_seconds_count{") and 'route="/data"' in line)
-
-
 def main():
-    os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    duration = int(os.environ.get("DURATION", "10"))
-    redis_port = int(os.environ.get("REDIS_PORT", "6394"))
-    base_port = int(os.environ.get("BASE_PORT", "18101"))
-    doc = os.environ.get("BENCHMARKS_MD", "BENCHMARKS.md")
-    for path in (BACKEND, CLIENT, LOADTEST):
-        if not os.access(path, os.X_OK):
-            sys.exit(f"bench_client: {path} missing; run make build")
-    for port in (redis_port, base_port, base_port + 1):
-        if port == 6379 or not port_free(port):
-            sys.exit(f"bench_client: port {port} is taken or is the shared Redis")
+    duration = env_int("DURATION", 10)
+    redis_port = env_int("REDIS_PORT", 6394)
+    base_port = env_int("BASE_PORT", 18101)
+    doc = benchmarks_md()
+    prepare("bench_client", binaries=(BACKEND, CLIENT, LOADTEST), ports=(redis_port, base_port, base_port + 1))
     backend_url, client_url = f"http://127.0.0.1:{base_port}", f"http://127.0.0.1:{base_port + 1}"
     commands = []
     redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
@@ -217,17 +197,9 @@ def main():
         *(f"| {a['config']} | {a['requests']:,} | {a['backend_calls']:,} | {a['backend_calls'] / max(a['requests'], 1):.2f} |"
           for a in amplification),
         "",
-        "```sh",
-        "# make bench: the release build, then",
-        "python3 scripts/bench_client.py",
-        *commands,
-        "```",
+        *how_to_run("bench_client.py", *commands),
     ]
-    section = "\n".join(lines)
-    print(section)
-    if doc:
-        write_section(doc, "client", "The client: /fetch through the stack", section)
-        print(f"wrote {doc}", file=sys.stderr)
+    publish(doc, "client", "The client: /fetch through the stack", lines)
 
 
 if __name__ == "__main__":

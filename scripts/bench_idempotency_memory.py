@@ -22,7 +22,7 @@ import shlex
 import subprocess
 import sys
 
-from benchkit import port_free, stop, wait_http, write_section
+from benchkit import benchmarks_md, env_int, port_free, prepare, publish, stop, wait_http
 
 BACKEND = "target/release/guestbook-backend"
 LOADTEST = "target/release/guestbook-loadtest"
@@ -85,17 +85,11 @@ def one_run(count, redis_port, port, keyed):
 
 
 def main():
-    os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    count = int(os.environ.get("COUNT", "20000"))
-    redis_port = int(os.environ.get("REDIS_PORT", "6397"))
-    port = int(os.environ.get("PORT", "18113"))
-    doc = os.environ.get("BENCHMARKS_MD", "BENCHMARKS.md")
-    for path in (BACKEND, LOADTEST):
-        if not os.access(path, os.X_OK):
-            sys.exit(f"bench_idempotency_memory: {path} missing; run make build")
-    for p in (redis_port, port):
-        if p == 6379 or not port_free(p):
-            sys.exit(f"bench_idempotency_memory: port {p} is taken or is the shared Redis")
+    count = env_int("COUNT", 20000)
+    redis_port = env_int("REDIS_PORT", 6397)
+    port = env_int("PORT", 18113)
+    doc = benchmarks_md()
+    prepare("bench_idempotency_memory", binaries=(BACKEND, LOADTEST), ports=(redis_port, port))
 
     plain = one_run(count, redis_port, port, keyed=False)
     keyed = one_run(count, redis_port, port, keyed=True)
@@ -116,7 +110,7 @@ def main():
         return
     sample = keyed["sample"]
     goal = "met" if per_record <= 300 else "NOT met"
-    section = "\n".join([
+    lines = [
         f"Measured {datetime.date.today().isoformat()} by `python3 scripts/bench_idempotency_memory.py` "
         f"(COUNT={count}) on {os.cpu_count()} cores: {count} messages posted to a fresh private "
         "`redis-server` without keys, then again with a key each (`"
@@ -132,8 +126,8 @@ def main():
         f"`{sample['key']}`: the id, the creation time and a 128-bit fingerprint of the author "
         "and text, never the message. Before, a record held the whole message JSON (up to "
         "about 5 KB with a 1,000-character text) for `IDEMPOTENCY_TTL_SECS`.",
-    ])
-    write_section(doc, "idempotency-memory", "Idempotency records: memory per keyed post", section)
+    ]
+    publish(doc, "idempotency-memory", "Idempotency records: memory per keyed post", lines)
 
 
 if __name__ == "__main__":

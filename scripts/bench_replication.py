@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from benchkit import port_free, stop, wait_http, write_section
+from benchkit import benchmarks_md, env_int, how_to_run, prepare, publish, stop, wait_http
 
 BACKEND = "target/release/guestbook-backend"
 LOADTEST = "target/release/guestbook-loadtest"
@@ -45,17 +45,11 @@ def load(url, method, duration):
 
 
 def main():
-    os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    duration = int(os.environ.get("DURATION", "10"))
-    redis_port = int(os.environ.get("REDIS_PORT", "6395"))
-    port = int(os.environ.get("PORT", "18111"))
-    doc = os.environ.get("BENCHMARKS_MD", "BENCHMARKS.md")
-    for path in (BACKEND, LOADTEST):
-        if not os.access(path, os.X_OK):
-            sys.exit(f"bench_replication: {path} missing; run make build")
-    for p in (redis_port, redis_port + 1, port):
-        if p == 6379 or not port_free(p):
-            sys.exit(f"bench_replication: port {p} is taken or is the shared Redis")
+    duration = env_int("DURATION", 10)
+    redis_port = env_int("REDIS_PORT", 6395)
+    port = env_int("PORT", 18111)
+    doc = benchmarks_md()
+    prepare("bench_replication", binaries=(BACKEND, LOADTEST), ports=(redis_port, redis_port + 1, port))
     common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     primary = subprocess.Popen(["redis-server", "--port", str(redis_port), *common], stdout=subprocess.DEVNULL)
     replica = subprocess.Popen(["redis-server", "--port", str(redis_port + 1), "--replicaof", "127.0.0.1",
@@ -110,15 +104,9 @@ def main():
         "write and `WAIT` round covers every append that finished before it (group commit), so appends share rounds "
         "instead of each paying a replica round trip; the price is latency, about one round.",
         "",
-        "```sh",
-        "python3 scripts/bench_replication.py",
-        *commands,
-        "```",
+        *how_to_run("bench_replication.py", *commands, after_build=False),
     ]
-    section = "\n".join(lines)
-    print(section)
-    if doc:
-        write_section(doc, "replication", "Durability: waiting for replicas", section)
+    publish(doc, "replication", "Durability: waiting for replicas", lines)
 
 
 if __name__ == "__main__":

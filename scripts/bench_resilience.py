@@ -34,9 +34,8 @@ import shlex
 import subprocess
 import sys
 import time
-import urllib.request
 
-from benchkit import port_free, stop, wait_http, write_section
+from benchkit import benchmarks_md, data_calls, env_int, how_to_run, post, prepare, publish, stop, wait_http
 
 BACKEND = "target/release/guestbook-backend"
 CLIENT = "target/release/guestbook-client"
@@ -51,20 +50,6 @@ def start(command, env, url):
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_http(url, process, "bench_resilience")
     return process
-
-
-def post(url, body):
-    request = urllib.request.Request(url, data=body.encode(), method="POST")
-    with urllib.request.urlopen(request, timeout=5) as answer:
-        answer.read()
-
-
-def data_calls(backend):
-    """GET /data requests the backend has answered, from its own metrics."""
-    with urllib.request.urlopen(f"{backend}/metrics", timeout=5) as answer:
-        text = answer.read().decode()
-    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
-               if line.startswith("http_request_duration_seconds_count{") and 'route="/data"' in line)
 
 
 def scale_out(label, binary, backend_urls, addrs, client_port):
@@ -106,18 +91,12 @@ def scale_out(label, binary, backend_urls, addrs, client_port):
 
 
 def main():
-    os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    duration = int(os.environ.get("DURATION", "20"))
-    redis_port = int(os.environ.get("REDIS_PORT", "6395"))
-    base_port = int(os.environ.get("BASE_PORT", "18111"))
-    doc = os.environ.get("BENCHMARKS_MD", "BENCHMARKS.md")
+    duration = env_int("DURATION", 20)
+    redis_port = env_int("REDIS_PORT", 6395)
+    base_port = env_int("BASE_PORT", 18111)
+    doc = benchmarks_md()
     before = os.environ.get("BEFORE_CLIENT", "target/bench-main/guestbook-client")
-    for path in (BACKEND, CLIENT, LOADTEST, BALANCER):
-        if not os.access(path, os.X_OK):
-            sys.exit(f"bench_resilience: {path} missing; run make build")
-    for port in (redis_port, *range(base_port, base_port + 4)):
-        if port == 6379 or not port_free(port):
-            sys.exit(f"bench_resilience: port {port} is taken or is the shared Redis")
+    prepare("bench_resilience", binaries=(BACKEND, CLIENT, LOADTEST, BALANCER), ports=(redis_port, *range(base_port, base_port + 4)))
     clients = [("after", CLIENT)]
     if os.access(before, os.X_OK):
         clients.insert(0, ("before", before))
@@ -213,20 +192,15 @@ def main():
           f"{', '.join(f'{calls:,}' for calls in run['calls_since_add'])} | **{run['added_share']:.1%}** | "
           f"{' '.join(f'{share:.0%}' for share in run['added_share_per_5s'])} |" for run in scale_outs),
         "",
-        "```sh",
-        "# make bench: the release build, then",
-        "python3 scripts/bench_resilience.py",
-        "curl -X POST http://127.0.0.1:18111/config/failure -d '{\"failure_rate\": 0.5}'   # then 1.0",
+        *how_to_run(
+            "bench_resilience.py",
+            "curl -X POST http://127.0.0.1:18111/config/failure -d '{\"failure_rate\": 0.5}'   # then 1.0",
         shlex.join(command) + "   # against a fresh client, for each failure rate",
         "target/release/guestbook-l4 127.0.0.1:18111 127.0.0.1:18113   # then 'add 127.0.0.1:18114' on its stdin",
-        *(scale_outs[-1:] and [scale_outs[-1]["command"] + "   # through the balancer"]),
-        "```",
+            *(scale_outs[-1:] and [scale_outs[-1]["command"] + "   # through the balancer"]),
+        ),
     ]
-    section = "\n".join(lines)
-    print(section)
-    if doc:
-        write_section(doc, "resilience", "The client under partial and total failure", section)
-        print(f"wrote {doc}", file=sys.stderr)
+    publish(doc, "resilience", "The client under partial and total failure", lines)
 
 
 if __name__ == "__main__":

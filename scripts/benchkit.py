@@ -1,11 +1,39 @@
-"""What every scripts/bench_*.py needs: a free loopback port, waiting for a process we started
-to answer, stopping it, and rewriting one marked section of BENCHMARKS.md."""
+"""What every scripts/bench_*.py needs: its settings from the environment, the checks before it
+starts (the binaries built, its loopback ports free, never the shared Redis on 6379), waiting for
+a process it started to answer, stopping it, and rewriting its marked section of BENCHMARKS.md
+with the commands that reproduce it."""
 
+import os
+import pathlib
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def env_int(name, default):
+    """The integer setting `name` from the environment, else `default`."""
+    return int(os.environ.get(name, str(default)))
+
+
+def benchmarks_md():
+    """The document a run rewrites: BENCHMARKS_MD, else BENCHMARKS.md (empty: print only)."""
+    return os.environ.get("BENCHMARKS_MD", "BENCHMARKS.md")
+
+
+def prepare(who, binaries=(), ports=()):
+    """Moves to the repository's root, then exits `who` with one line when a binary is not built
+    or a port is taken; 6379 is refused outright, since a shared Redis may listen there."""
+    os.chdir(ROOT)
+    for path in binaries:
+        if not os.access(path, os.X_OK):
+            sys.exit(f"{who}: {path} missing; run make build")
+    for port in ports:
+        if port == 6379 or not port_free(port):
+            sys.exit(f"{who}: port {port} is taken or is the shared Redis")
 
 
 def port_free(port):
@@ -38,6 +66,21 @@ def stop(process, timeout=15):
         process.wait()
 
 
+def post(url, body):
+    """POSTs `body` (text, sent without a content type, as curl -d does) and reads the answer."""
+    request = urllib.request.Request(url, data=body.encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        answer.read()
+
+
+def data_calls(backend):
+    """GET /data requests the backend has answered, from its own metrics."""
+    with urllib.request.urlopen(f"{backend}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.startswith("http_request_duration_seconds_count{") and 'route="/data"' in line)
+
+
 def replace_section(text, name, title, section):
     """`text` with the part between <!-- NAME:begin --> and <!-- NAME:end --> replaced by
     `section`; the markers are appended under a `## title` heading when missing."""
@@ -55,3 +98,18 @@ def write_section(doc, name, title, section):
         text = current.read()
     with open(doc, "w", encoding="utf-8") as out:
         out.write(replace_section(text, name, title, section))
+
+
+def how_to_run(script, *commands, after_build=True):
+    """The closing shell block of a section: the script itself, then the commands it ran."""
+    build = ["# make bench: the release build, then"] if after_build else []
+    return ["```sh", *build, f"python3 scripts/{script}", *commands, "```"]
+
+
+def publish(doc, name, title, lines):
+    """Prints the section made of `lines` and, unless `doc` is empty, writes it into `doc`."""
+    section = "\n".join(lines)
+    print(section)
+    if doc:
+        write_section(doc, name, title, section)
+        print(f"wrote {doc}", file=sys.stderr)

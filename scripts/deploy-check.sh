@@ -40,16 +40,11 @@ for tool in yamllint kubernetes-validate helm hadolint chaos kubectl node docker
 done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/deploy-check.XXXXXX")
-pids=()
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh  # the working directory is the repository root (above)
 # shellcheck disable=SC2317  # reached through the EXIT trap
 cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${pids[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
+  stop_started
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -126,7 +121,6 @@ if [[ ! -x $BIN_DIR/guestbook-backend || ! -x $BIN_DIR/guestbook-loadtest || ! -
   [[ $BIN_DIR == target/debug ]] || die "$BIN_DIR lacks guestbook-backend, -client or -loadtest"
   cargo build --locked -p guestbook-backend -p guestbook-client -p guestbook-loadtest
 fi
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_http() { # wait_http URL SECONDS: until it answers 2xx, 10 tries a second
   local tries=$(($2 * 10))
   for ((i = 0; i < tries; i++)); do

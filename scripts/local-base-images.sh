@@ -16,7 +16,7 @@
 #
 # Not made: the Rust builder (rust:1.91.1-bookworm). No toolchain that new can be installed
 # inside a container here; `make images` builds the binaries on the host instead (the offline
-# fallback, README "Containers").
+# fallback, docs/deploy.md "Containers").
 #
 # Where a registry is reachable none of this is needed: podman/docker pull the real images.
 # Names are fully qualified (docker.io/...): podman's Docker-compatible API, which compose talks

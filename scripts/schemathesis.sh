@@ -49,22 +49,9 @@ if [[ ! -x $SCHEMATHESIS ]]; then
 fi
 mkdir -p "$LOGS"
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-pids=()
-# shellcheck disable=SC2317  # reached through the EXIT trap
-cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${pids[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
-}
-trap cleanup EXIT
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh  # the working directory is the repository root (above)
+trap stop_started EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 

@@ -1,6 +1,7 @@
 // Calls to the client service's /api (proxied to the backend through retries and a circuit
 // breaker). Every call has a time limit; failures become ServiceError with a kind the page
-// can explain to a person.
+// can explain to a person. Errors are `{"error": "<for people>", "code": "<for programs>"}`:
+// the page branches on `code` only, never on the wording of `error`.
 
 const TIMEOUT_MS = 10000;
 
@@ -9,11 +10,13 @@ export class ServiceError extends Error {
    * @param {"circuit-open" | "unavailable" | "invalid" | "offline"} kind
    * @param {string} message
    * @param {number} status the HTTP status, 0 when no answer came
+   * @param {string | null} code the error body's `code` (`circuit-open`, `invalid`, ...), if any
    */
-  constructor(kind, message, status = 0) {
+  constructor(kind, message, status = 0, code = null) {
     super(message);
     this.kind = kind;
     this.status = status;
+    this.code = code;
   }
 }
 
@@ -32,9 +35,15 @@ async function call(path, options = {}) {
   }
   if (response.ok) return body;
   const detail = body && typeof body.error === "string" ? body.error : `status ${response.status}`;
-  if (detail === "circuit-open") throw new ServiceError("circuit-open", detail, response.status);
-  if (response.status >= 500 || response.status === 429) throw new ServiceError("unavailable", detail, response.status);
-  throw new ServiceError("invalid", detail, response.status);
+  const code = body && typeof body.code === "string" ? body.code : null;
+  throw new ServiceError(kindOf(code, response.status), detail, response.status, code);
+}
+
+/** What the page makes of an error answer: its `code` first, the status when there is none. */
+function kindOf(code, status) {
+  if (code === "circuit-open") return "circuit-open";
+  if (status >= 500 || status === 429) return "unavailable";
+  return "invalid";
 }
 
 /** The newest messages, newest first; with `before`, the ones older than that id. */

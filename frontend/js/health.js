@@ -1,5 +1,7 @@
 // The calm banner: shown while the stream is down or the last call failed, with words for
 // what the client service reported (an open circuit, or a backend that is not answering).
+// The keys are the kinds api.js derives from an error body's `code` (`circuit-open`), or
+// `unavailable`, `offline` and `stream` where no code applies.
 
 const TEXT = {
   "circuit-open":

@@ -99,10 +99,11 @@ async function onSubmit(event) {
     health.requestSucceeded();
   } catch (err) {
     const kind = err instanceof ServiceError ? err.kind : "unavailable";
+    const code = err instanceof ServiceError ? err.code : null;
     const status = err instanceof ServiceError ? err.status : 0;
     if (kind === "invalid") {
       setStatus(`Not posted: ${err.message}`, true);
-    } else if (kind === "circuit-open" || status === 429) {
+    } else if (code === "circuit-open" || status === 429) {
       // Refused before anything was sent on: certainly not posted.
       setStatus("Not posted: the guestbook is not taking messages right now. Your message is kept here; try again in a moment.", true);
       health.requestFailed(kind);

@@ -899,18 +899,42 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def timeline(events: list) -> str:
+    """`(seconds, what)` pairs as the documents write them: "what at 1.2 s, ..."."""
+    return ", ".join(f"{what} at {t:.1f} s" for t, what in events)
+
+
 def details(results: list[dict]) -> str:
     out = []
     for r in results:
         out.append(f"- **{r['scenario']}**: " + "; ".join(r["notes"]))
         if r.get("ran") and "fault_start_s" in r:
-            events = ", ".join(f"{what} at {t:.1f} s" for t, what in r["fault_events"])
             out.append(
-                f"  Fault from {r['fault_start_s']:.1f} s to {r['fault_end_s']:.1f} s ({events}). "
+                f"  Fault from {r['fault_start_s']:.1f} s to {r['fault_end_s']:.1f} s ({timeline(r['fault_events'])}). "
                 f"Answers: {json.dumps(r['statuses'])}, transport errors: {json.dumps(r['errors'])}. "
                 f"Worst message latency in the fault: {fmt_ms(r['max_in_fault_ms'])}."
             )
     return "\n".join(out) + "\n"
+
+
+def save_results(json_path: Path, md_path: Path, results: list[dict], table_md: str, details_md: str) -> None:
+    """The results as JSON and as Markdown (the table, then the details), and the Markdown on
+    stdout: what a run leaves in its --out directory for the matrix and the scenarios alike."""
+    json_path.write_text(json.dumps(results, indent=2))
+    md_path.write_text(table_md + "\n" + details_md)
+    print(table_md)
+    print(details_md)
+
+
+def copy_plots(svgs: list[Path], dest: str | None) -> None:
+    """Copies the plots that were drawn to `dest` (--copy-plots: docs/chaos/ in `make chaos`)."""
+    if not dest:
+        return
+    folder = Path(dest)
+    folder.mkdir(parents=True, exist_ok=True)
+    for svg in svgs:
+        if svg.exists():
+            shutil.copy(svg, folder / svg.name)
 
 
 def replace_block(doc: Path, start: str, end: str, block: str) -> None:
@@ -975,21 +999,12 @@ def main() -> int:
         result["wall_seconds"] = round(time.monotonic() - t, 1)
         results.append(result)
         log(f"{name}: {'not run' if not result['ran'] else 'passed' if result['passed'] else 'FAILED'} in {result['wall_seconds']} s; " + "; ".join(result["notes"]))
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "table.md").write_text(table(results) + "\n" + details(results))
-    print(table(results))
-    print(details(results))
+    save_results(out / "results.json", out / "table.md", results, table(results), details(results))
     log(f"all scenarios in {time.monotonic() - started:.0f} s; results in {out}/results.json, plots in {out}/*.svg")
     if args.write_doc:
         command = "make chaos" if not args.quick else "make test-chaos"
         write_doc(Path(args.write_doc), results, command)
-    if args.copy_plots:
-        dest = Path(args.copy_plots)
-        dest.mkdir(parents=True, exist_ok=True)
-        for r in results:
-            svg = out / f"{r['scenario']}.svg"
-            if r.get("ran") and svg.exists():
-                shutil.copy(svg, dest / svg.name)
+    copy_plots([out / f"{r['scenario']}.svg" for r in results if r.get("ran")], args.copy_plots)
     failed = [r["scenario"] for r in results if r["ran"] and not r["passed"]]
     if failed:
         log(f"FAILED: {', '.join(failed)}")

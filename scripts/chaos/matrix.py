@@ -469,18 +469,25 @@ def fault_errors_50(fleet: Fleet, w: Window, seconds: float) -> None:
     w.notes.append(f"POST /config/failure 0.5 on every backend for {seconds:.0f} s: only /data (the client's /fetch) fails")
 
 
-def fault_backend_added(fleet: Fleet, w: Window, _seconds: float) -> None:
-    slot = fleet.new_slot(f"backend-{len(fleet.slots) + 1}")
-    w.event(f"{slot.name} started")
-    wait_ready(slot, 30)
-    # Listed once ready, as an endpoint is; the balancer's first probe then finds it ready.
+def enlist(fleet: Fleet, slot: Slot, poll_s: float) -> None:
+    """Lists a ready backend in the balancer and waits until the balancer finds it ready.
+
+    Ready is what makes a pod an endpoint, so a backend is listed only once ready; the
+    balancer's first probe at `add` then finds it ready, rather than one poll (3 s) later."""
     fleet.balancer.command(f"add {slot.addr}")  # type: ignore[union-attr]
     h.wait_until(
         f"{slot.name} ready in the balancer",
         lambda: fleet.balancer.stats()["backends"].get(slot.addr, {}).get("ready"),  # type: ignore[union-attr]
         30,
-        0.1,
+        poll_s,
     )
+
+
+def fault_backend_added(fleet: Fleet, w: Window, _seconds: float) -> None:
+    slot = fleet.new_slot(f"backend-{len(fleet.slots) + 1}")
+    w.event(f"{slot.name} started")
+    wait_ready(slot, 30)
+    enlist(fleet, slot, 0.1)
     w.event(f"{slot.name} ready in the balancer")
     w.notes.append(f"{slot.name} started, listed in the balancer once ready")
 
@@ -494,15 +501,7 @@ def fault_rolling_restart(fleet: Fleet, w: Window, _seconds: float) -> None:
     for old in olds:
         new = fleet.new_slot(f"{old.name}r")
         wait_ready(new, 30)
-        # Ready is what makes a pod an endpoint; the balancer's first probe at `add` then finds
-        # it ready, rather than 3 s later.
-        fleet.balancer.command(f"add {new.addr}")  # type: ignore[union-attr]
-        h.wait_until(
-            f"{new.name} ready in the balancer",
-            lambda: fleet.balancer.stats()["backends"].get(new.addr, {}).get("ready"),  # type: ignore[union-attr]
-            30,
-            0.05,
-        )
+        enlist(fleet, new, 0.05)
         with fleet.lock:
             old.retired = True
         old.proc.signal(signal.SIGTERM)
@@ -831,10 +830,8 @@ def details(results: list[dict]) -> str:
         if "error" in r:
             out.append(f"- **{r['fault']}**: harness error: {r['error']}")
             continue
-        events = ", ".join(f"{what} at {t:.1f} s" for t, what in r["events"])
-        notes = "; ".join(r["notes"])
         out.append(
-            f"- **{r['fault']}** ({r['fault_seconds']:.1f} s; {events}): {notes}. "
+            f"- **{r['fault']}** ({r['fault_seconds']:.1f} s; {h.timeline(r['events'])}): {'; '.join(r['notes'])}. "
             f"Flaps by backend: {json.dumps(r['flaps_by_backend'])}; connections the balancer refused "
             f"for want of a ready backend: {r['refused']}."
         )
@@ -920,21 +917,12 @@ def main() -> int:
                 log(f"{name}: flaps {result['flaps']}; {summary}")
     finally:
         fleet.stop()
-    (out / "matrix.json").write_text(json.dumps(results, indent=2))
-    (out / "matrix.md").write_text(table(results) + "\n" + details(results))
-    print(table(results))
-    print(details(results))
+    h.save_results(out / "matrix.json", out / "matrix.md", results, table(results), details(results))
     log(f"matrix in {time.monotonic() - started:.0f} s; results in {out}/matrix.json, plots in {out}/matrix-*.svg")
     if args.write_doc:
         command = "make chaos" if not args.quick else "make test-chaos"
         write_doc(Path(args.write_doc), results, command, bins.name)
-    if args.copy_plots:
-        dest = Path(args.copy_plots)
-        dest.mkdir(parents=True, exist_ok=True)
-        for r in results:
-            svg = out / f"matrix-{r['fault']}.svg"
-            if svg.exists():
-                shutil.copy(svg, dest / svg.name)
+    h.copy_plots([out / f"matrix-{r['fault']}.svg" for r in results], args.copy_plots)
     bad = []
     for r in results:
         if "error" in r:

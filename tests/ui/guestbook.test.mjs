@@ -217,6 +217,29 @@ describe("the guestbook page", () => {
 });
 
 describe("when the backend fails", () => {
+  test("an open circuit, known by its code, shows its own banner and keeps the text", async () => {
+    const { page, errors, close } = await openPage();
+    // The client's answer while the circuit is open; the page must read `code`, not `error`.
+    await page.route("**/api/messages", async (route) => {
+      if (route.request().method() !== "POST") return route.continue();
+      return route.fulfill({
+        status: 503,
+        headers: { "retry-after": "1" },
+        contentType: "application/json",
+        body: JSON.stringify({ error: "the circuit to the backend is open", code: "circuit-open" }),
+      });
+    });
+    await sign(page, "Hal", "sent while the circuit is open");
+    await page.getByRole("button", { name: "Post message" }).click();
+    await page.getByText(/^Not posted: the guestbook is not taking messages/).waitFor(SEEN);
+    await page.locator("#banner").waitFor({ state: "visible", ...SEEN });
+    assert.match(await page.locator("#banner").textContent(), /pausing calls to its backend/);
+    assert.equal(await page.getByLabel("Message", { exact: true }).inputValue(), "sent while the circuit is open");
+    await page.unroute("**/api/messages");
+    assert.deepEqual(errors, []);
+    await close();
+  });
+
   test("a calm banner, the typed text kept, and recovery without a reload, missing nothing", async () => {
     const { page, errors, close } = await openPage();
     await postMessage(stack.clientUrl, "Eve", "before the outage");

@@ -13,9 +13,9 @@ pub const MAX_PAGE_LIMIT: usize = 1_000;
 pub const DEFAULT_PAGE_LIMIT: usize = 100;
 
 /// A message as stored and served.
-///
-/// The backend serves the stored JSON bytes as they are (it never re-encodes a message), so
-/// this type is the documented and parsed shape, and the field order is the stored order.
+// The backend serves the stored JSON bytes as they are (it never re-encodes a message), so
+// this type is the documented and parsed shape, and the field order is the stored order.
+// (A plain comment: the schema's description must stay the one line both documents share.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Message {
     /// Unique, ascending id.

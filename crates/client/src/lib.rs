@@ -3,11 +3,14 @@
 //!
 //! - [`settings`]: every setting, parsed and validated once.
 //! - [`app`]: the state, the router and the serving loop.
-//! - [`backend`]: reqwest as a tower `Service`, and the stack around it (its order is
-//!   documented there).
+//! - [`backend`]: reqwest as a tower `Service`, the stack around it (its order is documented
+//!   there), and [`BackendOutcome`](backend::BackendOutcome), the one judgement of what a
+//!   backend call gave that the breaker, the retry policy, `/fetch`, the proxy, the stream and
+//!   the metric labels all ask.
 //! - [`middleware`]: the circuit breaker (tower has none) and the retry policy.
 //! - [`openapi`]: the OpenAPI 3.1 document, generated from the handlers.
-//! - [`routes`]: `/fetch`, `/status`, the load generator and the `/api` proxy.
+//! - [`routes`]: `/fetch`, `/status`, the load generator, the `/api` proxy and the stream
+//!   passthrough; every error answer is `guestbook_api::ErrorBody` with its code.
 //! - [`ui_files`]: the browser UI, embedded in the binary (or `FRONTEND_DIR`).
 
 pub mod app;

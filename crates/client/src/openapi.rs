@@ -2,70 +2,15 @@
 //! attributes and served at `GET /openapi.json`. `openapi/client.json` is the checked-in copy;
 //! `make openapi` rewrites it and a test fails when it differs from this.
 //!
-//! The proxied `/api/*` operations are the backend's: their schemas here are copies for the
-//! document only, and a test compares them with the backend's document so they cannot drift.
+//! The proxied `/api/*` operations are the backend's: their schemas are the shared wire types
+//! of `guestbook-api`, and a test compares the operations with the backend's document so
+//! they cannot drift.
 
+use guestbook_api::{Deleted, Message, MessagePage, NewMessageBody, Order};
 use guestbook_common::openapi::{BearerAuth, CommonApi, ErrorBody, HeaderLimit, Shedding};
-use serde::Serialize;
-use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa::{IntoParams, Modify, OpenApi};
 
 use crate::routes::{fetch, load, status};
-
-/// A message as stored and served.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Message {
-    /// Unique, ascending id.
-    #[schema(minimum = 1)]
-    pub id: u64,
-    /// Who wrote it.
-    pub author: String,
-    /// What they wrote.
-    pub text: String,
-    /// When the backend accepted it, RFC 3339.
-    #[schema(format = DateTime)]
-    pub created_at: String,
-}
-
-/// The body of `POST /api/messages`. Both fields are trimmed before the limits apply, and
-/// neither may contain control characters (the text may contain newlines).
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewMessageBody {
-    /// Who writes: 1-64 characters after trimming.
-    #[schema(min_length = 1, max_length = 64, example = "Mary")]
-    pub author: String,
-    /// What they write: 1-1000 characters after trimming.
-    #[schema(
-        min_length = 1,
-        max_length = 1000,
-        example = "Hello from the guestbook"
-    )]
-    pub text: String,
-}
-
-/// The body of `GET /api/messages`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct MessagePage {
-    /// The page, in the order asked for.
-    pub messages: Vec<Message>,
-}
-
-/// The body of a successful `DELETE /api/messages`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Deleted {
-    /// How many messages were deleted.
-    pub deleted: u64,
-}
-
-/// Oldest first (the default: how followers catch up) or newest first (how people read).
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Order {
-    /// Oldest first.
-    Asc,
-    /// Newest first.
-    Desc,
-}
 
 /// `?after=ID&before=ID&order=asc|desc&limit=N`, passed to the backend.
 #[derive(Debug, IntoParams)]
@@ -203,7 +148,8 @@ fn openapi_json() {}
                        backend's guestbook operations (/api/messages, by exact route) through one \
                        resilient tower stack (circuit breaker, deadline, retry budget), its \
                        live-update stream passed through, the browser UI, and probes. Every error body \
-                       is `{\"error\": \"...\"}`.",
+                       is `{\"error\": \"...\", \"code\": \"...\"}`: `error` for people, `code` \
+                       for programs.",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     paths(

@@ -160,73 +160,68 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(ms))
     }
 
+    /// How long `request` waited on dependencies, run as one request in its own clock.
+    async fn waited_in(request: impl Future<Output = ()>) -> Duration {
+        let clock = DependencyClock::new();
+        clock.clone().scope(request).await;
+        clock.waited()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_timed_call_counts_and_the_rest_does_not() {
-        let clock = DependencyClock::new();
-        clock
-            .clone()
-            .scope(async {
-                sleep(30).await;
-                timed(sleep(100)).await;
-                sleep(20).await;
-            })
-            .await;
-        assert_eq!(clock.waited(), Duration::from_millis(100));
+        let waited = waited_in(async {
+            sleep(30).await;
+            timed(sleep(100)).await;
+            sleep(20).await;
+        })
+        .await;
+        assert_eq!(waited, Duration::from_millis(100));
     }
 
     #[tokio::test(start_paused = true)]
     async fn concurrent_and_nested_calls_count_once() {
-        let clock = DependencyClock::new();
-        clock
-            .clone()
-            .scope(async {
-                // 0-100 and 50-150 overlap: 150 ms of waiting, not 200.
-                tokio::join!(timed(sleep(100)), async {
-                    sleep(50).await;
-                    timed(sleep(100)).await;
-                });
-                // A timed block around timed calls: 60 ms, not 120.
-                timed(async {
-                    timed(sleep(30)).await;
-                    timed(sleep(30)).await;
-                })
-                .await;
+        let waited = waited_in(async {
+            // 0-100 and 50-150 overlap: 150 ms of waiting, not 200.
+            tokio::join!(timed(sleep(100)), async {
+                sleep(50).await;
+                timed(sleep(100)).await;
+            });
+            // A timed block around timed calls: 60 ms, not 120.
+            timed(async {
+                timed(sleep(30)).await;
+                timed(sleep(30)).await;
             })
             .await;
-        assert_eq!(clock.waited(), Duration::from_millis(210));
+        })
+        .await;
+        assert_eq!(waited, Duration::from_millis(210));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_dropped_call_stops_counting() {
-        let clock = DependencyClock::new();
-        clock
-            .clone()
-            .scope(async {
-                let _ = tokio::time::timeout(Duration::from_millis(40), timed(sleep(1_000))).await;
-                sleep(500).await;
-            })
-            .await;
-        assert_eq!(clock.waited(), Duration::from_millis(40));
+        let waited = waited_in(async {
+            let _ = tokio::time::timeout(Duration::from_millis(40), timed(sleep(1_000))).await;
+            sleep(500).await;
+        })
+        .await;
+        assert_eq!(waited, Duration::from_millis(40));
     }
 
     #[tokio::test(start_paused = true)]
     async fn outside_a_request_nothing_is_counted_and_spawned_work_needs_the_scope() {
         assert!(current().is_none());
         timed(sleep(10)).await;
-        let clock = DependencyClock::new();
-        clock
-            .clone()
-            .scope(async {
-                // The task-local does not cross spawn...
-                tokio::spawn(timed(sleep(10))).await.expect("task");
-                // ...unless the clock is carried in.
-                let carried = current().expect("in scope");
-                tokio::spawn(carried.scope(timed(sleep(25))))
-                    .await
-                    .expect("task");
-            })
-            .await;
-        assert_eq!(clock.waited(), Duration::from_millis(25));
+        let waited = waited_in(async {
+            // The task-local does not cross spawn...
+            tokio::spawn(timed(sleep(10))).await.expect("task");
+            // ...unless the clock is carried in.
+            let carried = current().expect("in scope");
+            tokio::spawn(carried.scope(timed(sleep(25))))
+                .await
+                .expect("task");
+        })
+        .await;
+        assert_eq!(waited, Duration::from_millis(25));
     }
 
     #[tokio::test(start_paused = true)]

@@ -24,6 +24,15 @@ pub fn respond_retry_after(status: StatusCode, body: ErrorBody, retry_after_secs
     response
 }
 
+/// The body of an error answer, for the unit tests of the layers that write one.
+#[cfg(test)]
+pub(crate) async fn read(response: Response) -> ErrorBody {
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .expect("a small body");
+    serde_json::from_slice(&body).expect("an error body")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,10 +46,7 @@ mod tests {
         );
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "2");
-        let body = axum::body::to_bytes(response.into_body(), 1024)
-            .await
-            .expect("a small body");
-        let body: ErrorBody = serde_json::from_slice(&body).expect("an error body");
+        let body = read(response).await;
         assert_eq!(body.code, ErrorCode::Overloaded);
         assert_eq!(body.reason.as_deref(), Some("queue"));
     }

@@ -5,12 +5,12 @@
 //! size answers 431 with our JSON error: no client of these APIs needs more than a few KiB,
 //! and every byte of a header is held for the request's lifetime.
 
-use axum::Json;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use axum::response::Response;
+
+use crate::error_body::{ErrorBody, ErrorCode, respond};
 
 /// Largest accepted total of header names and values, in bytes (as nginx's default
 /// `large_client_header_buffers`, 4 × 8 KiB, would allow per line, halved).
@@ -24,9 +24,35 @@ pub async fn headers(request: Request, next: Next) -> Response {
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum();
     if size > MAX_HEADER_BYTES {
-        let body =
-            json!({"error": format!("request headers are larger than {MAX_HEADER_BYTES} bytes")});
-        return (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Json(body)).into_response();
+        return too_large();
     }
     next.run(request).await
+}
+
+/// The 431 answer.
+fn too_large() -> Response {
+    respond(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        ErrorBody::new(
+            ErrorCode::HeadersTooLarge,
+            format!("request headers are larger than {MAX_HEADER_BYTES} bytes"),
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_answer_names_the_limit_and_its_code() {
+        let response = too_large();
+        assert_eq!(
+            response.status(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+        let body = crate::error_body::read(response).await;
+        assert_eq!(body.code, ErrorCode::HeadersTooLarge);
+        assert_eq!(body.error, "request headers are larger than 16384 bytes");
+    }
 }

@@ -16,15 +16,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use axum::response::Response;
 use tokio::time::Instant;
 
 use crate::client_addr::ClientKey;
+use crate::error_body::{ErrorBody, ErrorCode, respond_retry_after};
 
 /// Clients tracked at once: 65,536 buckets of about 40 bytes plus up to twice as many
 /// 24-byte entries in the recency log, under 8 MiB in all.
@@ -175,16 +174,19 @@ pub async fn guard(
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
     match limiter.check(client) {
         Ok(()) => next.run(request).await,
-        Err(wait) => {
-            let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
-            let body = json!({"error": "too many writes from this address; retry later"});
-            let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-            response
-        }
+        Err(wait) => too_many(wait),
     }
+}
+
+/// The 429 answer for a client that may write again in `wait` (rounded up to whole seconds,
+/// at least one).
+fn too_many(wait: Duration) -> Response {
+    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let body = ErrorBody::new(
+        ErrorCode::RateLimited,
+        "too many writes from this address; retry later",
+    );
+    respond_retry_after(StatusCode::TOO_MANY_REQUESTS, body, seconds)
 }
 
 #[cfg(test)]
@@ -193,6 +195,11 @@ mod tests {
 
     const A: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
     const B: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+
+    /// One write a second per client, with no burst: the second write at once is refused.
+    fn one_a_second() -> Arc<RateLimiter> {
+        RateLimiter::new(1.0, 1).expect("on")
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_client_gets_its_burst_then_its_rate() {
@@ -209,7 +216,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn clients_have_buckets_of_their_own() {
-        let limiter = RateLimiter::new(1.0, 1).expect("on");
+        let limiter = one_a_second();
         assert!(limiter.check(A).is_ok());
         assert!(limiter.check(A).is_err());
         assert!(limiter.check(B).is_ok());
@@ -217,13 +224,26 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn refusals_do_not_postpone_the_next_token() {
-        let limiter = RateLimiter::new(1.0, 1).expect("on");
+        let limiter = one_a_second();
         assert!(limiter.check(A).is_ok());
         for _ in 0..10 {
             assert!(limiter.check(A).is_err());
         }
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(limiter.check(A).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_refusal_says_when_to_come_back_and_its_code() {
+        let response = too_many(Duration::from_millis(1_200));
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "2");
+        let body = crate::error_body::read(response).await;
+        assert_eq!(body.code, ErrorCode::RateLimited);
+        assert_eq!(
+            too_many(Duration::ZERO).headers()[axum::http::header::RETRY_AFTER],
+            "1"
+        );
     }
 
     #[test]
@@ -256,14 +276,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_ipv4_mapped_address_shares_the_ipv4_bucket() {
-        let limiter = RateLimiter::new(1.0, 1).expect("on");
+        let limiter = one_a_second();
         assert!(limiter.check(v6("::ffff:192.0.2.1")).is_ok());
         assert!(limiter.check(A).is_err());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_limited_client_stays_limited_while_an_attacker_cycles_addresses() {
-        let limiter = RateLimiter::new(1.0, 1).expect("on");
+        let limiter = one_a_second();
         assert!(limiter.check(A).is_ok());
         // Time stands still: no bucket refills, so only eviction could let A through.
         for n in 0..3 * MAX_CLIENTS as u32 {
@@ -294,7 +314,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn memory_stays_bounded() {
-        let limiter = RateLimiter::new(1.0, 1).expect("on");
+        let limiter = one_a_second();
         for n in 0..3 * MAX_CLIENTS as u32 {
             let _ = limiter.check(v4(n));
             let _ = limiter.check(A);

@@ -3,7 +3,7 @@
 //! there, and closed CORS only stops it from *reading* the answer, not the change.
 //!
 //! A request that changes state (any method but GET, HEAD and OPTIONS) is refused with 403
-//! `{"error": "cross-site request refused"}` when the browser says it is cross-site:
+//! `{"error": "cross-site request refused", "code": "cross-site"}` when the browser says it is cross-site:
 //! - `Sec-Fetch-Site: cross-site`;
 //! - an `Origin` that is not this service: `null` (sandboxed frames, some redirects), or a
 //!   host and port other than the request's `Host`. The scheme is not compared (behind a TLS
@@ -15,12 +15,12 @@
 //! the bearer token, where set, defends the rest. Behind a proxy that rewrites `Host`, a
 //! browser's same-origin request would look cross-site: such a proxy must keep `Host`.
 
-use axum::Json;
 use axum::extract::Request;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use axum::response::Response;
+
+use crate::error_body::{ErrorBody, ErrorCode, respond};
 
 /// The body's message.
 pub const REFUSED: &str = "cross-site request refused";
@@ -42,9 +42,17 @@ pub async fn guard(request: Request, next: Next) -> Response {
             origin = ?request.headers().get(header::ORIGIN),
             "cross-site request refused"
         );
-        return (StatusCode::FORBIDDEN, Json(json!({"error": REFUSED}))).into_response();
+        return refused();
     }
     next.run(request).await
+}
+
+/// The 403 answer.
+fn refused() -> Response {
+    respond(
+        StatusCode::FORBIDDEN,
+        ErrorBody::new(ErrorCode::CrossSite, REFUSED),
+    )
 }
 
 /// Whether the browser marked the request as coming from another site. `uri_authority` is the
@@ -126,22 +134,14 @@ mod tests {
 
     #[test]
     fn the_services_own_origin_is_same_site() {
-        assert!(!cross(&[
-            ("host", "localhost:8080"),
-            ("origin", "http://localhost:8080")
-        ]));
-        assert!(!cross(&[
-            ("host", "Guestbook.Example"),
-            ("origin", "https://guestbook.example")
-        ]));
-        assert!(!cross(&[
-            ("host", "guestbook.example:443"),
-            ("origin", "https://guestbook.example")
-        ]));
-        assert!(!cross(&[
-            ("host", "[::1]:8081"),
-            ("origin", "http://[::1]:8081")
-        ]));
+        for (host, origin) in [
+            ("localhost:8080", "http://localhost:8080"),
+            ("Guestbook.Example", "https://guestbook.example"),
+            ("guestbook.example:443", "https://guestbook.example"),
+            ("[::1]:8081", "http://[::1]:8081"),
+        ] {
+            assert!(!cross(&[("host", host), ("origin", origin)]), "{origin}");
+        }
         assert!(!cross(&[
             ("host", "localhost:8080"),
             ("origin", "http://localhost:8080"),
@@ -151,20 +151,24 @@ mod tests {
 
     #[test]
     fn another_host_port_or_null_origin_is_cross_site() {
-        assert!(cross(&[
-            ("host", "localhost:8080"),
-            ("origin", "http://evil.example")
-        ]));
-        assert!(cross(&[
-            ("host", "localhost:8080"),
-            ("origin", "http://localhost:8081")
-        ]));
-        assert!(cross(&[("host", "localhost:8080"), ("origin", "null")]));
-        assert!(cross(&[
-            ("host", "guestbook.example"),
-            ("origin", "http://guestbook.example.evil.example")
-        ]));
+        for (host, origin) in [
+            ("localhost:8080", "http://evil.example"),
+            ("localhost:8080", "http://localhost:8081"),
+            ("localhost:8080", "null"),
+            ("guestbook.example", "http://guestbook.example.evil.example"),
+        ] {
+            assert!(cross(&[("host", host), ("origin", origin)]), "{origin}");
+        }
         assert!(cross(&[("origin", "http://localhost:8080")]), "no Host");
+    }
+
+    #[tokio::test]
+    async fn the_refusal_is_a_403_with_its_code() {
+        let response = refused();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        let body = crate::error_body::read(response).await;
+        assert_eq!(body.code, ErrorCode::CrossSite);
+        assert_eq!(body.error, REFUSED);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! Memory is bounded by construction: only clients with at least one open stream are tracked,
 //! so there are never more entries than the global cap.
 //!
-//! Over a cap the answer is `{"error": "..."}` with `Retry-After`: 429 when this client has
+//! Over a cap the answer is `{"error": "...", "code": "too-many-streams"}` with `Retry-After`: 429 when this client has
 //! its share open (others are still served), 503 when the service is full. Both are counted in
 //! `live_streams_refused_total{reason}`; `live_streams_open` shows the streams open now. Only
 //! the 503 is the service's own capacity refusing, so only it counts towards the refused share
@@ -18,19 +18,18 @@ use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use axum::Json;
 use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde_json::json;
 
 use crate::client_addr::ClientKey;
+use crate::error_body::{ErrorBody, ErrorCode, respond_retry_after};
 use crate::pressure::Shed;
 
 /// Seconds a refused client is told to wait: a slot frees only when some stream ends, so
@@ -72,11 +71,8 @@ impl StreamRefused {
 
 impl IntoResponse for StreamRefused {
     fn into_response(self) -> Response {
-        let mut response =
-            (self.status(), Json(json!({"error": self.to_string()}))).into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        let body = ErrorBody::new(ErrorCode::TooManyStreams, self.to_string());
+        let mut response = respond_retry_after(self.status(), body, u64::from(RETRY_AFTER_SECS));
         if self == Self::Full {
             // The service's own capacity is what refused: readiness counts it as shedding. A
             // client over its share is that client's limit, not the pod's saturation.
@@ -268,17 +264,20 @@ mod tests {
         assert!(limit.try_acquire(key(1)).is_ok());
     }
 
-    #[test]
-    fn refusals_are_answered_with_retry_after() {
+    #[tokio::test]
+    async fn refusals_are_answered_with_retry_after_and_their_code() {
         for (refused, status) in [(StreamRefused::Full, 503), (StreamRefused::ClientFull, 429)] {
             let response = refused.into_response();
             assert_eq!(response.status().as_u16(), status);
-            assert!(response.headers().contains_key(header::RETRY_AFTER));
+            assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "5");
             assert_eq!(
                 response.extensions().get::<Shed>().is_some(),
                 refused == StreamRefused::Full,
                 "only the service's own cap counts as shedding"
             );
+            let body = crate::error_body::read(response).await;
+            assert_eq!(body.code, ErrorCode::TooManyStreams);
+            assert_eq!(body.error, refused.to_string());
         }
     }
 }

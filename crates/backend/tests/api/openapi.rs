@@ -71,15 +71,15 @@ async fn the_document_is_served_and_every_operation_in_it_is_routed() {
     }
 }
 
-/// `(METHOD, path)` of each row of the README table under `heading` whose first cell starts
+/// `(METHOD, path)` of each row of the docs/api.md table under `heading` whose first cell starts
 /// with a method, query strings dropped.
 fn readme_operations(heading: &str) -> std::collections::BTreeSet<(String, String)> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
-        .expect("README.md");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api.md"))
+        .expect("docs/api.md");
     let section = readme
         .split(heading)
         .nth(1)
-        .expect("the heading is in the README");
+        .expect("the heading is in docs/api.md");
     section
         .lines()
         .skip_while(|line| !line.starts_with('|'))
@@ -98,7 +98,7 @@ fn readme_operations(heading: &str) -> std::collections::BTreeSet<(String, Strin
 }
 
 #[test]
-fn the_readme_endpoint_table_lists_exactly_the_documented_operations() {
+fn the_docs_endpoint_table_lists_exactly_the_documented_operations() {
     let document: Value = serde_json::from_str(&guestbook_backend::openapi::json()).unwrap();
     let documented: std::collections::BTreeSet<(String, String)> = document["paths"]
         .as_object()

@@ -12,23 +12,25 @@
 //! `application/x-www-form-urlencoded` and written back canonically, so what reaches the
 //! backend is exactly the parameters the caller meant, however oddly spelled.
 
-use axum::Json;
 use axum::http::{StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use axum::response::Response;
+use guestbook_common::error_body::{ErrorBody, ErrorCode, respond};
 
 /// `/api` itself, `/api/` and any path under it that no exact route took.
 pub(crate) async fn refuse(uri: Uri) -> Response {
     if is_traversal(uri.path()) {
-        (
+        respond(
             StatusCode::BAD_REQUEST,
-            Json(json!({
-                "error": "path refused: dot-segments and encoded or doubled separators are not accepted under /api/"
-            })),
+            ErrorBody::new(
+                ErrorCode::BadRequest,
+                "path refused: dot-segments and encoded or doubled separators are not accepted under /api/",
+            ),
         )
-            .into_response()
     } else {
-        (StatusCode::NOT_FOUND, Json(json!({"error": "not found"}))).into_response()
+        respond(
+            StatusCode::NOT_FOUND,
+            ErrorBody::new(ErrorCode::NotFound, "not found"),
+        )
     }
 }
 

@@ -9,39 +9,38 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde_json::{Value, json};
-use tower::{BoxError, ServiceExt};
+use guestbook_api::ErrorCode;
+use serde_json::Value;
+use tower::ServiceExt;
 
 use crate::app::AppState;
-use crate::middleware::circuit_breaker::CircuitOpen;
+use crate::backend::BackendOutcome;
 
-/// Why a backend call produced no usable answer, as `/fetch` reports it.
-pub fn failure_message(result: &Result<http::Response<Bytes>, BoxError>) -> String {
-    match result {
-        Ok(response) => format!("backend answered {}", response.status().as_u16()),
-        Err(err) if err.is::<CircuitOpen>() => "circuit-open".to_owned(),
-        Err(err) if err.is::<tower::timeout::error::Elapsed>() => "timeout".to_owned(),
-        Err(err) => format!("backend unreachable: {err}"),
-    }
-}
-
-/// `/fetch`'s body: `ok` with `data`, `stale` with `data`, `age_ms` and `message`, or
-/// `fallback` with `message`.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+/// `/fetch`'s body: `ok` with `data`, `stale` with `data`, `age_ms`, `message` and `code`, or
+/// `fallback` with `message` and `code`.
+#[derive(Debug, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct FetchAnswer {
     /// `ok`, `stale` or `fallback`.
     #[schema(pattern = "^(ok|stale|fallback)$")]
-    pub status: String,
+    pub status: &'static str,
     /// The backend's `/data` body (`ok` and `stale`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Object, nullable = false)]
     pub data: Option<Value>,
     /// Age of a stale answer, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub age_ms: Option<u64>,
-    /// Why the backend gave no fresh answer: `backend answered N`, `timeout`, `circuit-open`,
-    /// `backend unreachable: ...`.
+    /// Why the backend gave no fresh answer, in seed 002's words: `backend answered N`,
+    /// `timeout`, `circuit-open`, `backend unreachable: ...`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub message: Option<String>,
+    /// The same, for programs (`stale` and `fallback`): `circuit-open`, `deadline`,
+    /// `unavailable` or `backend-unreachable`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub code: Option<ErrorCode>,
 }
 
 /// Seed 002's endpoint: the backend's `/data` through the stack.
@@ -51,7 +50,7 @@ pub struct FetchAnswer {
     tag = "seed",
     responses(
         (status = 200, description = "`{\"status\": \"ok\", \"data\"}`, or with FALLBACK_CACHE_SECS a `stale` answer", body = FetchAnswer),
-        (status = 503, description = "`{\"status\": \"fallback\", \"message\"}` after the attempts failed or at once while the circuit is open", body = FetchAnswer),
+        (status = 503, description = "`{\"status\": \"fallback\", \"message\", \"code\"}` after the attempts failed or at once while the circuit is open", body = FetchAnswer),
     )
 )]
 pub(crate) async fn fetch(State(app): State<AppState>) -> Response {
@@ -64,23 +63,35 @@ pub(crate) async fn fetch(State(app): State<AppState>) -> Response {
         && let Ok(data) = serde_json::from_slice::<Value>(response.body())
     {
         app.remember(&data);
-        return Json(json!({"status": "ok", "data": data})).into_response();
+        return Json(FetchAnswer {
+            status: "ok",
+            data: Some(data),
+            ..FetchAnswer::default()
+        })
+        .into_response();
     }
-    let message = failure_message(&result);
-    app.count_fallback(if message == "circuit-open" {
-        "circuit_open"
-    } else {
-        "failed"
-    });
+    let outcome = BackendOutcome::of(result.as_ref());
+    app.count_fallback(outcome.fallback_label());
+    let failed = FetchAnswer {
+        message: Some(outcome.fetch_message().into_owned()),
+        code: Some(outcome.error_code()),
+        ..FetchAnswer::default()
+    };
     if let Some((data, age)) = app.stale() {
-        return Json(
-            json!({"status": "stale", "data": data, "age_ms": age.as_millis(), "message": message}),
-        )
+        return Json(FetchAnswer {
+            status: "stale",
+            data: Some(data),
+            age_ms: Some(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+            ..failed
+        })
         .into_response();
     }
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({"status": "fallback", "message": message})),
+        Json(FetchAnswer {
+            status: "fallback",
+            ..failed
+        }),
     )
         .into_response()
 }

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
 use bytes::Bytes;
+use guestbook_common::error_body::{ErrorBody, ErrorCode, respond};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -84,11 +87,11 @@ pub struct LoadAnswer {
 pub(crate) async fn start(
     State(app): State<AppState>,
     body: Bytes,
-) -> Result<Json<Value>, (axum::http::StatusCode, Json<Value>)> {
+) -> Result<Json<Value>, Response> {
     let bad = |message: &str| {
-        (
-            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({"error": message})),
+        respond(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorBody::new(ErrorCode::Invalid, message),
         )
     };
     // No body, or JSON `null`, means every default (the document's body is optional). A body

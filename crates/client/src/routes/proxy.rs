@@ -5,18 +5,17 @@
 //! (the UI always sends one); the live-update stream has a route of its own
 //! ([`crate::routes::stream`]) and never comes through here.
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
-use serde_json::json;
+use guestbook_common::error_body::{ErrorBody, ErrorCode, respond, respond_retry_after};
 use tower::ServiceExt;
 
 use crate::app::AppState;
+use crate::backend::BackendOutcome;
 use crate::routes::api_paths::reencode_query;
-use crate::routes::fetch::failure_message;
 
 /// The one backend path these operations reach.
 const MESSAGES: &str = "/api/messages";
@@ -53,11 +52,13 @@ pub(crate) async fn create(
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(body) => body,
         Err(_) => {
-            return (
+            return respond(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                Json(json!({"error": "request body too large"})),
-            )
-                .into_response();
+                ErrorBody::new(
+                    ErrorCode::TooLarge,
+                    format!("the request body is over {} KiB", MAX_BODY / 1024),
+                ),
+            );
         }
     };
     forward(&app, Method::POST, MESSAGES, &headers, body).await
@@ -79,11 +80,10 @@ async fn forward(
     let uri = match target.parse::<http::Uri>() {
         Ok(uri) => uri,
         Err(_) => {
-            return (
+            return respond(
                 StatusCode::BAD_REQUEST,
-                Json(json!({"error": "the query cannot be forwarded"})),
-            )
-                .into_response();
+                ErrorBody::new(ErrorCode::BadRequest, "the query cannot be forwarded"),
+            );
         }
     };
     let mut request = http::Request::new(body);
@@ -94,24 +94,19 @@ async fn forward(
             request.headers_mut().insert(name, value.clone());
         }
     }
-    let result = app.stack.clone().oneshot(request).await;
-    match result {
+    match app.stack.clone().oneshot(request).await {
+        // The backend's answer, error bodies included, passes through unchanged.
         Ok(response) => {
             let (parts, body) = response.into_parts();
             Response::from_parts(parts, Body::from(body))
         }
-        Err(_) => {
-            let message = failure_message(&result);
-            let mut response = (
+        Err(error) => {
+            let outcome = BackendOutcome::of_error(error.as_ref());
+            respond_retry_after(
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"error": message})),
+                ErrorBody::new(outcome.error_code(), outcome.message()),
+                1,
             )
-                .into_response();
-            response.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("1"),
-            );
-            response
         }
     }
 }

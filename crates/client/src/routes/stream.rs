@@ -19,18 +19,17 @@
 //! The slots travel with the response body and are freed when the browser goes away (hyper
 //! drops the body) or the backend ends the stream.
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
+use guestbook_common::error_body::{ErrorBody, ErrorCode, respond_retry_after};
 use guestbook_common::stream_limit::Peer;
-use serde_json::json;
 use tokio::time::Instant;
 
 use crate::app::AppState;
-use crate::middleware::circuit_breaker::{HttpClassifier, Outcome};
+use crate::backend::BackendOutcome;
 use crate::routes::api_paths::reencode_query;
 
 /// The one backend path this route reaches.
@@ -64,11 +63,15 @@ pub(crate) async fn stream(
             .snapshot()
             .opened_for_remaining_ms
             .map_or(1, |ms| ms.div_ceil(1_000).max(1));
-        return unavailable("circuit open", wait_secs);
+        return refused(&BackendOutcome::CircuitOpen, wait_secs);
     };
     let Ok(backend_slot) = std::sync::Arc::clone(&app.backend_slots).try_acquire_owned() else {
         // The breaker's permit is dropped unrecorded: the backend was not asked.
-        return unavailable("backend concurrency limit reached", 1);
+        return respond_retry_after(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorBody::new(ErrorCode::Unavailable, "backend concurrency limit reached"),
+            1,
+        );
     };
     let mut url = app.stream_url.clone();
     url.set_query(reencode_query(query.as_deref()).as_deref());
@@ -83,10 +86,11 @@ pub(crate) async fn stream(
     ))
     .await;
     let outcome = match &answered {
-        Ok(Ok(answer)) => HttpClassifier::answer(answer.status(), answer.headers()),
-        Ok(Err(_)) | Err(_) => Outcome::Failure,
+        Ok(Ok(answer)) => BackendOutcome::of_answer(answer.status(), answer.headers()),
+        Ok(Err(err)) => BackendOutcome::of_error(err),
+        Err(_) => BackendOutcome::Deadline,
     };
-    call.record(outcome, started.elapsed(), Instant::now());
+    call.record(outcome.breaker_outcome(), started.elapsed(), Instant::now());
     match answered {
         Ok(Ok(answer)) => {
             let status = answer.status();
@@ -113,21 +117,21 @@ pub(crate) async fn stream(
         }
         Ok(Err(err)) => {
             tracing::warn!(error = %err, "live-update stream: backend unreachable");
-            unavailable("backend unreachable", 1)
+            refused(&outcome, 1)
         }
         Err(_) => {
             tracing::warn!("live-update stream: the backend did not answer in time");
-            unavailable("backend did not answer in time", 1)
+            refused(&outcome, 1)
         }
     }
 }
 
-/// 503 `{"error": why}` with `Retry-After: wait_secs`.
-fn unavailable(why: &str, wait_secs: u64) -> Response {
-    let mut response =
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": why}))).into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, http::HeaderValue::from(wait_secs));
-    response
+/// 503 with `outcome`'s code and text, and `Retry-After: wait_secs`.
+fn refused(outcome: &BackendOutcome, wait_secs: u64) -> Response {
+    let error = format!("{}; retry after {wait_secs} s", outcome.message());
+    respond_retry_after(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorBody::new(outcome.error_code(), error),
+        wait_secs,
+    )
 }

@@ -4,17 +4,10 @@
 
 use serde_json::Value;
 
-use crate::helpers::{Stack, backend_calls, stack};
+use crate::helpers::{Stack, backend_calls, get_json, stack};
 
 async fn load_running(http: &reqwest::Client, client: &crate::helpers::Running) -> bool {
-    let status: Value = http
-        .get(client.url("/status"))
-        .send()
-        .await
-        .expect("/status answers")
-        .json()
-        .await
-        .expect("/status is JSON");
+    let status: Value = get_json(http, client.url("/status")).await;
     status["load"]["running"]
         .as_bool()
         .expect("/status shows the load")

@@ -46,11 +46,22 @@ pub async fn backend(redis: &RedisServer) -> Running {
     let app = guestbook_backend::Application::build(settings)
         .await
         .expect("backend builds");
-    let addr: SocketAddr = app.local_addr().expect("bound");
+    let addr = app.local_addr().expect("bound");
+    serve(addr, |stopped| app.run_until_stopped(stopped))
+}
+
+/// What [`serve`] hands a server: resolves when its [`Running`] is stopped or dropped.
+type Stopped = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Spawns `run` (a server's serving loop, given when to stop) and the handle that stops it.
+fn serve<F>(addr: SocketAddr, run: impl FnOnce(Stopped) -> F) -> Running
+where
+    F: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+{
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async move {
+    tokio::spawn(run(Box::pin(async move {
         let _ = stopped.await;
-    }));
+    })));
     Running {
         base: format!("http://{addr}"),
         stop: Some(stop),
@@ -71,15 +82,8 @@ pub async fn client(settings: ClientSettings) -> Running {
     let app = guestbook_client::Application::build(settings)
         .await
         .expect("client builds");
-    let addr: SocketAddr = app.local_addr().expect("bound");
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
-    Running {
-        base: format!("http://{addr}"),
-        stop: Some(stop),
-    }
+    let addr = app.local_addr().expect("bound");
+    serve(addr, |stopped| app.run_until_stopped(stopped))
 }
 
 /// A [`Stack`] whose client runs with every default users run (only its address and the
@@ -159,13 +163,41 @@ pub async fn metric(http: &reqwest::Client, server: &Running, name: &str) -> f64
 
 /// GET `/status` on the client.
 pub async fn status(http: &reqwest::Client, client: &Running) -> serde_json::Value {
-    http.get(client.url("/status"))
+    get_json(http, client.url("/status")).await
+}
+
+/// GET `url` and its JSON body.
+pub async fn get_json(http: &reqwest::Client, url: String) -> serde_json::Value {
+    json_of(http.get(url)).await
+}
+
+/// Sends `request` and returns its JSON body, whatever the status.
+pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request
         .send()
         .await
-        .expect("status answers")
+        .expect("answers")
         .json()
         .await
-        .expect("status is JSON")
+        .expect("a JSON body")
+}
+
+/// Reads the event stream `events` into `seen` until `done(seen)`, each chunk within 10 s
+/// (a hang guard, not a latency assertion).
+pub async fn read_events_until(
+    events: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    seen: &mut String,
+    done: impl Fn(&str) -> bool,
+) {
+    use futures_util::StreamExt;
+    while !done(seen) {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), events.next())
+            .await
+            .expect("the next event arrives within 10 s")
+            .expect("the stream is open")
+            .expect("the chunk is readable");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
 }
 
 /// A plain HTTP client for the tests.
@@ -175,6 +207,37 @@ pub fn http() -> reqwest::Client {
         .timeout(std::time::Duration::from_secs(30))
         .build()
         .expect("client")
+}
+
+/// The client's circuit state as `/status` reports it: `closed`, `open` or `half-open`.
+pub async fn circuit_state(http: &reqwest::Client, client: &Running) -> serde_json::Value {
+    status(http, client).await["circuit_state"].clone()
+}
+
+/// Makes `rate` of the backend's `/data` calls fail with `status` (seed 002's
+/// `/config/failure`; `None` leaves the backend's default, 500).
+pub async fn fail(http: &reqwest::Client, backend: &Running, rate: f64, status: Option<u16>) {
+    let mut failure = serde_json::json!({ "failure_rate": rate });
+    if let Some(status) = status {
+        failure["status_code"] = status.into();
+    }
+    inject(http, backend, "/config/failure", &failure.to_string()).await;
+}
+
+/// Delays every backend answer by `ms` (seed 002's `/config/latency`).
+pub async fn delay(http: &reqwest::Client, backend: &Running, ms: u64) {
+    let latency = serde_json::json!({ "delay_ms": ms, "delay_rate": 1.0 });
+    inject(http, backend, "/config/latency", &latency.to_string()).await;
+}
+
+/// GET `url`'s status code.
+pub async fn get_status(http: &reqwest::Client, url: String) -> u16 {
+    http.get(url)
+        .send()
+        .await
+        .expect("answers")
+        .status()
+        .as_u16()
 }
 
 /// POSTs a fault setting to the backend (seed 002's curl: no content type).

@@ -101,9 +101,9 @@ async fn the_document_is_served() {
 }
 
 #[test]
-fn the_readme_endpoint_table_lists_the_documented_operations() {
+fn the_docs_endpoint_table_lists_the_documented_operations() {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api.md")).unwrap();
     let section = readme
         .split("## The client: `guestbook-client`\n")
         .nth(1)
@@ -125,7 +125,7 @@ fn the_readme_endpoint_table_lists_the_documented_operations() {
             };
             assert!(
                 table.iter().any(|line| line.starts_with(&row)),
-                "{method} {path} is documented but has no README row"
+                "{method} {path} is documented but has no row in docs/api.md"
             );
         }
     }
@@ -137,7 +137,7 @@ fn the_readme_endpoint_table_lists_the_documented_operations() {
         };
         assert!(
             !document["paths"][path][method.as_str()].is_null(),
-            "README row {cell} is not in the document"
+            "docs/api.md row {cell} is not in the document"
         );
     }
 }

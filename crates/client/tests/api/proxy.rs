@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::{Stack, backend_calls, backend_requests, raw_request, stack};
+use crate::helpers::{Stack, backend_calls, backend_requests, get_json, raw_request, stack};
 
 /// Whether `body` is the client's `{"error": "..."}`.
 fn is_error_json(body: &str) -> bool {
@@ -31,14 +31,7 @@ async fn dot_segments_under_api_never_reach_the_backends_fault_controls() {
             raw_request(&client, "POST", target, injection).await,
         ));
     }
-    let faults: Value = http
-        .get(backend.url("/config/get"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let faults: Value = get_json(&http, backend.url("/config/get")).await;
 
     for (target, (status, body)) in &answers {
         assert!(
@@ -74,14 +67,7 @@ async fn odd_paths_to_the_stream_or_slow_never_reach_the_stack_or_open_the_circu
             .map(|target| raw_request(&client, "GET", target, "")),
     )
     .await;
-    let status: Value = http
-        .get(client.url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = get_json(&http, client.url("/status")).await;
     let after = backend_requests(&http, &backend).await;
 
     for (target, (code, body)) in targets.iter().zip(&answers) {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use guestbook_client::Settings as ClientSettings;
 
-use crate::helpers::{RedisServer, backend, client, fetch, http, inject};
+use crate::helpers::{RedisServer, backend, client, delay, fetch, http};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_backend_leaves_the_client_ready() {
@@ -25,13 +25,7 @@ async fn a_slow_backend_leaves_the_client_ready() {
 
     // Act: /data now outlasts every attempt; 20 callers at once, readiness polled throughout
     // and for 2 s after their answers (the window is refreshed every 250 ms).
-    inject(
-        &http,
-        &backend,
-        "/config/latency",
-        r#"{"delay_ms": 20000, "delay_rate": 1.0}"#,
-    )
-    .await;
+    delay(&http, &backend, 20000).await;
     let callers: Vec<_> = (0..20)
         .map(|_| {
             let http = http.clone();

@@ -3,7 +3,8 @@
 use std::time::{Duration, Instant};
 
 use crate::helpers::{
-    Stack, backend_calls, default_stack, fetch, inject, open_loop, stack, status,
+    self, Stack, backend_calls, circuit_state, default_stack, delay, fail, fetch, get_status,
+    inject, open_loop, stack,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,14 +19,7 @@ async fn fetch_passes_the_backend_answer_through() {
         body["data"],
         serde_json::json!({"message": "OK", "note": "BackendService healthy"})
     );
-    let state: serde_json::Value = http
-        .get(client.url("/status"))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
+    let state = helpers::status(&http, &client).await;
     assert_eq!(state["circuit_state"], "closed");
     assert_eq!(state["backend_url"], backend.base);
 }
@@ -36,13 +30,7 @@ async fn total_failure_opens_the_circuit_and_open_answers_never_reach_the_backen
         settings.breaker_reset_secs = 60;
     })
     .await;
-    inject(
-        &http,
-        &backend,
-        "/config/failure",
-        r#"{"failure_rate": 1.0, "status_code": 503}"#,
-    )
-    .await;
+    fail(&http, &backend, 1.0, Some(503)).await;
 
     // Three failed calls (each retried) trip the seed's 3-consecutive-failures rule.
     for _ in 0..3 {
@@ -64,52 +52,24 @@ async fn total_failure_opens_the_circuit_and_open_answers_never_reach_the_backen
         before,
         "an open circuit sends nothing"
     );
-    let state: serde_json::Value = http
-        .get(client.url("/status"))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(state["circuit_state"], "open");
+    assert_eq!(circuit_state(&http, &client).await, "open");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_reset_wait_a_trial_call_closes_the_circuit() {
     let Stack(_redis, backend, client, http) = stack(|_| {}).await;
-    inject(
-        &http,
-        &backend,
-        "/config/failure",
-        r#"{"failure_rate": 1.0, "status_code": 500}"#,
-    )
-    .await;
+    fail(&http, &backend, 1.0, Some(500)).await;
     for _ in 0..3 {
         fetch(&http, &client).await;
     }
     assert_eq!(fetch(&http, &client).await.1["message"], "circuit-open");
 
-    inject(
-        &http,
-        &backend,
-        "/config/failure",
-        r#"{"failure_rate": 0.0}"#,
-    )
-    .await;
+    fail(&http, &backend, 0.0, None).await;
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     let (status, body) = fetch(&http, &client).await;
 
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
-    let state: serde_json::Value = http
-        .get(client.url("/status"))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(state["circuit_state"], "closed");
+    assert_eq!(circuit_state(&http, &client).await, "closed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,13 +81,7 @@ async fn retries_carry_at_least_95_percent_of_fetches_through_a_50_percent_failu
         settings.retry_budget_min_per_sec = 1_000;
     })
     .await;
-    inject(
-        &http,
-        &backend,
-        "/config/failure",
-        r#"{"failure_rate": 0.5, "status_code": 503}"#,
-    )
-    .await;
+    fail(&http, &backend, 0.5, Some(503)).await;
 
     let mut ok = 0;
     for _ in 0..200 {
@@ -142,13 +96,7 @@ async fn retries_carry_at_least_95_percent_of_fetches_through_a_50_percent_failu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_4xx_is_never_retried() {
     let Stack(_redis, backend, client, http) = stack(|_| {}).await;
-    inject(
-        &http,
-        &backend,
-        "/config/failure",
-        r#"{"failure_rate": 1.0, "status_code": 404}"#,
-    )
-    .await;
+    fail(&http, &backend, 1.0, Some(404)).await;
 
     let (status, body) = fetch(&http, &client).await;
 
@@ -210,13 +158,7 @@ async fn under_total_failure_the_budget_bounds_extra_backend_calls() {
         settings.retry_budget_percent = 20.0;
     })
     .await;
-    inject(
-        &http,
-        &backend,
-        "/config/failure",
-        r#"{"failure_rate": 1.0, "status_code": 503}"#,
-    )
-    .await;
+    fail(&http, &backend, 1.0, Some(503)).await;
 
     for _ in 0..100 {
         fetch(&http, &client).await;
@@ -237,20 +179,8 @@ async fn a_dead_backend_gives_prompt_fallbacks_and_a_live_client() {
     backend.stop();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, body) = fetch(&http, &client).await;
-    let live = http
-        .get(client.url("/liveness"))
-        .send()
-        .await
-        .expect("live")
-        .status()
-        .as_u16();
-    let ready = http
-        .get(client.url("/readiness"))
-        .send()
-        .await
-        .expect("ready")
-        .status()
-        .as_u16();
+    let live = get_status(&http, client.url("/liveness")).await;
+    let ready = get_status(&http, client.url("/readiness")).await;
 
     assert_eq!((status, body["status"].as_str()), (503, Some("fallback")));
     assert!(
@@ -274,13 +204,7 @@ async fn a_hanging_backend_opens_the_circuit_like_a_failing_one() {
         settings.breaker_reset_secs = 60;
     })
     .await;
-    inject(
-        &http,
-        &backend,
-        "/config/latency",
-        r#"{"delay_ms": 5000, "delay_rate": 1.0}"#,
-    )
-    .await;
+    delay(&http, &backend, 5000).await;
 
     // Each call ends at the deadline: a failure for the breaker.
     for _ in 0..3 {
@@ -313,13 +237,7 @@ const SECONDS: u32 = 10;
 async fn with_defaults_at_half_failure_95_percent_succeed_with_at_most_2_2_backend_calls_each() {
     let Stack(_redis, backend, client, http) = default_stack().await;
     // Seed 002's injection as users send it: no status code, so the backend's default 500.
-    inject(
-        &http,
-        &backend,
-        "/config/failure",
-        r#"{"failure_rate": 0.5}"#,
-    )
-    .await;
+    fail(&http, &backend, 0.5, None).await;
 
     let answers = open_loop(&http, &client, RATE, SECONDS).await;
     let calls = backend_calls(&http, &backend, "GET", "/data").await;
@@ -329,7 +247,7 @@ async fn with_defaults_at_half_failure_95_percent_succeed_with_at_most_2_2_backe
     assert!(
         ok * 100 >= requests * 95,
         "{ok} of {requests} succeeded; the circuit is {}",
-        status(&http, &client).await["circuit_state"]
+        circuit_state(&http, &client).await
     );
     assert!(
         calls as f64 <= 2.2 * requests as f64,
@@ -341,13 +259,7 @@ async fn with_defaults_at_half_failure_95_percent_succeed_with_at_most_2_2_backe
 async fn with_defaults_under_total_failure_the_backend_sees_a_tenth_of_the_requests_and_each_answers_within_1_s()
  {
     let Stack(_redis, backend, client, http) = default_stack().await;
-    inject(
-        &http,
-        &backend,
-        "/config/failure",
-        r#"{"failure_rate": 1.0, "status_code": 503}"#,
-    )
-    .await;
+    fail(&http, &backend, 1.0, Some(503)).await;
 
     let answers = open_loop(&http, &client, RATE, SECONDS).await;
     let calls = backend_calls(&http, &backend, "GET", "/data").await;
@@ -400,17 +312,11 @@ async fn retries_asleep_in_their_backoff_stop_when_the_circuit_opens() {
     // Three /fetch calls meet a 501, which is never retried (the backend's 503 + Retry-After
     // does not count against it): three failed calls open the circuit (seed 002's rule)
     // while the reads sleep.
-    inject(
-        &http,
-        &backend,
-        "/config/failure",
-        r#"{"failure_rate": 1.0, "status_code": 501}"#,
-    )
-    .await;
+    fail(&http, &backend, 1.0, Some(501)).await;
     for _ in 0..3 {
         assert_eq!(fetch(&http, &client).await.0, 503);
     }
-    assert_eq!(status(&http, &client).await["circuit_state"], "open");
+    assert_eq!(circuit_state(&http, &client).await, "open");
 
     let mut answers = Vec::new();
     for sleeper in sleepers {
@@ -449,7 +355,7 @@ async fn a_redis_outage_behind_a_live_backend_leaves_the_circuit_closed_and_fetc
     // /data needs no Redis: /fetch goes on answering, and the circuit stays closed.
     let (code, body) = fetch(&http, &client).await;
     assert_eq!((code, body["status"].as_str()), (200, Some("ok")), "{body}");
-    assert_eq!(status(&http, &client).await["circuit_state"], "closed");
+    assert_eq!(circuit_state(&http, &client).await, "closed");
 
     // Redis heals: the very next append is served, not refused for BREAKER_RESET_SECS.
     inject(&http, &backend, "/config/redis", r#"{"failure_rate": 0.0}"#).await;

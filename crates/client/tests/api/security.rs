@@ -1,7 +1,9 @@
 //! Security defaults at the edge: per-browser write limits, the header size limit, closed
 //! CORS, and no password from BACKEND_URL in `/status`.
 
-use crate::helpers::{RedisServer, backend, backend_calls, client, client_settings, http};
+use crate::helpers::{
+    RedisServer, backend, backend_calls, client, client_settings, get_json, http,
+};
 
 #[tokio::test]
 async fn writes_over_the_per_client_rate_get_429_without_reaching_the_backend() {
@@ -45,14 +47,7 @@ async fn status_shows_no_password_from_the_backend_url() {
     settings.backend_url = backend.base.replace("http://", "http://ops:hunter2@");
     let client = client(settings).await;
 
-    let status: serde_json::Value = http()
-        .get(client.url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: serde_json::Value = get_json(&http(), client.url("/status")).await;
 
     let shown = status["backend_url"].as_str().unwrap();
     assert!(!shown.contains("hunter2"), "{shown}");

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::helpers::{
-    Running, Stack, backend_requests, default_stack, fetch, inject, metric, stack, status,
+    Running, Stack, backend_requests, default_stack, delay, fetch, inject, metric, stack, status,
 };
 
 /// Opens a stream through the client; the answer whatever its status.
@@ -46,7 +46,8 @@ async fn an_open_circuit_refuses_the_stream_at_once_without_asking_the_backend()
         refused.json().await.unwrap_or_default()
     };
 
-    assert_eq!((code, body["error"].as_str()), (503, Some("circuit open")));
+    assert_eq!((code, body["code"].as_str()), (503, Some("circuit-open")));
+    assert!(body["error"].is_string(), "{body}");
     assert!(
         (1..=15).contains(&retry_after),
         "Retry-After is the time left open (BREAKER_RESET_SECS at most): {retry_after}"
@@ -92,13 +93,7 @@ async fn a_stream_finding_every_backend_slot_taken_is_refused_without_asking_the
     })
     .await;
     // Two slow calls hold both slots (the delay is the backend's, under every timeout).
-    inject(
-        &http,
-        &backend,
-        "/config/latency",
-        r#"{"delay_ms": 2000, "delay_rate": 1.0}"#,
-    )
-    .await;
+    delay(&http, &backend, 2000).await;
     let slow: Vec<_> = (0..2)
         .map(|_| {
             let (http, url) = (http.clone(), client.url("/fetch"));
@@ -127,8 +122,12 @@ async fn a_stream_finding_every_backend_slot_taken_is_refused_without_asking_the
     }
 
     assert_eq!(
-        (code, body["error"].as_str()),
-        (503, Some("backend concurrency limit reached"))
+        (code, body["error"].as_str(), body["code"].as_str()),
+        (
+            503,
+            Some("backend concurrency limit reached"),
+            Some("unavailable")
+        )
     );
     assert_eq!(streams_at_backend, 0.0, "no stream at the backend");
 }

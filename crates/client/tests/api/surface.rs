@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
-
-use crate::helpers::{Stack, backend_calls, fetch, inject, stack};
+use crate::helpers::{
+    Stack, backend_calls, fail, fetch, get_json, json_of, read_events_until, stack,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_is_proxied_both_ways_with_its_errors_intact() {
@@ -24,14 +24,7 @@ async fn the_api_is_proxied_both_ways_with_its_errors_intact() {
         .send()
         .await
         .expect("answers");
-    let listed: serde_json::Value = http
-        .get(client.url("/api/messages?after=0"))
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("json");
+    let listed: serde_json::Value = get_json(&http, client.url("/api/messages?after=0")).await;
 
     assert_eq!(created.status().as_u16(), 201);
     assert_eq!(
@@ -72,14 +65,10 @@ async fn live_updates_stream_through_the_client_and_resume() {
     );
     let mut body = response.bytes_stream();
     let mut text = String::new();
-    while text.matches("id: ").count() < 2 {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
-            .await
-            .expect("events")
-            .expect("open")
-            .expect("chunk");
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    read_events_until(&mut body, &mut text, |text| {
+        text.matches("id: ").count() >= 2
+    })
+    .await;
 
     assert!(
         text.contains("id: 2") && text.contains("id: 3") && !text.contains("id: 1\n"),
@@ -91,32 +80,11 @@ async fn live_updates_stream_through_the_client_and_resume() {
 async fn the_load_generator_runs_bounded_and_stops_on_request() {
     let Stack(_redis, backend, client, http) = stack(|_| {}).await;
 
-    let started: serde_json::Value = http
-        .post(client.url("/start-load"))
-        .body(r#"{"rate": 20}"#)
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("json");
-    let again: serde_json::Value = http
-        .post(client.url("/start-load"))
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("json");
+    let started: serde_json::Value =
+        json_of(http.post(client.url("/start-load")).body(r#"{"rate": 20}"#)).await;
+    let again: serde_json::Value = json_of(http.post(client.url("/start-load"))).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let stopped: serde_json::Value = http
-        .post(client.url("/stop-load"))
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("json");
+    let stopped: serde_json::Value = json_of(http.post(client.url("/stop-load"))).await;
     let calls = backend_calls(&http, &backend, "GET", "/data").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let later = backend_calls(&http, &backend, "GET", "/data").await;
@@ -173,13 +141,7 @@ async fn with_a_fallback_cache_a_failed_fetch_answers_the_last_good_data_as_stal
     .await;
     assert_eq!(fetch(&http, &client).await.0, 200);
 
-    inject(
-        &http,
-        &backend,
-        "/config/failure",
-        r#"{"failure_rate": 1.0, "status_code": 500}"#,
-    )
-    .await;
+    fail(&http, &backend, 1.0, Some(500)).await;
     let (status, body) = fetch(&http, &client).await;
 
     assert_eq!(status, 200);

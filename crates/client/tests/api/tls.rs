@@ -7,10 +7,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use guestbook_testkit::{TestCertificates, TlsProxy, free_port};
 
-use crate::helpers::{RedisServer, backend, backend_calls, http};
+use crate::helpers::{
+    RedisServer, backend, backend_calls, get_json, get_status, http, read_events_until,
+};
 
 /// A client process, killed on drop.
 struct ClientProcess {
@@ -93,25 +94,11 @@ async fn an_https_backend_serves_fetch_the_api_proxy_and_the_stream() {
         .await
         .expect("answers");
     assert_eq!(posted.status().as_u16(), 201);
-    let listed: serde_json::Value = http
-        .get(client.url("/api/messages"))
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("json");
+    let listed: serde_json::Value = get_json(&http, client.url("/api/messages")).await;
     assert_eq!(listed["messages"][0]["text"], "over https", "{listed}");
 
     let mut seen = String::new();
-    while !seen.contains("over https") {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), events.next())
-            .await
-            .expect("the event arrives")
-            .expect("stream open")
-            .expect("readable");
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    read_events_until(&mut events, &mut seen, |seen| seen.contains("over https")).await;
     assert!(proxy.handshakes() >= 2, "the calls went through TLS");
 }
 
@@ -124,24 +111,9 @@ async fn an_untrusted_backend_certificate_fails_closed() {
     let client = ClientProcess::spawn(&proxy.url(), &foreign.ca_file).await;
     let http = http();
 
-    let fetched = http
-        .get(client.url("/fetch"))
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(fetched.status().as_u16(), 503);
-    let listed = http
-        .get(client.url("/api/messages"))
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(listed.status().as_u16(), 503);
-    let stream = http
-        .get(client.url("/api/messages/stream"))
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(stream.status().as_u16(), 503);
+    for path in ["/fetch", "/api/messages", "/api/messages/stream"] {
+        assert_eq!(get_status(&http, client.url(path)).await, 503, "{path}");
+    }
 
     assert_eq!(
         proxy.handshakes(),
