@@ -178,7 +178,6 @@ impl Application {
 impl Service for Application {
     type Settings = Settings;
     type Error = anyhow::Error;
-    const NAME: &'static str = "guestbook-backend";
 
     fn service_args(settings: &Settings) -> &ServiceArgs {
         &settings.service

@@ -350,7 +350,6 @@ impl Application {
 impl Service for Application {
     type Settings = Settings;
     type Error = anyhow::Error;
-    const NAME: &'static str = "guestbook-client";
 
     fn service_args(settings: &Settings) -> &ServiceArgs {
         &settings.service

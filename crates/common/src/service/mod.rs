@@ -1,12 +1,17 @@
 //! The service skeleton both binaries share: their common settings ([`ServiceArgs`]), the
-//! bound socket ([`Listener`], held in [`Bound`] with the state and settings), the one middleware order ([`layers::wrap`]) and `main`
-//! ([`run`]).
+//! bound socket ([`Listener`], held with the state and settings in [`Bound`]), the one
+//! middleware order ([`layers::wrap`]) and `main` ([`run`]).
 //!
-//! A service supplies its state and routes and implements [`Service`] for its `Application`;
-//! tests bring the trait into scope to call `build`, `local_addr` and `run_until_stopped`;
-//! its `main.rs` is `service::run::<Application>().await`: parse the settings (a bad one
+//! A service supplies its state and routes and implements [`Service`] for its `Application`.
+//! Tests bring the trait into scope to call `build`, `local_addr` and `run_until_stopped`; the
+//! service's `main.rs` is `service::run::<Application>().await`: parse the settings (a bad one
 //! is one line and exit code 2), start logging, build, serve until SIGTERM or SIGINT, and turn
-//! the outcome into the exit code.
+//! the outcome into the exit code (a failure logged once, with its cause chain).
+//!
+//! Data flow: `main` → [`run`] → `Settings` (clap) → `Application::build` (state, then
+//! [`Bound::bind`]) → `run_until_stopped` (background tasks; [`Listener::serve`] with the
+//! router from [`wrap`]) → `crate::server` until the shutdown future: readiness fails, the
+//! delay passes, the listener closes, connections drain.
 
 pub mod args;
 pub mod layers;
@@ -32,9 +37,6 @@ pub trait Service: Sized + Send {
     type Settings: clap::Parser + Validate + Send;
     /// What building it can fail with (shown with `{:#}`, so an `anyhow` chain is kept).
     type Error: Display + Send;
-
-    /// The binary's name, for the failure log line.
-    const NAME: &'static str;
 
     /// The shared part of `settings`.
     fn service_args(settings: &Self::Settings) -> &ServiceArgs;
@@ -72,6 +74,9 @@ pub async fn run<S: Service>() -> ExitCode {
         },
         Err(err) => format!("{err:#}"),
     };
-    tracing::error!(error = failure, "{} failed", S::NAME);
+    let name = <S::Settings as clap::CommandFactory>::command()
+        .get_name()
+        .to_owned();
+    tracing::error!(error = failure, "{name} failed");
     ExitCode::FAILURE
 }
