@@ -3,10 +3,11 @@
 //! - [`cli`]: parses settings once at start; a bad setting is one line on stderr and exit code 2.
 //! - [`telemetry`]: `tracing` set up for JSON or human logs, and the request-id / trace layers.
 //! - [`lifecycle`]: the process's shutting-down state and the signal that starts it.
-//! - [`service`]: the skeleton both services share: common settings, the bound listener, the one
-//!   middleware order and `main`.
+//! - [`service`]: the skeleton both services share: `ServiceArgs` (logging, shutdown,
+//!   connections, pressure), the bound `Listener`, the one middleware order and `main`.
 //! - [`server`]: serves a router with header-read and idle timeouts and a connection cap, until
-//!   shutdown: unready at once, keep serving for a delay, drain.
+//!   shutdown: unready at once, keep serving for a delay, drain (the accept loop and its
+//!   overflow lane in `server::accept`, the idle clock in `server::activity`).
 //! - [`probes`]: shallow `/liveness` and `/readiness` that never look at a dependency.
 //! - [`metrics`]: the Prometheus registry, the per-route HTTP histogram and `/metrics`.
 //! - [`window`]: the sliding-window latency estimator (p50/p99/p99.9).
@@ -15,7 +16,8 @@
 //!   runtime signals.
 //! - [`error_body`]: every error answer: the shared `{error, code}` body, its status and
 //!   `Retry-After`.
-//! - [`openapi`]: the parts of both OpenAPI documents they share, and `/openapi.json`.
+//! - [`openapi`]: the parts of both OpenAPI documents they share (the admin bearer scheme among
+//!   them), and `/openapi.json`.
 //! - [`client_addr`]: who one client is for per-client limits (an IPv4 address, an IPv6 /64).
 //! - [`rate_limit`]: per-client token buckets on writes (429 with `Retry-After`).
 //! - [`same_origin`]: refuses cross-site state changes (`Origin`, `Sec-Fetch-Site`) with 403.
