@@ -92,7 +92,7 @@ impl AppState {
         let mut registry = Registry::default();
         let store_metrics = StoreMetrics::register(&mut registry);
         let faults = Arc::new(Faults::default());
-        let store = Store::new(settings, Arc::clone(&faults), store_metrics)?;
+        let store = Store::new(&settings.redis, Arc::clone(&faults), store_metrics)?;
         let lifecycle = Lifecycle::new();
         let pressure = Pressure::new(settings.pressure.clone(), lifecycle.clone(), &mut registry);
         let slow_hold = std::time::Duration::from_millis(settings.slow_ms);

@@ -13,6 +13,7 @@
 //! ≈ 77k req/s on a multiplexed connection and ≈ 27k through a connection pool). Only the
 //! `watch` strategy takes pooled connections, because WATCH state belongs to a connection.
 
+pub mod config;
 pub mod error;
 pub mod feed;
 pub mod hop;
@@ -32,15 +33,14 @@ use std::time::{Duration, Instant};
 use guestbook_common::dependency;
 use redis::aio::ConnectionManager;
 
+pub use config::{AppendStrategy, RedisArgs};
 pub use error::StoreError;
 pub use keys::Keys;
 pub use metrics::StoreMetrics;
-pub use strategy::AppendStrategy;
 
 use crate::domain::message::format_created_at;
 use crate::domain::{IdempotencyKey, IdempotencyRecord, NewMessage, Replay, StoredMessage};
 use crate::faults::Faults;
-use crate::settings::Settings;
 use hop::Hop;
 use metrics::AppendLabels;
 use primary::{CurrentPrimary, PrimaryLinks, manager_config};
@@ -136,7 +136,7 @@ pub(crate) struct Inner {
     /// `REDIS_SENTINELS`: where to ask for the primary.
     pub(crate) sentinel: Option<Sentinel>,
     /// What rebuilding the primary's links needs.
-    settings: Settings,
+    args: RedisArgs,
     pub(crate) hop: Hop,
     pub(crate) keys: Keys,
     pub(crate) strategy: AppendStrategy,
@@ -168,7 +168,7 @@ impl Inner {
 
     /// Points every connection at the primary at `url` (Sentinel named a new one).
     pub(crate) fn switch_primary(&self, url: &str) -> Result<(), StoreError> {
-        let links = PrimaryLinks::new(url, &self.settings, &self.keys)?;
+        let links = PrimaryLinks::new(url, &self.args, &self.keys)?;
         tracing::warn!(primary = %links.address, "following a new Redis primary");
         self.primary.set(links);
         Ok(())
@@ -180,7 +180,7 @@ impl Store {
     /// live and ready (seed 004), and answers data requests with 503 until Redis returns.
     /// With `REDIS_SENTINELS` no primary is known until [`Store::follow_sentinels`] asks.
     pub fn new(
-        settings: &Settings,
+        settings: &RedisArgs,
         faults: Arc<Faults>,
         metrics: StoreMetrics,
     ) -> Result<Self, StoreError> {
@@ -214,9 +214,9 @@ impl Store {
         Ok(Self {
             inner: Arc::new(Inner {
                 primary,
+                args: settings.clone(),
                 replica,
                 sentinel,
-                settings: settings.clone(),
                 hop: Hop::new(faults, timeout, metrics.clone()),
                 keys,
                 strategy: settings.append_strategy,

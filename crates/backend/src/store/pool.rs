@@ -10,11 +10,11 @@
 use deadpool_redis::{Manager, Pool, PoolConfig, Runtime, Timeouts};
 use redis::AsyncConnectionConfig;
 
-use crate::settings::Settings;
+use crate::store::RedisArgs;
 use crate::store::StoreError;
 
 /// A bounded pool of `REDIS_POOL_SIZE` connections to the primary at `url`.
-pub(crate) fn dedicated(url: &str, settings: &Settings) -> Result<Pool, StoreError> {
+pub(crate) fn dedicated(url: &str, settings: &RedisArgs) -> Result<Pool, StoreError> {
     let timeout = Some(settings.redis_timeout());
     let connections = AsyncConnectionConfig::new()
         .set_connection_timeout(timeout)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::settings::Settings;
+use crate::store::RedisArgs;
 use crate::store::replication::Replication;
 use crate::store::{AppendStrategy, Keys, StoreError, pool};
 
@@ -37,7 +37,7 @@ pub(crate) fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
 impl PrimaryLinks {
     /// Links to the primary at `url`. Connects lazily: a primary that is down still yields
     /// links, and calls fail with 503 until it answers.
-    pub(crate) fn new(url: &str, settings: &Settings, keys: &Keys) -> Result<Self, StoreError> {
+    pub(crate) fn new(url: &str, settings: &RedisArgs, keys: &Keys) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(StoreError::Redis)?;
         let timeout = settings.redis_timeout();
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config(timeout))

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::settings::Settings;
 use crate::store::Inner;
+use crate::store::RedisArgs;
 
 /// How often the sentinels are asked.
 pub(crate) const POLL: Duration = Duration::from_millis(500);
@@ -28,7 +28,7 @@ pub(crate) struct Sentinel {
 }
 
 impl Sentinel {
-    pub(crate) fn from_settings(settings: &Settings) -> Option<Self> {
+    pub(crate) fn from_settings(settings: &RedisArgs) -> Option<Self> {
         let addresses = settings.sentinel_addresses();
         if addresses.is_empty() {
             return None;

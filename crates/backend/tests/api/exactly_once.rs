@@ -152,7 +152,7 @@ async fn the_retention_cap_trims_the_oldest_messages() {
     ] {
         let redis = RedisServer::start().await;
         let mut settings = settings(&redis, strategy);
-        settings.max_messages = 5;
+        settings.redis.max_messages = 5;
         let app = TestApp::spawn(settings).await;
         let client = http();
         for i in 1..=8 {

@@ -161,7 +161,7 @@ async fn redis_hop_failures_turn_appends_into_503s_and_write_nothing() {
 async fn a_redis_delay_beyond_the_timeout_answers_503_instead_of_hanging() {
     let redis = RedisServer::start().await;
     let mut settings = settings(&redis, AppendStrategy::Lua);
-    settings.redis_timeout_ms = 200;
+    settings.redis.redis_timeout_ms = 200;
     let app = TestApp::spawn(settings).await;
     let client = http();
     let configured = client

@@ -15,8 +15,8 @@ use tokio::sync::oneshot;
 /// Settings for a test backend against `redis`.
 pub fn settings(redis: &RedisServer, strategy: AppendStrategy) -> Settings {
     let mut settings = Settings::for_tests(&redis.url());
-    settings.append_strategy = strategy;
-    settings.allow_unsafe = strategy == AppendStrategy::Naive;
+    settings.redis.append_strategy = strategy;
+    settings.redis.allow_unsafe = strategy == AppendStrategy::Naive;
     settings.fault_injection = true;
     settings.admin_token = Some(ADMIN_TOKEN.to_owned());
     settings

@@ -104,7 +104,7 @@ async fn a_replay_answers_the_first_bytes_even_after_retention_trimmed_the_messa
         // Arrange: keep two messages; the keyed one is trimmed by the next three.
         let redis = RedisServer::start().await;
         let mut config = settings(&redis, strategy);
-        config.max_messages = 2;
+        config.redis.max_messages = 2;
         let app = TestApp::spawn(config).await;
         let client = http();
         let (status, first) = post_raw(&client, &app.base, "Hello \"there\"\nJohn", "k").await;

@@ -32,8 +32,8 @@ async fn a_paused_redis_gives_prompt_503s_and_the_process_stays_live() {
         // Arrange
         let redis = RedisServer::start().await;
         let mut settings = settings(&redis, strategy);
-        settings.redis_timeout_ms = 300;
-        settings.lock_wait_ms = 300;
+        settings.redis.redis_timeout_ms = 300;
+        settings.redis.lock_wait_ms = 300;
         let app = TestApp::spawn(settings).await;
         let client = http();
         assert_eq!(
@@ -96,8 +96,8 @@ async fn a_killed_redis_restarted_from_its_append_only_file_keeps_every_acknowle
         // Arrange
         let mut redis = RedisServer::start_durable().await;
         let mut settings = settings(&redis, strategy);
-        settings.redis_timeout_ms = 300;
-        settings.lock_wait_ms = 500;
+        settings.redis.redis_timeout_ms = 300;
+        settings.redis.lock_wait_ms = 500;
         let app = TestApp::spawn(settings).await;
         let client = http();
         let bases = [app.base.clone()];

@@ -93,16 +93,16 @@ async fn a_failover_is_followed_without_a_restart_and_loses_no_acknowledged_appe
 
     let mut config = settings(&primary, AppendStrategy::Lua);
     // Nothing listens on port 1: the primary can only have come from the sentinels.
-    config.redis_url = "redis://127.0.0.1:1".to_owned();
-    config.redis_sentinels = Some(
+    config.redis.redis_url = "redis://127.0.0.1:1".to_owned();
+    config.redis.redis_sentinels = Some(
         sentinels
             .iter()
             .map(SentinelServer::address)
             .collect::<Vec<_>>()
             .join(","),
     );
-    config.redis_min_replicas_ack = 1;
-    config.redis_wait_timeout_ms = 500;
+    config.redis.redis_min_replicas_ack = 1;
+    config.redis.redis_wait_timeout_ms = 500;
     let app = TestApp::spawn(config).await;
     let client = http();
 
@@ -136,8 +136,8 @@ async fn a_primary_that_sentinel_names_by_ipv6_address_is_followed() {
     let primary = RedisServer::start_on_ipv6().await;
     let sentinel = SentinelServer::start(&primary, 1).await;
     let mut config = settings(&primary, AppendStrategy::Lua);
-    config.redis_url = "redis://127.0.0.1:1".to_owned();
-    config.redis_sentinels = Some(sentinel.address());
+    config.redis.redis_url = "redis://127.0.0.1:1".to_owned();
+    config.redis.redis_sentinels = Some(sentinel.address());
     let app = TestApp::spawn(config).await;
     let client = http();
 

@@ -43,31 +43,6 @@ pub(crate) enum Written {
     Recorded(String),
 }
 
-/// How one logical append is made atomic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum AppendStrategy {
-    /// One server-side script (EVALSHA, reloaded on NOSCRIPT). The default: fastest and safe.
-    Lua,
-    /// WATCH/MULTI/EXEC with bounded optimistic retries.
-    Watch,
-    /// A Redis lock (SET NX PX) with a fencing token checked by the write.
-    Lock,
-    /// Seed 000's GET-then-SET of one serialized value. Loses messages; for tests only.
-    Naive,
-}
-
-impl AppendStrategy {
-    /// The setting's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Lua => "lua",
-            Self::Watch => "watch",
-            Self::Lock => "lock",
-            Self::Naive => "naive",
-        }
-    }
-}
-
 /// "Full jitter" backoff (AWS architecture blog): a uniform pick in
 /// `[0, min(cap, base · 2^attempt)]`, so contenders spread out instead of colliding again.
 pub(crate) fn full_jitter(attempt: u32, base: Duration, cap: Duration) -> Duration {
