@@ -8,4 +8,4 @@ pub mod message;
 mod proptests;
 
 pub use idempotency::{IdempotencyKey, IdempotencyRecord, Replay};
-pub use message::{InputError, NewMessage, NewMessageBody, StoredMessage};
+pub use message::{InputError, NewMessage};

@@ -8,18 +8,18 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::domain::{IdempotencyKey, NewMessage, StoredMessage};
+use guestbook_api::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, MessagePage, Order};
+
+use crate::domain::{IdempotencyKey, NewMessage};
 use crate::error::ApiError;
 use crate::routes::extract::{LimitedBody, ValidQuery, check_id, require_json};
 use crate::routes::{admin, stream};
-use crate::store::{AppendOutcome, MAX_PAGE, Page};
+use crate::store::{AppendOutcome, Page};
 
 /// The request header naming one logical write.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// The response header marking a replayed answer.
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
-/// Page size when `limit` is not given.
-pub const DEFAULT_PAGE: usize = 100;
 
 /// The guestbook API.
 pub fn routes() -> Router<AppState> {
@@ -33,13 +33,13 @@ pub fn routes() -> Router<AppState> {
     post,
     path = "/api/messages",
     tag = "messages",
-    request_body(content = crate::domain::NewMessageBody, content_type = "application/json"),
+    request_body(content = guestbook_api::NewMessageBody, content_type = "application/json"),
     params(
         ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "Names one logical write: 1-255 visible ASCII characters. A retry with the same key and body answers the first message (200); with another body, 422.", min_length = 1, max_length = 255, pattern = "^[!-~]+$"),
     ),
     responses(
-        (status = 201, description = "Created", body = crate::domain::StoredMessage),
-        (status = 200, description = "An idempotent replay: the message first created with this key", body = crate::domain::StoredMessage,
+        (status = 201, description = "Created", body = guestbook_api::Message),
+        (status = 200, description = "An idempotent replay: the message first created with this key", body = guestbook_api::Message,
             headers(("Idempotent-Replayed" = String, description = "Always `true`"))),
         (status = 400, description = "The body is not JSON, or a malformed Idempotency-Key", body = guestbook_common::openapi::ErrorBody),
         (status = 413, description = "The body is over 16 KiB", body = guestbook_common::openapi::ErrorBody),
@@ -75,9 +75,7 @@ pub(crate) async fn create(
                 .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
             Ok(response)
         }
-        Ok(AppendOutcome::KeyReused) => Err(ApiError::Unprocessable(
-            "this Idempotency-Key was already used with a different body".into(),
-        )),
+        Ok(AppendOutcome::KeyReused) => Err(ApiError::IdempotencyConflict),
         Err(err) if err.is_transient() && err.may_have_written() => {
             Err(ApiError::AppendUncertain(err))
         }
@@ -102,14 +100,6 @@ pub(crate) struct ListQuery {
     limit: Option<usize>,
 }
 
-/// Oldest first (the default: how followers catch up) or newest first (how people read).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Order {
-    Asc,
-    Desc,
-}
-
 /// One page of messages.
 #[utoipa::path(
     get,
@@ -126,10 +116,10 @@ pub(crate) async fn list(
     State(app): State<AppState>,
     ValidQuery(query): ValidQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
+    if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
         return Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and {MAX_PAGE}"
+            "limit must be between 1 and {MAX_PAGE_LIMIT}"
         )));
     }
     let page = Page {
@@ -151,14 +141,6 @@ pub(crate) async fn list(
     }
     body.push_str("]}");
     Ok(json(body).into_response())
-}
-
-// Built by splicing stored JSON in `list`; this type documents the shape.
-/// The body of `GET /api/messages`.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct MessagePage {
-    /// The page, in the order asked for.
-    pub messages: Vec<StoredMessage>,
 }
 
 /// A pre-encoded JSON body.

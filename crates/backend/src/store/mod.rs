@@ -39,7 +39,7 @@ pub use keys::Keys;
 pub use metrics::StoreMetrics;
 
 use crate::domain::message::format_created_at;
-use crate::domain::{IdempotencyKey, IdempotencyRecord, NewMessage, Replay, StoredMessage};
+use crate::domain::{IdempotencyKey, IdempotencyRecord, NewMessage, Replay};
 use crate::faults::Faults;
 use hop::Hop;
 use metrics::AppendLabels;
@@ -48,7 +48,7 @@ use sentinel::Sentinel;
 use strategy::{AppendRequest, Written};
 
 /// Largest page a single read returns (the API's `limit` maximum).
-pub const MAX_PAGE: usize = 1_000;
+pub const MAX_PAGE: usize = guestbook_api::MAX_PAGE_LIMIT;
 
 /// Which messages a read returns: ids strictly between `after` and `before`, oldest or newest
 /// first, at most `limit`.
@@ -499,7 +499,7 @@ where
 fn replay(record: &str, message: &NewMessage) -> Result<AppendOutcome, StoreError> {
     // Records written before records held only a fingerprint hold the whole message.
     if record.starts_with('{') {
-        let stored = StoredMessage::from_json(record)
+        let stored = crate::domain::message::parse_stored(record)
             .map_err(|err| StoreError::Corrupt(format!("idempotency record: {err}")))?;
         return Ok(if message.same_content_as(&stored) {
             AppendOutcome::Replayed(raw_message(record.to_owned())?)

@@ -56,6 +56,7 @@ async fn a_key_reused_with_another_body_is_refused_and_writes_nothing() {
         .expect("post");
 
     assert_eq!(status, 422);
+    assert_eq!(body["code"], "idempotency-conflict", "{body}");
     assert!(
         body["error"]
             .as_str()

@@ -61,6 +61,7 @@ async fn an_append_is_acknowledged_only_once_a_replica_has_it() {
         );
         let body: serde_json::Value = response.json().await.expect("JSON");
         // It is on the primary: the answer says a retry must reuse the key.
+        assert_eq!(body["code"], "outcome-unknown", "{body}");
         assert_eq!(
             body["error"],
             "temporarily unavailable: not_replicated; the message may have been written: \

@@ -6,12 +6,12 @@
 //! `ALLOW_UNSAFE=true`; it exists so the test suite can prove its lost-write check can fail.
 //! It keeps none of the other strategies' promises: ids may repeat after a failover too.
 
-use crate::domain::message::{StoredMessage, stored_json};
+use crate::domain::message::{Message, parse_stored, stored_json};
 use crate::store::primary::PrimaryLinks;
 use crate::store::strategy::{AppendRequest, Written};
 use crate::store::{Inner, Page, RawMessage, StoreError};
 
-async fn read_all(store: &Inner) -> Result<Vec<StoredMessage>, StoreError> {
+async fn read_all(store: &Inner) -> Result<Vec<Message>, StoreError> {
     let mut conn = store.conn()?;
     let blob: Option<String> = store
         .hop
@@ -50,8 +50,8 @@ pub(crate) async fn append(
     let mut messages = read_all(store).await?;
     let id = messages.last().map_or(0, |last| last.id) + 1;
     let json = stored_json(id, &request.tail);
-    let message = StoredMessage::from_json(&json)
-        .map_err(|err| StoreError::Corrupt(format!("new message: {err}")))?;
+    let message =
+        parse_stored(&json).map_err(|err| StoreError::Corrupt(format!("new message: {err}")))?;
     messages.push(message);
     let excess = messages
         .len()
