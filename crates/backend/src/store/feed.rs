@@ -28,7 +28,9 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::primary::PrimaryLinks;
-use crate::store::{RawMessage, Store, StoreError, log_entry};
+use crate::store::Store;
+use crate::store::entry::{RawMessage, log_entry};
+use crate::store::error::StoreError;
 
 /// How many messages the broadcast channel holds for a slow subscriber before it lags (and
 /// then catches up from Redis).

@@ -14,6 +14,7 @@
 //! `watch` strategy takes pooled connections, because WATCH state belongs to a connection.
 
 pub mod config;
+pub mod entry;
 pub mod error;
 pub mod feed;
 pub mod hop;
@@ -34,6 +35,7 @@ use guestbook_common::dependency;
 use redis::aio::ConnectionManager;
 
 pub use config::{AppendStrategy, RedisArgs};
+pub use entry::{MAX_PAGE, Page, RawMessage};
 pub use error::StoreError;
 pub use keys::Keys;
 pub use metrics::StoreMetrics;
@@ -41,60 +43,12 @@ pub use metrics::StoreMetrics;
 use crate::domain::message::format_created_at;
 use crate::domain::{IdempotencyKey, IdempotencyRecord, NewMessage, Replay};
 use crate::faults::Faults;
+use entry::{entries_to_messages, raw_message};
 use hop::Hop;
 use metrics::AppendLabels;
 use primary::{CurrentPrimary, PrimaryLinks, manager_config};
 use sentinel::Sentinel;
 use strategy::{AppendRequest, Written};
-
-/// Largest page a single read returns (the API's `limit` maximum).
-pub const MAX_PAGE: usize = guestbook_api::MAX_PAGE_LIMIT;
-
-/// Which messages a read returns: ids strictly between `after` and `before`, oldest or newest
-/// first, at most `limit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Page {
-    /// Only ids above this (0: from the first).
-    pub after: u64,
-    /// Only ids below this (`None`: up to the last).
-    pub before: Option<u64>,
-    /// At most this many (clamped to 1..=[`MAX_PAGE`]).
-    pub limit: usize,
-    /// Newest first (a UI's first page and its "older" pages) instead of oldest first.
-    pub newest_first: bool,
-}
-
-impl Page {
-    /// Oldest first after `after`: how a follower catches up.
-    pub fn after(after: u64, limit: usize) -> Self {
-        Self {
-            after,
-            before: None,
-            limit,
-            newest_first: false,
-        }
-    }
-
-    /// Whether no id can lie strictly between the bounds.
-    fn is_empty(&self) -> bool {
-        self.before
-            .is_some_and(|before| before <= self.after.saturating_add(1))
-    }
-
-    /// Whether `id` lies strictly between the bounds.
-    pub fn contains(&self, id: u64) -> bool {
-        id > self.after && self.before.is_none_or(|before| id < before)
-    }
-}
-
-/// A message as stored: its id and its exact JSON.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawMessage {
-    /// The message id.
-    pub id: u64,
-    /// The message as the API serves it.
-    pub json: String,
-}
 
 /// What an append did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -515,65 +469,3 @@ fn replay(record: &str, message: &NewMessage) -> Result<AppendOutcome, StoreErro
     })
 }
 
-/// The messages of an `XRANGE`/`XREVRANGE` answer.
-fn entries_to_messages(entries: Vec<(String, Vec<String>)>) -> Result<Vec<RawMessage>, StoreError> {
-    entries
-        .into_iter()
-        .map(|(id, fields)| log_entry(&id, fields))
-        .collect()
-}
-
-/// Decodes one stream entry (`"<id>-0"`, `["m", json]`).
-pub(crate) fn log_entry(entry_id: &str, fields: Vec<String>) -> Result<RawMessage, StoreError> {
-    let id = entry_id
-        .strip_suffix("-0")
-        .and_then(|id| id.parse::<u64>().ok())
-        .ok_or_else(|| StoreError::Corrupt(format!("log entry id {entry_id:?}")))?;
-    let mut fields = fields.into_iter();
-    match (fields.next().as_deref(), fields.next()) {
-        (Some("m"), Some(json)) => Ok(RawMessage { id, json }),
-        _ => Err(StoreError::Corrupt(format!(
-            "log entry {entry_id} has no message field"
-        ))),
-    }
-}
-
-/// Reads the id out of stored JSON (`{"id":N,...`), for records written by a script.
-pub(crate) fn raw_message(json: String) -> Result<RawMessage, StoreError> {
-    let id = json
-        .strip_prefix("{\"id\":")
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|id| id.parse::<u64>().ok())
-        .ok_or_else(|| StoreError::Corrupt("stored message without an id".into()))?;
-    Ok(RawMessage { id, json })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_entries_decode_and_bad_ones_are_corrupt() {
-        let ok = log_entry("42-0", vec!["m".into(), "{\"id\":42}".into()]).unwrap();
-        assert_eq!(ok.id, 42);
-        assert!(matches!(
-            log_entry("42-1", vec!["m".into(), "{}".into()]),
-            Err(StoreError::Corrupt(_))
-        ));
-        assert!(matches!(
-            log_entry("42-0", vec!["x".into()]),
-            Err(StoreError::Corrupt(_))
-        ));
-    }
-
-    #[test]
-    fn raw_messages_carry_their_id() {
-        assert_eq!(
-            raw_message("{\"id\":7,\"author\":\"a\"}".into())
-                .unwrap()
-                .id,
-            7
-        );
-        assert!(raw_message("{\"author\":\"a\"}".into()).is_err());
-    }
-}

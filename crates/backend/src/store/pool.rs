@@ -10,8 +10,8 @@
 use deadpool_redis::{Manager, Pool, PoolConfig, Runtime, Timeouts};
 use redis::AsyncConnectionConfig;
 
-use crate::store::RedisArgs;
-use crate::store::StoreError;
+use crate::store::config::RedisArgs;
+use crate::store::error::StoreError;
 
 /// A bounded pool of `REDIS_POOL_SIZE` connections to the primary at `url`.
 pub(crate) fn dedicated(url: &str, settings: &RedisArgs) -> Result<Pool, StoreError> {

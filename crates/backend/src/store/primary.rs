@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::store::RedisArgs;
 use crate::store::replication::Replication;
-use crate::store::{AppendStrategy, Keys, StoreError, pool};
+use crate::store::config::{AppendStrategy, RedisArgs};
+use crate::store::error::StoreError;
+use crate::store::keys::Keys;
+use crate::store::pool;
 
 /// Connections to one primary.
 pub(crate) struct PrimaryLinks {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::Inner;
-use crate::store::RedisArgs;
+use crate::store::config::RedisArgs;
 
 /// How often the sentinels are asked.
 pub(crate) const POLL: Duration = Duration::from_millis(500);

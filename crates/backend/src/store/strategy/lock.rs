@@ -32,11 +32,12 @@ use std::time::{Duration, Instant};
 
 use redis::Script;
 
-use crate::domain::message::stored_json;
 use crate::store::primary::PrimaryLinks;
 use crate::store::sequence::script_with_sequence;
 use crate::store::strategy::{AppendRequest, Written, full_jitter, script_reply};
-use crate::store::{Inner, RawMessage, StoreError};
+use crate::store::Inner;
+use crate::store::entry::{RawMessage, stored_json};
+use crate::store::error::StoreError;
 
 static FENCED_READ: LazyLock<Script> = LazyLock::new(|| script_with_sequence!("fenced_read.lua"));
 static FENCED_COMMIT: LazyLock<Script> =

@@ -12,7 +12,9 @@ use redis::Script;
 use crate::store::primary::PrimaryLinks;
 use crate::store::sequence::script_with_sequence;
 use crate::store::strategy::{AppendRequest, Written, script_reply};
-use crate::store::{Inner, StoreError, raw_message};
+use crate::store::Inner;
+use crate::store::entry::raw_message;
+use crate::store::error::StoreError;
 
 static APPEND: LazyLock<Script> = LazyLock::new(|| script_with_sequence!("append.lua"));
 

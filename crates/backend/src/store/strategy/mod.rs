@@ -20,7 +20,8 @@ pub mod watch;
 
 use std::time::Duration;
 
-use crate::store::RawMessage;
+use crate::store::entry::RawMessage;
+use crate::store::error::StoreError;
 
 /// One append as the strategies see it. Everything is owned, so that a strategy which must
 /// not be cancelled half-way (`lock`, `watch`) can run in a task of its own.
@@ -51,10 +52,7 @@ pub(crate) fn full_jitter(attempt: u32, base: Duration, cap: Duration) -> Durati
 }
 
 /// Parses the reply `{status, payload}` that the strategy scripts return.
-pub(crate) fn script_reply(
-    value: redis::Value,
-) -> Result<(i64, Option<String>), crate::store::StoreError> {
-    use crate::store::StoreError;
+pub(crate) fn script_reply(value: redis::Value) -> Result<(i64, Option<String>), StoreError> {
     let redis::Value::Array(items) = value else {
         return Err(StoreError::Corrupt(format!(
             "unexpected script reply {value:?}"

@@ -6,10 +6,12 @@
 //! `ALLOW_UNSAFE=true`; it exists so the test suite can prove its lost-write check can fail.
 //! It keeps none of the other strategies' promises: ids may repeat after a failover too.
 
-use crate::domain::message::{Message, parse_stored, stored_json};
+use crate::domain::message::{Message, parse_stored};
 use crate::store::primary::PrimaryLinks;
 use crate::store::strategy::{AppendRequest, Written};
-use crate::store::{Inner, Page, RawMessage, StoreError};
+use crate::store::Inner;
+use crate::store::entry::{Page, RawMessage, stored_json};
+use crate::store::error::StoreError;
 
 async fn read_all(store: &Inner) -> Result<Vec<Message>, StoreError> {
     let mut conn = store.conn()?;

@@ -29,11 +29,12 @@ use std::time::Duration;
 
 use deadpool_redis::Connection;
 
-use crate::domain::message::stored_json;
 use crate::store::primary::PrimaryLinks;
 use crate::store::sequence::{continue_from, replication_id};
 use crate::store::strategy::{AppendRequest, Written, full_jitter};
-use crate::store::{Inner, RawMessage, StoreError};
+use crate::store::Inner;
+use crate::store::entry::{RawMessage, stored_json};
+use crate::store::error::StoreError;
 
 const BACKOFF_BASE: Duration = Duration::from_micros(500);
 const BACKOFF_CAP: Duration = Duration::from_millis(25);
