@@ -68,7 +68,9 @@ pub struct RawMessage {
 }
 
 /// The messages of an `XRANGE`/`XREVRANGE` answer.
-pub(crate) fn entries_to_messages(entries: Vec<(String, Vec<String>)>) -> Result<Vec<RawMessage>, StoreError> {
+pub(crate) fn entries_to_messages(
+    entries: Vec<(String, Vec<String>)>,
+) -> Result<Vec<RawMessage>, StoreError> {
     entries
         .into_iter()
         .map(|(id, fields)| log_entry(&id, fields))
@@ -125,7 +127,10 @@ mod tests {
             script.contains(r#"local message = '{"id":' .. id .. ',' .. ARGV[1]"#),
             "append.lua builds the JSON as stored_json does"
         );
-        assert!(script.contains("id .. '-0', 'm', message"), "entry id and field");
+        assert!(
+            script.contains("id .. '-0', 'm', message"),
+            "entry id and field"
+        );
         let tail = r#""author":"a","text":"b","created_at":"2026-01-01T00:00:00Z"}"#;
         let json = stored_json(9, tail);
         assert_eq!(json, format!("{{\"id\":9,{tail}"));

@@ -18,10 +18,137 @@ pub mod lua;
 pub mod naive;
 pub mod watch;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use guestbook_common::dependency;
+
+use crate::store::config::{AppendStrategy, RedisArgs};
 use crate::store::entry::RawMessage;
 use crate::store::error::StoreError;
+use crate::store::hop::Hop;
+use crate::store::keys::Keys;
+use crate::store::metrics::StoreMetrics;
+use crate::store::primary::PrimaryLinks;
+
+/// Tunables of the append strategies.
+#[derive(Debug, Clone)]
+pub struct AppendLimits {
+    /// Retention cap.
+    pub max_messages: u64,
+    /// Idempotency record lifetime, in seconds.
+    pub idempotency_ttl_secs: u64,
+    /// Attempts of the watch strategy.
+    pub watch_max_attempts: u32,
+    /// Lock lifetime.
+    pub lock_ttl: Duration,
+    /// Longest wait for the lock.
+    pub lock_wait: Duration,
+}
+
+impl AppendLimits {
+    /// The limits `args` sets.
+    pub fn new(args: &RedisArgs) -> Self {
+        Self {
+            max_messages: args.max_messages,
+            idempotency_ttl_secs: args.idempotency_ttl_secs,
+            watch_max_attempts: args.watch_max_attempts,
+            lock_ttl: Duration::from_millis(args.lock_ttl_ms),
+            lock_wait: Duration::from_millis(args.lock_wait_ms),
+        }
+    }
+}
+
+/// What every strategy (and every read) works with besides its own resources: the one door
+/// to Redis, the key names, the limits and the metrics. Shared, so a detached strategy task
+/// can hold it.
+pub(crate) struct Ctx {
+    pub(crate) hop: Hop,
+    pub(crate) keys: Keys,
+    pub(crate) limits: AppendLimits,
+    pub(crate) metrics: StoreMetrics,
+}
+
+/// The append strategy in use, owning what it needs: the watch strategy its pool of
+/// dedicated connections, the lock strategy its local queue.
+pub(crate) enum Appender {
+    /// See [`lua`].
+    Lua,
+    /// See [`watch`].
+    Watch(watch::Watch),
+    /// See [`lock`].
+    Lock(lock::Lock),
+    /// See [`naive`]; it also reads and clears its own way.
+    Naive,
+}
+
+impl Appender {
+    /// The strategy `APPEND_STRATEGY` names, with its resources.
+    pub(crate) fn new(args: &RedisArgs) -> Self {
+        match args.append_strategy {
+            AppendStrategy::Lua => Self::Lua,
+            AppendStrategy::Watch => Self::Watch(watch::Watch::new(
+                args.redis_pool_size,
+                args.redis_timeout(),
+            )),
+            AppendStrategy::Lock => Self::Lock(lock::Lock::default()),
+            AppendStrategy::Naive => Self::Naive,
+        }
+    }
+
+    /// Which strategy this is.
+    pub(crate) fn strategy(&self) -> AppendStrategy {
+        match self {
+            Self::Lua => AppendStrategy::Lua,
+            Self::Watch(_) => AppendStrategy::Watch,
+            Self::Lock(_) => AppendStrategy::Lock,
+            Self::Naive => AppendStrategy::Naive,
+        }
+    }
+
+    /// Appends on the primary `links` name.
+    pub(crate) async fn append(
+        &self,
+        ctx: &Arc<Ctx>,
+        links: &Arc<PrimaryLinks>,
+        request: AppendRequest,
+    ) -> Result<Written, StoreError> {
+        match self {
+            Self::Lua => lua::append(ctx, links, &request).await,
+            Self::Watch(watch) => {
+                detached(
+                    watch
+                        .clone()
+                        .append(Arc::clone(ctx), Arc::clone(links), request),
+                )
+                .await
+            }
+            Self::Lock(lock) => {
+                detached(
+                    lock.clone()
+                        .append(Arc::clone(ctx), Arc::clone(links), request),
+                )
+                .await
+            }
+            Self::Naive => naive::append(ctx, links, &request).await,
+        }
+    }
+}
+
+/// Runs a strategy that must not stop half-way in a task of its own: the request that awaits
+/// it may be dropped (its client left), the task finishes regardless.
+///
+/// The whole wait counts as waiting on Redis for the request: these strategies do nothing but
+/// Redis calls, lock waits and backoff between them (all longer when Redis is slow), and the
+/// request's clock does not cross `tokio::spawn` (so the calls inside are not counted twice).
+async fn detached<F>(work: F) -> Result<Written, StoreError>
+where
+    F: std::future::Future<Output = Result<Written, StoreError>> + Send + 'static,
+{
+    dependency::timed(tokio::spawn(work))
+        .await
+        .map_err(|err| StoreError::TaskFailed(err.to_string()))?
+}
 
 /// One append as the strategies see it. Everything is owned, so that a strategy which must
 /// not be cancelled half-way (`lock`, `watch`) can run in a task of its own.
