@@ -14,6 +14,7 @@ use guestbook_common::error_body::{ErrorBody, ErrorCode, respond, respond_retry_
 use guestbook_common::stream_limit::StreamRefused;
 
 use crate::domain::InputError;
+use crate::guestbook::PostError;
 use crate::store::StoreError;
 
 /// Seconds a client should wait before retrying after a 503.
@@ -55,6 +56,15 @@ pub enum ApiError {
     /// 503 + Retry-After: an append failed in a way that may have stored it all the same.
     #[error(transparent)]
     AppendUncertain(StoreError),
+}
+
+impl From<PostError> for ApiError {
+    fn from(err: PostError) -> Self {
+        match err {
+            PostError::OutcomeUnknown(err) => Self::AppendUncertain(err),
+            PostError::Failed(err) => Self::Store(err),
+        }
+    }
 }
 
 impl From<InputError> for ApiError {

@@ -13,6 +13,7 @@ pub mod app;
 pub mod domain;
 pub mod error;
 pub mod faults;
+pub mod guestbook;
 pub mod openapi;
 pub mod routes;
 pub mod settings;

@@ -12,9 +12,10 @@ use guestbook_api::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, MessagePage, Order};
 
 use crate::domain::{IdempotencyKey, NewMessage};
 use crate::error::ApiError;
+use crate::guestbook::Posted;
 use crate::routes::extract::{LimitedBody, ValidQuery, check_id, require_json};
 use crate::routes::{admin, stream};
-use crate::store::{AppendOutcome, Page};
+use crate::store::Page;
 
 /// The request header naming one logical write.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -64,22 +65,16 @@ pub(crate) async fn create(
         .transpose()
         .map_err(ApiError::BadRequest)?;
     let message = NewMessage::from_json(&body)?;
-    match app.store.append(&message, key.as_ref()).await {
-        Ok(AppendOutcome::Created(created)) => {
-            Ok((StatusCode::CREATED, json(created.json)).into_response())
-        }
-        Ok(AppendOutcome::Replayed(first)) => {
+    match app.guestbook.post(&message, key.as_ref()).await? {
+        Posted::Created(created) => Ok((StatusCode::CREATED, json(created.json)).into_response()),
+        Posted::Replayed(first) => {
             let mut response = (StatusCode::OK, json(first.json)).into_response();
             response
                 .headers_mut()
                 .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
             Ok(response)
         }
-        Ok(AppendOutcome::KeyReused) => Err(ApiError::IdempotencyConflict),
-        Err(err) if err.is_transient() && err.may_have_written() => {
-            Err(ApiError::AppendUncertain(err))
-        }
-        Err(err) => Err(err.into()),
+        Posted::Conflict => Err(ApiError::IdempotencyConflict),
     }
 }
 
@@ -128,7 +123,7 @@ pub(crate) async fn list(
         limit,
         newest_first: query.order == Some(Order::Desc),
     };
-    let messages = app.store.list(page).await?;
+    let messages = app.guestbook.page(page).await?;
     // The stored JSON is spliced in as is: no decode and re-encode per message.
     let mut body =
         String::with_capacity(16 + messages.iter().map(|m| m.json.len() + 1).sum::<usize>());
