@@ -194,6 +194,7 @@ def main() -> int:
     cycles = components(edges)
     for group in cycles:
         print("cycle: " + " -> ".join(cycle_in(group, edges)))
+        print("  tangled together: " + ", ".join(group))
     if not cycles:
         print(f"{args.crate}: no import cycle" + (" (allowed: " + ", ".join(args.allow) + ")" if args.allow else ""))
     return 1 if cycles else 0
