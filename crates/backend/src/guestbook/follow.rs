@@ -13,24 +13,41 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::guestbook::Guestbook;
 use crate::store::feed::Feed;
 use crate::store::{MAX_PAGE, Page, RawMessage, Store};
 
 /// Messages buffered per follower before back-pressure reaches the pump.
 const FOLLOWER_BUFFER: usize = 64;
 
+impl Guestbook {
+    /// Every message after `after` (or, without it, every message from now on), then each
+    /// new one, without a gap or a duplicate, until `stop` completes or the stream is dropped.
+    ///
+    /// The subscription is taken here, before this returns, so nothing appended from now on
+    /// can be missed; `hold` (a stream slot) is kept until the follower's task ends.
+    pub fn follow<S, H>(
+        &self,
+        after: Option<u64>,
+        stop: S,
+        hold: H,
+    ) -> ReceiverStream<Arc<RawMessage>>
+    where
+        S: Future<Output = ()> + Send + 'static,
+        H: Send + 'static,
+    {
+        start(self.store.clone(), self.feed.clone(), after, stop, hold)
+    }
+}
+
 /// Subscribes now, and starts the pump that feeds the returned stream.
-pub(super) fn start<S, H>(
+fn start(
     store: Store,
     feed: Feed,
     after: Option<u64>,
-    stop: S,
-    hold: H,
-) -> ReceiverStream<Arc<RawMessage>>
-where
-    S: Future<Output = ()> + Send + 'static,
-    H: Send + 'static,
-{
+    stop: impl Future<Output = ()> + Send + 'static,
+    hold: impl Send + 'static,
+) -> ReceiverStream<Arc<RawMessage>> {
     let (live, newest) = feed.subscribe();
     let (sender, receiver) = mpsc::channel(FOLLOWER_BUFFER);
     let gone = sender.clone();

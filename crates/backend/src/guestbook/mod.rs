@@ -4,13 +4,9 @@
 //! Handlers extract and validate the request, call one method here and map its answer to
 //! HTTP; the decisions in between live here: whether a failed append may have been stored all
 //! the same (a retry must then reuse the key), whether a reused key is a replay or a conflict,
-//! and how a follower resumes (see [`follow`]).
+//! and how a follower resumes (`Guestbook::follow`, in `follow`).
 
 mod follow;
-
-use std::sync::Arc;
-
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::domain::{IdempotencyKey, NewMessage};
 use crate::store::feed::Feed;
@@ -72,23 +68,5 @@ impl Guestbook {
     /// The messages `page` selects, as stored.
     pub async fn page(&self, page: Page) -> Result<Vec<RawMessage>, StoreError> {
         self.store.list(page).await
-    }
-
-    /// Every message after `after` (or, without it, every message from now on), then each
-    /// new one, without a gap or a duplicate, until `stop` completes or the stream is dropped.
-    ///
-    /// The subscription is taken here, before this returns, so nothing appended from now on
-    /// can be missed; `hold` (a stream slot) is kept until the follower's task ends.
-    pub fn follow<S, H>(
-        &self,
-        after: Option<u64>,
-        stop: S,
-        hold: H,
-    ) -> ReceiverStream<Arc<RawMessage>>
-    where
-        S: Future<Output = ()> + Send + 'static,
-        H: Send + 'static,
-    {
-        follow::start(self.store.clone(), self.feed.clone(), after, stop, hold)
     }
 }

@@ -151,13 +151,7 @@ async fn critical_section(
     request: &AppendRequest,
 ) -> Result<Written, StoreError> {
     let keys = &ctx.keys;
-    let (record, suffix) = request
-        .record
-        .as_ref()
-        .map_or((keys.seq.as_str(), ""), |(key, suffix)| {
-            (key.as_str(), suffix.as_str())
-        });
-    let has_key = if request.record.is_some() { "1" } else { "0" };
+    let (record, suffix, has_key) = request.script_record(&keys.seq);
     let mut conn = links.conn.clone();
 
     let mut read = FENCED_READ.prepare_invoke();

@@ -24,12 +24,7 @@ pub(crate) async fn append(
 ) -> Result<Written, StoreError> {
     let keys = &ctx.keys;
     // Without a key, KEYS[3] names a key of the same hash tag the script never touches.
-    let (record, suffix) = request
-        .record
-        .as_ref()
-        .map_or((keys.seq.as_str(), ""), |(key, suffix)| {
-            (key.as_str(), suffix.as_str())
-        });
+    let (record, suffix, has_key) = request.script_record(&keys.seq);
     let mut invocation = APPEND.prepare_invoke();
     invocation
         .key(&keys.seq)
@@ -39,7 +34,7 @@ pub(crate) async fn append(
         .arg(&request.tail)
         .arg(ctx.limits.max_messages)
         .arg(ctx.limits.idempotency_ttl_secs)
-        .arg(if request.record.is_some() { "1" } else { "0" })
+        .arg(has_key)
         .arg(suffix)
         .arg(request.known);
     let mut conn = links.conn.clone();

@@ -162,6 +162,17 @@ pub(crate) struct AppendRequest {
     pub known: u64,
 }
 
+impl AppendRequest {
+    /// The script arguments for the record: its key (without one, `unused`, a key of the same
+    /// hash tag the scripts never touch), its suffix, and `"1"` when there is a record.
+    pub(crate) fn script_record<'a>(&'a self, unused: &'a str) -> (&'a str, &'a str, &'static str) {
+        match &self.record {
+            Some((key, suffix)) => (key.as_str(), suffix.as_str(), "1"),
+            None => (unused, "", "0"),
+        }
+    }
+}
+
 /// What a strategy did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Written {
