@@ -6,7 +6,8 @@ use std::time::Duration;
 use guestbook_backend::store::AppendStrategy;
 
 use crate::helpers::{
-    Load, RedisServer, TestApp, http, post, read_all, send_messages, settings, verify,
+    Load, RedisServer, SAFE_STRATEGIES, TestApp, http, post, read_all, send_messages, settings,
+    verify,
 };
 
 const LOAD: Load = Load {
@@ -123,11 +124,7 @@ async fn the_check_detects_the_naive_strategy_losing_messages() {
 /// Ids are assigned inside the atomic step, so every strategy's ids are gap-free here.
 #[tokio::test]
 async fn sequential_appends_get_consecutive_ids_with_every_safe_strategy() {
-    for strategy in [
-        AppendStrategy::Lua,
-        AppendStrategy::Watch,
-        AppendStrategy::Lock,
-    ] {
+    for strategy in SAFE_STRATEGIES {
         let redis = RedisServer::start().await;
         let app = TestApp::spawn(settings(&redis, strategy)).await;
         let client = http();

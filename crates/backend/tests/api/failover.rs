@@ -12,7 +12,8 @@ use std::time::Duration;
 use guestbook_backend::store::AppendStrategy;
 
 use crate::helpers::{
-    EventTap, RedisServer, SentinelServer, TestApp, http, post, read_all, settings,
+    EventTap, RedisServer, SentinelServer, TestApp, behind_sentinels, http, post, read_all,
+    settings,
 };
 use crate::sentinel::{post_until_acknowledged, wait_until_sentinels_agree};
 
@@ -68,18 +69,7 @@ async fn no_id_names_two_messages_across_a_failover(strategy: AppendStrategy) {
         sentinels.push(SentinelServer::start(&primary, 2).await);
     }
     wait_until_sentinels_agree(&sentinels).await;
-    let mut config = settings(&primary, strategy);
-    config.redis.redis_url = "redis://127.0.0.1:1".to_owned();
-    config.redis.redis_sentinels = Some(
-        sentinels
-            .iter()
-            .map(SentinelServer::address)
-            .collect::<Vec<_>>()
-            .join(","),
-    );
-    config.redis.redis_min_replicas_ack = 1;
-    config.redis.redis_wait_timeout_ms = 500;
-    let app = TestApp::spawn(config).await;
+    let app = TestApp::spawn(behind_sentinels(&primary, strategy, &sentinels)).await;
     let client = http();
     let mut names = Names::default();
 

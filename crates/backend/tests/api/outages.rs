@@ -5,11 +5,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use guestbook_backend::store::AppendStrategy;
-
 use crate::helpers::{
-    Load, RedisServer, TestApp, http, idempotency_records, post, read_all, send_messages, settings,
-    verify,
+    Load, RedisServer, SAFE_STRATEGIES, TestApp, http, idempotency_records, post, read_all,
+    send_messages, settings, verify,
 };
 
 async fn status_of(client: &reqwest::Client, url: &str) -> u16 {
@@ -24,11 +22,7 @@ async fn status_of(client: &reqwest::Client, url: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_redis_gives_prompt_503s_and_the_process_stays_live() {
-    for strategy in [
-        AppendStrategy::Lua,
-        AppendStrategy::Watch,
-        AppendStrategy::Lock,
-    ] {
+    for strategy in SAFE_STRATEGIES {
         // Arrange
         let redis = RedisServer::start().await;
         let mut settings = settings(&redis, strategy);
@@ -88,11 +82,7 @@ async fn a_paused_redis_gives_prompt_503s_and_the_process_stays_live() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_redis_restarted_from_its_append_only_file_keeps_every_acknowledged_message() {
-    for strategy in [
-        AppendStrategy::Lua,
-        AppendStrategy::Watch,
-        AppendStrategy::Lock,
-    ] {
+    for strategy in SAFE_STRATEGIES {
         // Arrange
         let mut redis = RedisServer::start_durable().await;
         let mut settings = settings(&redis, strategy);

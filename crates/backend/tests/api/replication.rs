@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use guestbook_backend::store::AppendStrategy;
 
-use crate::helpers::{RedisServer, TestApp, get_text, http, post, read_all, settings};
+use crate::helpers::{
+    RedisServer, SAFE_STRATEGIES, TestApp, get_text, http, post, read_all, settings,
+};
 
 const LOG: &str = "{guestbook:default}:log";
 
@@ -21,11 +23,7 @@ async fn log_len(redis: &RedisServer) -> u64 {
 
 #[tokio::test]
 async fn an_append_is_acknowledged_only_once_a_replica_has_it() {
-    for strategy in [
-        AppendStrategy::Lua,
-        AppendStrategy::Watch,
-        AppendStrategy::Lock,
-    ] {
+    for strategy in SAFE_STRATEGIES {
         let primary = RedisServer::start().await;
         let replica = RedisServer::start_replica_of(&primary).await;
         let mut config = settings(&primary, strategy);

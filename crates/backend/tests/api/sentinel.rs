@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use guestbook_backend::store::AppendStrategy;
 
 use crate::helpers::{
-    RedisServer, SentinelServer, TestApp, get_json, http, post, read_all, settings,
+    RedisServer, SentinelServer, TestApp, behind_sentinels, get_json, http, post, read_all,
+    settings,
 };
 
 /// Waits until every sentinel knows both replicas and the other sentinels: before that a
@@ -91,19 +92,8 @@ async fn a_failover_is_followed_without_a_restart_and_loses_no_acknowledged_appe
     }
     wait_until_sentinels_agree(&sentinels).await;
 
-    let mut config = settings(&primary, AppendStrategy::Lua);
-    // Nothing listens on port 1: the primary can only have come from the sentinels.
-    config.redis.redis_url = "redis://127.0.0.1:1".to_owned();
-    config.redis.redis_sentinels = Some(
-        sentinels
-            .iter()
-            .map(SentinelServer::address)
-            .collect::<Vec<_>>()
-            .join(","),
-    );
-    config.redis.redis_min_replicas_ack = 1;
-    config.redis.redis_wait_timeout_ms = 500;
-    let app = TestApp::spawn(config).await;
+    // The primary can only have come from the sentinels.
+    let app = TestApp::spawn(behind_sentinels(&primary, AppendStrategy::Lua, &sentinels)).await;
     let client = http();
 
     let mut acknowledged = Vec::new();
