@@ -42,9 +42,8 @@ pub use keys::Keys;
 pub use metrics::StoreMetrics;
 
 use crate::domain::message::format_created_at;
-use crate::domain::{IdempotencyKey, IdempotencyRecord, NewMessage, Replay};
+use crate::domain::{IdempotencyKey, IdempotencyRecord, NewMessage, Replay, judge};
 use crate::faults::Faults;
-use entry::raw_message;
 use hop::Hop;
 use metrics::AppendLabels;
 use primary::{CurrentPrimary, PrimaryLinks, manager_config};
@@ -314,19 +313,7 @@ impl Store {
 
 /// What an idempotency record says about a request that reused its key.
 fn replay(record: &str, message: &NewMessage) -> Result<AppendOutcome, StoreError> {
-    // Records written before records held only a fingerprint hold the whole message.
-    if record.starts_with('{') {
-        let stored = crate::domain::message::parse_stored(record)
-            .map_err(|err| StoreError::Corrupt(format!("idempotency record: {err}")))?;
-        return Ok(if message.same_content_as(&stored) {
-            AppendOutcome::Replayed(raw_message(record.to_owned())?)
-        } else {
-            AppendOutcome::KeyReused
-        });
-    }
-    let record = IdempotencyRecord::decode(record)
-        .ok_or_else(|| StoreError::Corrupt(format!("idempotency record {record:?}")))?;
-    Ok(match record.replay(message) {
+    Ok(match judge(record, message).map_err(StoreError::Corrupt)? {
         Replay::Same { id, json } => AppendOutcome::Replayed(RawMessage { id, json }),
         Replay::OtherBody => AppendOutcome::KeyReused,
     })
