@@ -33,7 +33,7 @@ use crate::routes::{admin, data, faults, health, messages, slow, stream};
         health::dependencies,
         openapi_json,
     ),
-    components(schemas(guestbook_api::MessagePage, guestbook_api::Deleted)),
+    components(schemas(guestbook_api::MessagePage, guestbook_api::Deleted, faults::FaultChanged)),
     modifiers(&BearerAuth),
     tags(
         (name = "messages", description = "The guestbook"),
