@@ -3,14 +3,14 @@
 //!
 //! A message is stored as the exact JSON the API serves, `{"id":N,"author":...,"text":...,
 //! "created_at":...}`, in the log (a Redis stream) under entry id `N-0` and field `m`. These
-//! pieces must agree, and [`tests`] checks that they do:
+//! pieces must agree, and this module's tests check that they do:
 //!
 //! - writing: [`crate::domain::NewMessage::json_tail_at`] builds everything after the id (the
 //!   *tail*); the id is only known inside the atomic append, which prepends `{"id":N,`:
 //!   [`stored_json`] in Rust (the `watch`, `lock` and `naive` strategies, a replay), and
 //!   `'{"id":' .. id .. ',' .. ARGV[1]` in `scripts/append.lua`; both write entry `N-0`, `m`;
-//! - reading: [`log_entry`] decodes a stream entry (`XRANGE`, and the live tail's `XREAD`), and
-//!   [`raw_message`] reads the id back out of JSON a script returned. The id must stay the first
+//! - reading: `log_entry` decodes a stream entry (`XRANGE`, and the live tail's `XREAD`), and
+//!   `raw_message` reads the id back out of JSON a script returned. The id must stay the first
 //!   field, which is why the JSON is built by hand and never re-encoded (listing and streaming
 //!   copy these bytes as they are).
 
