@@ -65,6 +65,12 @@ impl Guestbook {
         }
     }
 
+    /// Deletes every message and idempotency record (ids are never reused); returns how many
+    /// messages were removed.
+    pub async fn clear(&self) -> Result<u64, StoreError> {
+        self.store.clear().await
+    }
+
     /// The messages `page` selects, as stored.
     pub async fn page(&self, page: Page) -> Result<Vec<RawMessage>, StoreError> {
         self.store.list(page).await

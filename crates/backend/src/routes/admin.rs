@@ -32,7 +32,7 @@ pub(crate) async fn clear(
         return Err(ApiError::NotFound);
     };
     require_bearer(&headers, token)?;
-    let deleted = app.store.clear().await?;
+    let deleted = app.guestbook.clear().await?;
     tracing::info!(deleted, "guestbook cleared by an administrator");
     Ok(Json(Deleted { deleted }))
 }

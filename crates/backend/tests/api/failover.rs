@@ -15,7 +15,7 @@ use crate::helpers::{
     EventTap, RedisServer, SentinelServer, TestApp, behind_sentinels, http, post, read_all,
     settings,
 };
-use crate::sentinel::{post_until_acknowledged, wait_until_sentinels_agree};
+use crate::sentinel::{post_until_acknowledged, sentinel_cluster};
 
 /// Every (id, text) pair seen anywhere, to check that no id names two messages.
 #[derive(Default)]
@@ -61,14 +61,7 @@ fn assert_exactly_once(what: &str, events: &[(u64, serde_json::Value)], texts: &
 
 async fn no_id_names_two_messages_across_a_failover(strategy: AppendStrategy) {
     // Arrange: a primary, two replicas, three sentinels, a backend that follows them.
-    let mut primary = RedisServer::start().await;
-    let first = RedisServer::start_replica_of(&primary).await;
-    let second = RedisServer::start_replica_of(&primary).await;
-    let mut sentinels = Vec::new();
-    for _ in 0..3 {
-        sentinels.push(SentinelServer::start(&primary, 2).await);
-    }
-    wait_until_sentinels_agree(&sentinels).await;
+    let (mut primary, first, second, sentinels) = sentinel_cluster().await;
     let app = TestApp::spawn(behind_sentinels(&primary, strategy, &sentinels)).await;
     let client = http();
     let mut names = Names::default();

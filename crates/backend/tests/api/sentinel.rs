@@ -13,6 +13,20 @@ use crate::helpers::{
     settings,
 };
 
+/// A primary, two replicas and three sentinels (quorum 2) that agree: ready for a failover.
+pub(crate) async fn sentinel_cluster()
+-> (RedisServer, RedisServer, RedisServer, Vec<SentinelServer>) {
+    let primary = RedisServer::start().await;
+    let first = RedisServer::start_replica_of(&primary).await;
+    let second = RedisServer::start_replica_of(&primary).await;
+    let mut sentinels = Vec::new();
+    for _ in 0..3 {
+        sentinels.push(SentinelServer::start(&primary, 2).await);
+    }
+    wait_until_sentinels_agree(&sentinels).await;
+    (primary, first, second, sentinels)
+}
+
 /// Waits until every sentinel knows both replicas and the other sentinels: before that a
 /// failover cannot be elected.
 pub(crate) async fn wait_until_sentinels_agree(sentinels: &[SentinelServer]) {
@@ -83,14 +97,7 @@ async fn primary_port(client: &reqwest::Client, app: &TestApp) -> Option<u16> {
 
 #[tokio::test]
 async fn a_failover_is_followed_without_a_restart_and_loses_no_acknowledged_append() {
-    let mut primary = RedisServer::start().await;
-    let first = RedisServer::start_replica_of(&primary).await;
-    let second = RedisServer::start_replica_of(&primary).await;
-    let mut sentinels = Vec::new();
-    for _ in 0..3 {
-        sentinels.push(SentinelServer::start(&primary, 2).await);
-    }
-    wait_until_sentinels_agree(&sentinels).await;
+    let (mut primary, first, second, sentinels) = sentinel_cluster().await;
 
     // The primary can only have come from the sentinels.
     let app = TestApp::spawn(behind_sentinels(&primary, AppendStrategy::Lua, &sentinels)).await;
