@@ -6,8 +6,8 @@ use std::time::Duration;
 use guestbook_backend::store::AppendStrategy;
 
 use crate::helpers::{
-    Load, RedisServer, SAFE_STRATEGIES, TestApp, http, post, read_all, send_messages, settings,
-    verify,
+    Load, RedisServer, SAFE_STRATEGIES, TestApp, http, post, post_status, read_all, send_messages,
+    settings, verify,
 };
 
 const LOAD: Load = Load {
@@ -171,10 +171,7 @@ async fn appends_survive_a_script_cache_flush() {
     let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
     let client = http();
     assert_eq!(
-        post(&client, &app.base, "a", "before", None)
-            .await
-            .expect("post")
-            .0,
+        post_status(&client, &app.base, "a", "before", None).await,
         201
     );
 
@@ -186,10 +183,7 @@ async fn appends_survive_a_script_cache_flush() {
         .expect("flush");
 
     assert_eq!(
-        post(&client, &app.base, "a", "after", None)
-            .await
-            .expect("post")
-            .0,
+        post_status(&client, &app.base, "a", "after", None).await,
         201
     );
     assert_eq!(read_all(&client, &app.base).await.len(), 2);

@@ -128,6 +128,17 @@ struct Page {
     messages: Vec<Message>,
 }
 
+/// Posts one message (it must be answered); returns the status.
+pub async fn post_status(
+    client: &reqwest::Client,
+    base: &str,
+    author: &str,
+    text: &str,
+    key: Option<&str>,
+) -> u16 {
+    post(client, base, author, text, key).await.expect("post").0
+}
+
 /// Posts one message; returns the status, the replay header, and the body.
 pub async fn post(
     client: &reqwest::Client,

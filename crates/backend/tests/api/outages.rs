@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::helpers::{
-    Load, RedisServer, SAFE_STRATEGIES, TestApp, http, idempotency_records, post, read_all,
+    Load, RedisServer, SAFE_STRATEGIES, TestApp, http, idempotency_records, post_status, read_all,
     send_messages, settings, verify,
 };
 
@@ -31,10 +31,7 @@ async fn a_paused_redis_gives_prompt_503s_and_the_process_stays_live() {
         let app = TestApp::spawn(settings).await;
         let client = http();
         assert_eq!(
-            post(&client, &app.base, "a", "before", None)
-                .await
-                .expect("post")
-                .0,
+            post_status(&client, &app.base, "a", "before", None).await,
             201
         );
 
@@ -65,12 +62,7 @@ async fn a_paused_redis_gives_prompt_503s_and_the_process_stays_live() {
         );
         let mut recovered = false;
         for _ in 0..50 {
-            if post(&client, &app.base, "a", "after", None)
-                .await
-                .expect("post")
-                .0
-                == 201
-            {
+            if post_status(&client, &app.base, "a", "after", None).await == 201 {
                 recovered = true;
                 break;
             }
