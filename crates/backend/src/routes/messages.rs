@@ -15,7 +15,7 @@ use crate::error::ApiError;
 use crate::guestbook::Posted;
 use crate::routes::extract::{LimitedBody, ValidQuery, check_id, require_json};
 use crate::routes::{admin, stream};
-use crate::store::Page;
+use crate::store::{Page, RawMessage};
 
 /// The request header naming one logical write.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -124,7 +124,12 @@ pub(crate) async fn list(
         newest_first: query.order == Some(Order::Desc),
     };
     let messages = app.guestbook.page(page).await?;
-    // The stored JSON is spliced in as is: no decode and re-encode per message.
+    Ok(json(page_json(&messages)).into_response())
+}
+
+/// A [`MessagePage`] of stored messages: their JSON is spliced in as is, with no decode and
+/// re-encode per message.
+fn page_json(messages: &[RawMessage]) -> String {
     let mut body =
         String::with_capacity(16 + messages.iter().map(|m| m.json.len() + 1).sum::<usize>());
     body.push_str("{\"messages\":[");
@@ -135,7 +140,7 @@ pub(crate) async fn list(
         body.push_str(&message.json);
     }
     body.push_str("]}");
-    Ok(json(body).into_response())
+    body
 }
 
 /// A pre-encoded JSON body.
