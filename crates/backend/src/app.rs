@@ -19,6 +19,7 @@ use tower::layer::util::Identity;
 
 use crate::error::ApiError;
 use crate::faults::Faults;
+use crate::guestbook::Guestbook;
 use crate::routes;
 use crate::routes::extract::MAX_BODY_BYTES;
 use crate::settings::Settings;
@@ -43,6 +44,8 @@ pub struct Shared {
     pub store: Store,
     /// This process's tail of the message log.
     pub feed: Feed,
+    /// The use cases the guestbook's handlers call.
+    pub guestbook: Guestbook,
     /// Live fault configuration.
     pub faults: Arc<Faults>,
     /// Whether `/config/*` exists.
@@ -91,7 +94,7 @@ impl AppState {
         let mut registry = Registry::default();
         let store_metrics = StoreMetrics::register(&mut registry);
         let faults = Arc::new(Faults::default());
-        let store = Store::new(settings, Arc::clone(&faults), store_metrics)?;
+        let store = Store::new(&settings.redis, Arc::clone(&faults), store_metrics)?;
         let lifecycle = Lifecycle::new();
         let pressure = Pressure::new(
             settings.service.pressure.clone(),
@@ -106,9 +109,11 @@ impl AppState {
             settings.max_streams_per_client,
             &mut registry,
         );
+        let feed = Feed::new();
         Ok(Self(Arc::new(Shared {
+            guestbook: Guestbook::new(store.clone(), feed.clone()),
             store,
-            feed: Feed::new(),
+            feed,
             faults,
             fault_injection: settings.fault_injection,
             admin_token: settings.admin_token.as_deref().map(Arc::from),

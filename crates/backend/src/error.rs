@@ -8,18 +8,17 @@
 
 use std::error::Error as _;
 
-use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
-
+use guestbook_common::error_body::{ErrorBody, ErrorCode, respond, respond_retry_after};
 use guestbook_common::stream_limit::StreamRefused;
 
 use crate::domain::InputError;
+use crate::guestbook::PostError;
 use crate::store::StoreError;
 
 /// Seconds a client should wait before retrying after a 503.
-pub const RETRY_AFTER_SECS: u32 = 1;
+pub const RETRY_AFTER_SECS: u64 = 1;
 
 /// Everything a handler can answer with instead of success.
 #[derive(Debug, thiserror::Error)]
@@ -45,9 +44,9 @@ pub enum ApiError {
     /// 422: well-formed but invalid.
     #[error("{0}")]
     Unprocessable(String),
-    /// 503 + Retry-After: a local capacity limit.
-    #[error("{0}")]
-    Busy(&'static str),
+    /// 422: an `Idempotency-Key` reused with another body.
+    #[error("this Idempotency-Key was already used with a different body")]
+    IdempotencyConflict,
     /// 429 or 503 + Retry-After: over a cap on live-update streams (per client, or in all).
     #[error(transparent)]
     Streams(#[from] StreamRefused),
@@ -57,6 +56,15 @@ pub enum ApiError {
     /// 503 + Retry-After: an append failed in a way that may have stored it all the same.
     #[error(transparent)]
     AppendUncertain(StoreError),
+}
+
+impl From<PostError> for ApiError {
+    fn from(err: PostError) -> Self {
+        match err {
+            PostError::OutcomeUnknown(err) => Self::AppendUncertain(err),
+            PostError::Failed(err) => Self::Store(err),
+        }
+    }
 }
 
 impl From<InputError> for ApiError {
@@ -69,19 +77,54 @@ impl From<InputError> for ApiError {
 }
 
 impl ApiError {
-    fn status(&self) -> StatusCode {
+    /// The status and the code of this answer.
+    fn classify(&self) -> (StatusCode, ErrorCode) {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::NotFound => StatusCode::NOT_FOUND,
-            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Streams(refused) => refused.status(),
-            Self::Store(err) if err.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::AppendUncertain(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            Self::NotFound => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge),
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::UnsupportedMediaType,
+            ),
+            Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::Invalid),
+            Self::IdempotencyConflict => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::IdempotencyConflict,
+            ),
+            Self::Streams(refused) => (refused.status(), ErrorCode::TooManyStreams),
+            Self::Store(err) if err.is_transient() => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable)
+            }
+            Self::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
+            Self::AppendUncertain(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::OutcomeUnknown)
+            }
+        }
+    }
+
+    /// The text for people, logging what the caller does not see.
+    fn message(&self, status: StatusCode) -> String {
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %self, cause = %cause_chain(self), "request failed");
+            return "internal error".to_owned();
+        }
+        match self {
+            Self::Store(err) => {
+                tracing::warn!(error = %err, cause = %cause_chain(self), "store unavailable");
+                // The reason (timeout, contention, ...) helps operators and leaks nothing.
+                format!("temporarily unavailable: {}", err.label())
+            }
+            Self::AppendUncertain(err) => {
+                tracing::warn!(error = %err, cause = %cause_chain(self), "append outcome unknown");
+                format!(
+                    "temporarily unavailable: {}; the message may have been written: \
+                     retry only with the same Idempotency-Key",
+                    err.label()
+                )
+            }
+            other => other.to_string(),
         }
     }
 }
@@ -89,40 +132,19 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let Self::Streams(refused) = self {
-            // Its own Retry-After: a slot frees only when some stream ends.
+            // Its own Retry-After and shedding mark: a slot frees only when some stream ends.
             return refused.into_response();
         }
-        let status = self.status();
-        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(error = %self, cause = %cause_chain(&self), "request failed");
-            "internal error".to_owned()
-        } else if let Self::Store(err) = &self {
-            tracing::warn!(error = %err, cause = %cause_chain(&self), "store unavailable");
-            // The reason (timeout, contention, ...) helps operators and leaks nothing.
-            format!("temporarily unavailable: {}", err.label())
-        } else if let Self::AppendUncertain(err) = &self {
-            tracing::warn!(error = %err, cause = %cause_chain(&self), "append outcome unknown");
-            format!(
-                "temporarily unavailable: {}; the message may have been written: \
-                 retry only with the same Idempotency-Key",
-                err.label()
-            )
-        } else {
-            self.to_string()
-        };
-        let mut response = (status, Json(json!({ "error": message }))).into_response();
-        match &self {
-            Self::Unauthorized => {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
-            }
-            _ => {}
+        let (status, code) = self.classify();
+        let body = ErrorBody::new(code, self.message(status));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            return respond_retry_after(status, body, RETRY_AFTER_SECS);
+        }
+        let mut response = respond(status, body);
+        if let Self::Unauthorized = self {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

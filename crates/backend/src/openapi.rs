@@ -15,7 +15,7 @@ use crate::routes::{admin, data, faults, health, messages, slow, stream};
         description = "The guestbook API over Redis: exactly-once appends with Idempotency-Key, \
                        paging, live updates (Server-Sent Events), seed endpoints, fault \
                        injection (only with FAULT_INJECTION=true) and probes. Every error body \
-                       is `{\"error\": \"...\"}`.",
+                       is `{\"error\": \"...\", \"code\": \"...\"}`: `code` is for programs.",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     paths(
@@ -32,7 +32,7 @@ use crate::routes::{admin, data, faults, health, messages, slow, stream};
         health::dependencies,
         openapi_json,
     ),
-    components(schemas(messages::MessagePage, admin::Deleted)),
+    components(schemas(guestbook_api::MessagePage, guestbook_api::Deleted, faults::FaultChanged)),
     modifiers(&BearerAuth),
     tags(
         (name = "messages", description = "The guestbook"),

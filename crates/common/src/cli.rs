@@ -48,6 +48,17 @@ pub fn parse_bool(value: &str) -> Result<bool, String> {
     }
 }
 
+/// `Ok` when `value` is within `low..=high`, else the one-line complaint naming `name`.
+pub fn within(name: &str, value: u64, low: u64, high: u64) -> Result<(), String> {
+    if (low..=high).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} must be between {low} and {high}, got {value}"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

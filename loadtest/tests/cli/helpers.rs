@@ -31,8 +31,8 @@ pub async fn backend_with(
     change: impl FnOnce(&mut Settings),
 ) -> Backend {
     let mut settings = Settings::for_tests(&redis.url());
-    settings.append_strategy = strategy;
-    settings.allow_unsafe = strategy == AppendStrategy::Naive;
+    settings.redis.append_strategy = strategy;
+    settings.redis.allow_unsafe = strategy == AppendStrategy::Naive;
     settings.admin_token = Some(ADMIN_TOKEN.to_owned());
     change(&mut settings);
     let app = Application::build(settings).await.expect("backend builds");

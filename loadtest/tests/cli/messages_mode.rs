@@ -190,8 +190,8 @@ async fn a_failed_post_is_retried_only_with_its_idempotency_key() {
     // message without a key is sent once; with keys, retries are safe and store nothing twice.
     let redis = RedisServer::start().await;
     let unconfirmed = backend_with(&redis, AppendStrategy::Lua, |settings| {
-        settings.redis_min_replicas_ack = 1;
-        settings.redis_wait_timeout_ms = 20;
+        settings.redis.redis_min_replicas_ack = 1;
+        settings.redis.redis_wait_timeout_ms = 20;
     })
     .await;
     let dir = tempfile::tempdir().expect("tempdir");

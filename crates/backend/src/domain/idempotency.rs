@@ -10,7 +10,7 @@
 //! the fingerprint checks), so the first answer's exact bytes can be rebuilt from it.
 
 use crate::domain::NewMessage;
-use crate::domain::message::stored_json;
+use crate::domain::message::{parse_stored, stored_json};
 
 /// Longest key accepted, in bytes (Stripe's limit is 255 too).
 pub const MAX_KEY_LEN: usize = 255;
@@ -102,6 +102,26 @@ impl IdempotencyRecord {
     }
 }
 
+/// What a stored record says about `message`, the request that reused its key: a replay of
+/// the first answer, or another body. `Err` names what in the record this program never writes.
+pub fn judge(record: &str, message: &NewMessage) -> Result<Replay, String> {
+    // Records written before records held only a fingerprint hold the whole message.
+    if record.starts_with('{') {
+        let stored = parse_stored(record).map_err(|err| format!("idempotency record: {err}"))?;
+        return Ok(if message.same_content_as(&stored) {
+            Replay::Same {
+                id: stored.id,
+                json: record.to_owned(),
+            }
+        } else {
+            Replay::OtherBody
+        });
+    }
+    let decoded = IdempotencyRecord::decode(record)
+        .ok_or_else(|| format!("idempotency record {record:?}"))?;
+    Ok(decoded.replay(message))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +163,30 @@ mod tests {
         assert!(IdempotencyKey::parse("é".as_bytes()).is_err());
         assert!(IdempotencyKey::parse(&[b'k'; 256]).is_err());
         assert!(IdempotencyKey::parse(&[b'k'; 255]).is_ok());
+    }
+
+    #[test]
+    fn a_record_of_either_form_tells_a_replay_from_another_body() {
+        let message = NewMessage::new("Mary", "Hello").unwrap();
+        let old = stored_json(4, &message.json_tail_at("2026-01-01T00:00:00Z"));
+        assert_eq!(
+            judge(&old, &message),
+            Ok(Replay::Same {
+                id: 4,
+                json: old.clone()
+            })
+        );
+        let other = NewMessage::new("Mary", "Bye").unwrap();
+        assert_eq!(judge(&old, &other), Ok(Replay::OtherBody));
+        let new = format!(
+            "4 {}",
+            IdempotencyRecord::suffix("2026-01-01T00:00:00Z", &message)
+        );
+        assert!(matches!(
+            judge(&new, &message),
+            Ok(Replay::Same { id: 4, .. })
+        ));
+        assert!(judge("{not json", &message).is_err());
+        assert!(judge("nonsense", &message).is_err());
     }
 }

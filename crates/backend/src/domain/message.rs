@@ -3,14 +3,11 @@
 //! A stored message is kept in Redis as the exact JSON the API returns, so listing and
 //! streaming copy bytes instead of re-encoding every message.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// Longest author name, in characters (Unicode scalar values), as sent and after trimming.
-pub const MAX_AUTHOR_CHARS: usize = 64;
-/// Longest message text, in characters.
-pub const MAX_TEXT_CHARS: usize = 1_000;
+pub use guestbook_api::{MAX_AUTHOR_CHARS, MAX_TEXT_CHARS, Message, NewMessageBody};
 
 /// Why a request body was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,23 +46,6 @@ pub fn from_json_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T
     } else {
         Err(InputError::Invalid("the body must be a JSON object".into()))
     }
-}
-
-/// The body of `POST /api/messages`. Both fields are trimmed before the limits apply, and
-/// neither may contain control characters (the text may contain newlines).
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewMessageBody {
-    /// Who writes: 1-64 characters after trimming.
-    #[schema(min_length = 1, max_length = 64, example = "Mary")]
-    pub author: String,
-    /// What they write: 1-1000 characters after trimming.
-    #[schema(
-        min_length = 1,
-        max_length = 1000,
-        example = "Hello from the guestbook"
-    )]
-    pub text: String,
 }
 
 /// A message that passed validation: trimmed, within limits, free of control characters.
@@ -163,7 +143,7 @@ impl NewMessage {
     }
 
     /// True when `stored` holds the same author and text: an idempotent replay.
-    pub fn same_content_as(&self, stored: &StoredMessage) -> bool {
+    pub fn same_content_as(&self, stored: &Message) -> bool {
         self.author == stored.author && self.text == stored.text
     }
 }
@@ -193,27 +173,10 @@ fn check_length(field: &str, value: &str, max: usize) -> Result<(), InputError> 
     Ok(())
 }
 
-/// A message as stored and served.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[schema(as = Message)]
-pub struct StoredMessage {
-    /// Unique, ascending id.
-    #[schema(minimum = 1)]
-    pub id: u64,
-    /// Who wrote it.
-    pub author: String,
-    /// What they wrote.
-    pub text: String,
-    /// When the backend accepted it, RFC 3339.
-    #[schema(format = DateTime)]
-    pub created_at: String,
-}
-
-impl StoredMessage {
-    /// Parses the stored JSON.
-    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(json)
-    }
+/// Parses stored JSON into the served shape (the idempotency records of old, the naive
+/// strategy's array).
+pub fn parse_stored(json: &str) -> Result<Message, serde_json::Error> {
+    serde_json::from_str(json)
 }
 
 #[cfg(test)]
@@ -301,7 +264,7 @@ mod tests {
         let message = NewMessage::new("<b>\"Mary\"</b>", "line\nbreak \\ done").unwrap();
         let created = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
         let json = stored_json(42, &message.json_tail(created));
-        let stored = StoredMessage::from_json(&json).unwrap();
+        let stored = parse_stored(&json).unwrap();
         assert_eq!(stored.id, 42);
         assert!(message.same_content_as(&stored));
         assert_eq!(stored.created_at, "2023-11-14T22:13:20Z");

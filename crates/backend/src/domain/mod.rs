@@ -7,5 +7,5 @@ pub mod message;
 #[cfg(test)]
 mod proptests;
 
-pub use idempotency::{IdempotencyKey, IdempotencyRecord, Replay};
-pub use message::{InputError, NewMessage, NewMessageBody, StoredMessage};
+pub use idempotency::{IdempotencyKey, IdempotencyRecord, Replay, judge};
+pub use message::{InputError, NewMessage};

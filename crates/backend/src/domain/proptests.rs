@@ -8,9 +8,7 @@ use proptest::prelude::*;
 use time::OffsetDateTime;
 
 use super::idempotency::{IdempotencyKey, MAX_KEY_LEN};
-use super::message::{
-    InputError, MAX_AUTHOR_CHARS, MAX_TEXT_CHARS, NewMessage, StoredMessage, stored_json,
-};
+use super::message::{InputError, MAX_AUTHOR_CHARS, MAX_TEXT_CHARS, NewMessage, stored_json};
 
 /// Cases per property unless `PROPTEST_CASES` says otherwise: about a second each in a debug
 /// build, so `cargo test` stays quick while CI still covers thousands of inputs.
@@ -94,7 +92,7 @@ proptest! {
                 prop_assert_eq!(message.text(), text.as_str());
                 // What is stored reads back as the same message.
                 let created = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid");
-                let stored = StoredMessage::from_json(&stored_json(7, &message.json_tail(created)))
+                let stored = crate::domain::message::parse_stored(&stored_json(7, &message.json_tail(created)))
                     .expect("the stored JSON parses");
                 prop_assert!(message.same_content_as(&stored));
                 prop_assert_eq!(stored.id, 7);

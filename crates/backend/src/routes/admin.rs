@@ -4,17 +4,11 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use guestbook_api::Deleted;
 
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::routes::extract::require_bearer;
-
-/// The body of a successful `DELETE /api/messages`.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct Deleted {
-    /// How many messages were deleted.
-    pub deleted: u64,
-}
 
 /// Clears the guestbook (admin).
 #[utoipa::path(
@@ -38,7 +32,7 @@ pub(crate) async fn clear(
         return Err(ApiError::NotFound);
     };
     require_bearer(&headers, token)?;
-    let deleted = app.store.clear().await?;
+    let deleted = app.guestbook.clear().await?;
     tracing::info!(deleted, "guestbook cleared by an administrator");
     Ok(Json(Deleted { deleted }))
 }

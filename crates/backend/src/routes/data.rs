@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde_json::json;
+use guestbook_common::error_body::{ErrorBody, ErrorCode, respond};
 
 use crate::app::AppState;
 
@@ -33,7 +33,7 @@ pub struct DataAnswer {
     tag = "seed",
     responses(
         (status = 200, description = "Healthy", body = DataAnswer),
-        (status = "4XX", description = "An injected failure (POST /config/failure): `{\"error\": \"Injected failure\"}`", body = guestbook_common::openapi::ErrorBody),
+        (status = "4XX", description = "An injected failure (POST /config/failure): `{\"error\": \"Injected failure\", \"code\": \"injected-failure\"}`", body = guestbook_common::openapi::ErrorBody),
         (status = "5XX", description = "An injected failure (POST /config/failure)", body = guestbook_common::openapi::ErrorBody),
     )
 )]
@@ -47,7 +47,10 @@ pub(crate) async fn data(State(app): State<AppState>) -> Response {
         tracing::debug!(status = faults.status_code, "injecting a failure");
         let status =
             StatusCode::from_u16(faults.status_code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return (status, Json(json!({"error": "Injected failure"}))).into_response();
+        return respond(
+            status,
+            ErrorBody::new(ErrorCode::InjectedFailure, "Injected failure"),
+        );
     }
     Json(DataAnswer {
         message: "OK".to_owned(),

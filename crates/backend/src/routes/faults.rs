@@ -7,6 +7,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
+use guestbook_common::openapi::ErrorBody;
 use serde::Deserialize;
 
 use crate::app::AppState;
@@ -78,16 +79,7 @@ pub(crate) struct FailureChange {
     tag = "faults",
     security((), ("bearer" = [])),
     request_body(content = FailureChange, description = "Failure injection for /data; accepted with or without a JSON content type (seed 002's curl sends none)", content_type = "application/json"),
-    responses(
-        (status = 200, description = "Changed", body = FaultChanged),
-        (status = 400, description = "The body is not JSON", body = guestbook_common::openapi::ErrorBody),
-        (status = 401, description = "ADMIN_TOKEN is set and the bearer token is missing or wrong", body = guestbook_common::openapi::ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = guestbook_common::same_origin::DOCUMENTED, body = guestbook_common::openapi::ErrorBody),
-        (status = 404, description = "FAULT_INJECTION is off: the endpoint does not exist", body = guestbook_common::openapi::ErrorBody),
-        (status = 413, description = "The body is over 16 KiB", body = guestbook_common::openapi::ErrorBody),
-        (status = 422, description = "An unknown field or an out-of-range value", body = guestbook_common::openapi::ErrorBody),
-    )
+    responses(ChangeAnswers)
 )]
 pub(crate) async fn set_failure(
     State(app): State<AppState>,
@@ -137,16 +129,7 @@ pub(crate) struct LatencyChange {
     tag = "faults",
     security((), ("bearer" = [])),
     request_body(content = LatencyChange, description = "Latency injection for /data; accepted with or without a JSON content type (seed 002's curl sends none)", content_type = "application/json"),
-    responses(
-        (status = 200, description = "Changed", body = FaultChanged),
-        (status = 400, description = "The body is not JSON", body = guestbook_common::openapi::ErrorBody),
-        (status = 401, description = "ADMIN_TOKEN is set and the bearer token is missing or wrong", body = guestbook_common::openapi::ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = guestbook_common::same_origin::DOCUMENTED, body = guestbook_common::openapi::ErrorBody),
-        (status = 404, description = "FAULT_INJECTION is off: the endpoint does not exist", body = guestbook_common::openapi::ErrorBody),
-        (status = 413, description = "The body is over 16 KiB", body = guestbook_common::openapi::ErrorBody),
-        (status = 422, description = "An unknown field or an out-of-range value", body = guestbook_common::openapi::ErrorBody),
-    )
+    responses(ChangeAnswers)
 )]
 pub(crate) async fn set_latency(
     State(app): State<AppState>,
@@ -199,6 +182,36 @@ pub struct FaultConfig {
     pub redis: RedisFaults,
 }
 
+/// What every `POST /config/*` answers, documented once for the three of them.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Never built: the handlers answer `FaultChanged` or an `ApiError`.
+enum ChangeAnswers {
+    #[response(status = 200, description = "Changed")]
+    Changed(FaultChanged),
+    #[response(status = 400, description = "The body is not JSON")]
+    NotJson(ErrorBody),
+    #[response(
+        status = 401,
+        description = "ADMIN_TOKEN is set and the bearer token is missing or wrong",
+        headers(("WWW-Authenticate" = String, description = "`Bearer`"))
+    )]
+    Unauthorized(ErrorBody),
+    #[response(status = 403, description = guestbook_common::same_origin::DOCUMENTED)]
+    CrossSite(ErrorBody),
+    #[response(
+        status = 404,
+        description = "FAULT_INJECTION is off: the endpoint does not exist"
+    )]
+    Off(ErrorBody),
+    #[response(status = 413, description = "The body is over 16 KiB")]
+    TooLarge(ErrorBody),
+    #[response(
+        status = 422,
+        description = "An unknown field or an out-of-range value"
+    )]
+    Invalid(ErrorBody),
+}
+
 /// The answer to a change: `{"result": "ok", "config": {...}}`.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct FaultChanged {
@@ -214,16 +227,7 @@ pub struct FaultChanged {
     tag = "faults",
     security((), ("bearer" = [])),
     request_body(content = RedisChange, description = "Faults on the Redis hop; accepted with or without a JSON content type (seed 002's curl sends none)", content_type = "application/json"),
-    responses(
-        (status = 200, description = "Changed", body = FaultChanged),
-        (status = 400, description = "The body is not JSON", body = guestbook_common::openapi::ErrorBody),
-        (status = 401, description = "ADMIN_TOKEN is set and the bearer token is missing or wrong", body = guestbook_common::openapi::ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = guestbook_common::same_origin::DOCUMENTED, body = guestbook_common::openapi::ErrorBody),
-        (status = 404, description = "FAULT_INJECTION is off: the endpoint does not exist", body = guestbook_common::openapi::ErrorBody),
-        (status = 413, description = "The body is over 16 KiB", body = guestbook_common::openapi::ErrorBody),
-        (status = 422, description = "An unknown field or an out-of-range value", body = guestbook_common::openapi::ErrorBody),
-    )
+    responses(ChangeAnswers)
 )]
 pub(crate) async fn set_redis(
     State(app): State<AppState>,

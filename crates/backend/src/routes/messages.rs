@@ -8,18 +8,19 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::domain::{IdempotencyKey, NewMessage, StoredMessage};
+use guestbook_api::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, MessagePage, Order};
+
+use crate::domain::{IdempotencyKey, NewMessage};
 use crate::error::ApiError;
+use crate::guestbook::Posted;
 use crate::routes::extract::{LimitedBody, ValidQuery, check_id, require_json};
 use crate::routes::{admin, stream};
-use crate::store::{AppendOutcome, MAX_PAGE, Page};
+use crate::store::{Page, RawMessage};
 
 /// The request header naming one logical write.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// The response header marking a replayed answer.
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
-/// Page size when `limit` is not given.
-pub const DEFAULT_PAGE: usize = 100;
 
 /// The guestbook API.
 pub fn routes() -> Router<AppState> {
@@ -33,13 +34,13 @@ pub fn routes() -> Router<AppState> {
     post,
     path = "/api/messages",
     tag = "messages",
-    request_body(content = crate::domain::NewMessageBody, content_type = "application/json"),
+    request_body(content = guestbook_api::NewMessageBody, content_type = "application/json"),
     params(
         ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "Names one logical write: 1-255 visible ASCII characters. A retry with the same key and body answers the first message (200); with another body, 422.", min_length = 1, max_length = 255, pattern = "^[!-~]+$"),
     ),
     responses(
-        (status = 201, description = "Created", body = crate::domain::StoredMessage),
-        (status = 200, description = "An idempotent replay: the message first created with this key", body = crate::domain::StoredMessage,
+        (status = 201, description = "Created", body = guestbook_api::Message),
+        (status = 200, description = "An idempotent replay: the message first created with this key", body = guestbook_api::Message,
             headers(("Idempotent-Replayed" = String, description = "Always `true`"))),
         (status = 400, description = "The body is not JSON, or a malformed Idempotency-Key", body = guestbook_common::openapi::ErrorBody),
         (status = 413, description = "The body is over 16 KiB", body = guestbook_common::openapi::ErrorBody),
@@ -64,24 +65,16 @@ pub(crate) async fn create(
         .transpose()
         .map_err(ApiError::BadRequest)?;
     let message = NewMessage::from_json(&body)?;
-    match app.store.append(&message, key.as_ref()).await {
-        Ok(AppendOutcome::Created(created)) => {
-            Ok((StatusCode::CREATED, json(created.json)).into_response())
-        }
-        Ok(AppendOutcome::Replayed(first)) => {
+    match app.guestbook.post(&message, key.as_ref()).await? {
+        Posted::Created(created) => Ok((StatusCode::CREATED, json(created.json)).into_response()),
+        Posted::Replayed(first) => {
             let mut response = (StatusCode::OK, json(first.json)).into_response();
             response
                 .headers_mut()
                 .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
             Ok(response)
         }
-        Ok(AppendOutcome::KeyReused) => Err(ApiError::Unprocessable(
-            "this Idempotency-Key was already used with a different body".into(),
-        )),
-        Err(err) if err.is_transient() && err.may_have_written() => {
-            Err(ApiError::AppendUncertain(err))
-        }
-        Err(err) => Err(err.into()),
+        Posted::Conflict => Err(ApiError::IdempotencyConflict),
     }
 }
 
@@ -102,14 +95,6 @@ pub(crate) struct ListQuery {
     limit: Option<usize>,
 }
 
-/// Oldest first (the default: how followers catch up) or newest first (how people read).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Order {
-    Asc,
-    Desc,
-}
-
 /// One page of messages.
 #[utoipa::path(
     get,
@@ -126,10 +111,10 @@ pub(crate) async fn list(
     State(app): State<AppState>,
     ValidQuery(query): ValidQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
+    if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
         return Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and {MAX_PAGE}"
+            "limit must be between 1 and {MAX_PAGE_LIMIT}"
         )));
     }
     let page = Page {
@@ -138,8 +123,13 @@ pub(crate) async fn list(
         limit,
         newest_first: query.order == Some(Order::Desc),
     };
-    let messages = app.store.list(page).await?;
-    // The stored JSON is spliced in as is: no decode and re-encode per message.
+    let messages = app.guestbook.page(page).await?;
+    Ok(json(page_json(&messages)).into_response())
+}
+
+/// A [`MessagePage`] of stored messages: their JSON is spliced in as is, with no decode and
+/// re-encode per message.
+fn page_json(messages: &[RawMessage]) -> String {
     let mut body =
         String::with_capacity(16 + messages.iter().map(|m| m.json.len() + 1).sum::<usize>());
     body.push_str("{\"messages\":[");
@@ -150,15 +140,7 @@ pub(crate) async fn list(
         body.push_str(&message.json);
     }
     body.push_str("]}");
-    Ok(json(body).into_response())
-}
-
-// Built by splicing stored JSON in `list`; this type documents the shape.
-/// The body of `GET /api/messages`.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct MessagePage {
-    /// The page, in the order asked for.
-    pub messages: Vec<StoredMessage>,
+    body
 }
 
 /// A pre-encoded JSON body.

@@ -27,8 +27,10 @@ use redis::AsyncConnectionConfig;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::store::Store;
+use crate::store::entry::{RawMessage, log_entry};
+use crate::store::error::StoreError;
 use crate::store::primary::PrimaryLinks;
-use crate::store::{RawMessage, Store, StoreError, log_entry};
 
 /// How many messages the broadcast channel holds for a slow subscriber before it lags (and
 /// then catches up from Redis).
@@ -149,14 +151,14 @@ impl Feed {
     }
 
     async fn follow(&self, store: &Store, start: &mut Option<u64>) -> Result<Ended, StoreError> {
-        let limit = store.inner.hop.timeout();
+        let limit = store.call_timeout();
         // No response timeout: XREAD BLOCK legitimately waits; we bound it ourselves below.
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(limit))
             .set_response_timeout(None);
         // Asked again on every session: with Sentinel, the primary may have moved. The same
         // links serve the reads and their confirmation.
-        let links = store.inner.primary()?;
+        let links = store.primary()?;
         let mut conn = links
             .client
             .get_multiplexed_async_connection_with_config(&config)

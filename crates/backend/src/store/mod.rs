@@ -12,11 +12,28 @@
 //! concurrent requests over one socket (measured here: an axum handler doing one RPUSH reached
 //! ≈ 77k req/s on a multiplexed connection and ≈ 27k through a connection pool). Only the
 //! `watch` strategy takes pooled connections, because WATCH state belongs to a connection.
+//!
+//! This module is the facade ([`Store`]); its children never import it (the live tail,
+//! [`feed`], is the one client of the facade among them):
+//!
+//! - [`config`]: [`RedisArgs`], every Redis and append setting, validated and redacted.
+//! - [`entry`]: the log entry format, one contract with the Lua scripts; [`Page`], [`RawMessage`].
+//! - [`strategy`]: the four append strategies as values owning their resources ([`AppendStrategy`]).
+//! - `log`: reading and clearing the log (`naive` reads and clears its own way).
+//! - [`hop`]: the one door to Redis (time limit, injected faults, dependency clock, metrics).
+//! - `primary`, `sentinel`, `pool`, `replication`: the primary's connections, following it
+//!   through Sentinel, dedicated connections, and the `WAIT` that confirms an append.
+//! - [`keys`], [`sequence`], [`metrics`], [`error`]: key names, ids across failovers, metrics,
+//!   and what can go wrong.
+//! - [`feed`]: this process's tail of the log, for live updates.
 
+pub mod config;
+pub mod entry;
 pub mod error;
 pub mod feed;
 pub mod hop;
 pub mod keys;
+mod log;
 pub mod metrics;
 mod pool;
 mod primary;
@@ -32,69 +49,20 @@ use std::time::{Duration, Instant};
 use guestbook_common::dependency;
 use redis::aio::ConnectionManager;
 
+pub use config::{AppendStrategy, RedisArgs};
+pub use entry::{MAX_PAGE, Page, RawMessage};
 pub use error::StoreError;
 pub use keys::Keys;
 pub use metrics::StoreMetrics;
-pub use strategy::AppendStrategy;
 
 use crate::domain::message::format_created_at;
-use crate::domain::{IdempotencyKey, IdempotencyRecord, NewMessage, Replay, StoredMessage};
+use crate::domain::{IdempotencyKey, IdempotencyRecord, NewMessage, Replay, judge};
 use crate::faults::Faults;
-use crate::settings::Settings;
 use hop::Hop;
 use metrics::AppendLabels;
 use primary::{CurrentPrimary, PrimaryLinks, manager_config};
 use sentinel::Sentinel;
-use strategy::{AppendRequest, Written};
-
-/// Largest page a single read returns (the API's `limit` maximum).
-pub const MAX_PAGE: usize = 1_000;
-
-/// Which messages a read returns: ids strictly between `after` and `before`, oldest or newest
-/// first, at most `limit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Page {
-    /// Only ids above this (0: from the first).
-    pub after: u64,
-    /// Only ids below this (`None`: up to the last).
-    pub before: Option<u64>,
-    /// At most this many (clamped to 1..=[`MAX_PAGE`]).
-    pub limit: usize,
-    /// Newest first (a UI's first page and its "older" pages) instead of oldest first.
-    pub newest_first: bool,
-}
-
-impl Page {
-    /// Oldest first after `after`: how a follower catches up.
-    pub fn after(after: u64, limit: usize) -> Self {
-        Self {
-            after,
-            before: None,
-            limit,
-            newest_first: false,
-        }
-    }
-
-    /// Whether no id can lie strictly between the bounds.
-    fn is_empty(&self) -> bool {
-        self.before
-            .is_some_and(|before| before <= self.after.saturating_add(1))
-    }
-
-    /// Whether `id` lies strictly between the bounds.
-    pub fn contains(&self, id: u64) -> bool {
-        id > self.after && self.before.is_none_or(|before| id < before)
-    }
-}
-
-/// A message as stored: its id and its exact JSON.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawMessage {
-    /// The message id.
-    pub id: u64,
-    /// The message as the API serves it.
-    pub json: String,
-}
+use strategy::{AppendLimits, AppendRequest, Appender, Ctx, Written};
 
 /// What an append did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,68 +75,39 @@ pub enum AppendOutcome {
     KeyReused,
 }
 
-/// Tunables of the append strategies.
-#[derive(Debug, Clone)]
-pub struct AppendLimits {
-    /// Retention cap.
-    pub max_messages: u64,
-    /// Idempotency record lifetime, in seconds.
-    pub idempotency_ttl_secs: u64,
-    /// Attempts of the watch strategy.
-    pub watch_max_attempts: u32,
-    /// Lock lifetime.
-    pub lock_ttl: Duration,
-    /// Longest wait for the lock.
-    pub lock_wait: Duration,
-}
-
 /// Shared state of the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
+struct Inner {
     /// The primary's connections; replaced when Sentinel names another primary.
     primary: CurrentPrimary,
     /// `REDIS_REPLICA_URL`: where reads go first.
     replica: Option<ConnectionManager>,
     /// `REDIS_SENTINELS`: where to ask for the primary.
-    pub(crate) sentinel: Option<Sentinel>,
+    sentinel: Option<Sentinel>,
     /// What rebuilding the primary's links needs.
-    settings: Settings,
-    pub(crate) hop: Hop,
-    pub(crate) keys: Keys,
-    pub(crate) strategy: AppendStrategy,
-    pub(crate) limits: AppendLimits,
-    pub(crate) metrics: StoreMetrics,
-    /// Queues this process's lock contenders locally, so only one task per process polls the
-    /// Redis lock (fair FIFO here instead of a polling storm against Redis).
-    pub(crate) local_lock: tokio::sync::Mutex<()>,
+    args: RedisArgs,
+    /// The door to Redis, the key names, the limits and the metrics, shared with the strategies.
+    ctx: Arc<Ctx>,
+    /// The append strategy and its resources.
+    appender: Appender,
     /// The highest message id this process has seen (appended, replayed or read by the live
     /// tail): a new term's ids start past it (see [`sequence`]).
     highest_seen: AtomicU64,
 }
 
 impl Inner {
-    /// The current primary's links.
-    pub(crate) fn primary(&self) -> Result<Arc<PrimaryLinks>, StoreError> {
-        self.primary.get()
-    }
-
-    /// The shared multiplexed connection to the current primary.
-    pub(crate) fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        Ok(self.primary()?.conn.clone())
-    }
-
     /// Notes a message id this process has seen.
-    pub(crate) fn observe(&self, id: u64) {
+    fn observe(&self, id: u64) {
         self.highest_seen.fetch_max(id, Ordering::AcqRel);
     }
 
     /// Points every connection at the primary at `url` (Sentinel named a new one).
-    pub(crate) fn switch_primary(&self, url: &str) -> Result<(), StoreError> {
-        let links = PrimaryLinks::new(url, &self.settings, &self.keys)?;
+    fn switch_primary(&self, url: &str) -> Result<(), StoreError> {
+        let links = PrimaryLinks::new(url, &self.args, &self.ctx.keys)?;
         tracing::warn!(primary = %links.address, "following a new Redis primary");
         self.primary.set(links);
         Ok(())
@@ -180,7 +119,7 @@ impl Store {
     /// live and ready (seed 004), and answers data requests with 503 until Redis returns.
     /// With `REDIS_SENTINELS` no primary is known until [`Store::follow_sentinels`] asks.
     pub fn new(
-        settings: &Settings,
+        settings: &RedisArgs,
         faults: Arc<Faults>,
         metrics: StoreMetrics,
     ) -> Result<Self, StoreError> {
@@ -204,25 +143,20 @@ impl Store {
             }
             None => None,
         };
-        let limits = AppendLimits {
-            max_messages: settings.max_messages,
-            idempotency_ttl_secs: settings.idempotency_ttl_secs,
-            watch_max_attempts: settings.watch_max_attempts,
-            lock_ttl: Duration::from_millis(settings.lock_ttl_ms),
-            lock_wait: Duration::from_millis(settings.lock_wait_ms),
-        };
+        let ctx = Arc::new(Ctx {
+            hop: Hop::new(faults, timeout, metrics.clone()),
+            keys,
+            limits: AppendLimits::new(settings),
+            metrics,
+        });
         Ok(Self {
             inner: Arc::new(Inner {
                 primary,
                 replica,
                 sentinel,
-                settings: settings.clone(),
-                hop: Hop::new(faults, timeout, metrics.clone()),
-                keys,
-                strategy: settings.append_strategy,
-                limits,
-                metrics,
-                local_lock: tokio::sync::Mutex::new(()),
+                args: settings.clone(),
+                ctx,
+                appender: Appender::new(settings),
                 highest_seen: AtomicU64::new(0),
             }),
         })
@@ -231,7 +165,10 @@ impl Store {
     /// Asks the sentinels for the primary until `stop`, switching when they name another;
     /// returns at once without `REDIS_SENTINELS`.
     pub async fn follow_sentinels(&self, stop: tokio_util::sync::CancellationToken) {
-        sentinel::follow(&self.inner, stop).await;
+        let Some(sentinel) = &self.inner.sentinel else {
+            return;
+        };
+        sentinel::follow(sentinel, |url| self.inner.switch_primary(url), stop).await;
     }
 
     /// The primary in use (`host:port`), if one is known.
@@ -241,12 +178,12 @@ impl Store {
 
     /// The strategy in use.
     pub fn strategy(&self) -> AppendStrategy {
-        self.inner.strategy
+        self.inner.appender.strategy()
     }
 
     /// The key names.
     pub fn keys(&self) -> &Keys {
-        &self.inner.keys
+        &self.inner.ctx.keys
     }
 
     /// Notes a message id seen outside an append (the live tail reads every new one).
@@ -257,6 +194,16 @@ impl Store {
     /// Changes whenever Sentinel names another primary (the live tail starts over on it).
     pub fn primary_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.primary.changes()
+    }
+
+    /// The current primary's links (the live tail reads and confirms on them).
+    pub(crate) fn primary(&self) -> Result<Arc<PrimaryLinks>, StoreError> {
+        self.inner.primary.get()
+    }
+
+    /// The per-call Redis time limit.
+    pub(crate) fn call_timeout(&self) -> Duration {
+        self.inner.ctx.hop.timeout()
     }
 
     /// Appends a message exactly once per idempotency key.
@@ -274,7 +221,7 @@ impl Store {
             tail: message.json_tail_at(&created_at),
             record: key.map(|key| {
                 (
-                    inner.keys.idempotency(key.as_str()),
+                    inner.ctx.keys.idempotency(key.as_str()),
                     IdempotencyRecord::suffix(&created_at, message),
                 )
             }),
@@ -288,10 +235,11 @@ impl Store {
             Err(err) => err.label(),
         };
         inner
+            .ctx
             .metrics
             .appends
             .get_or_create(&AppendLabels {
-                strategy: inner.strategy.as_str(),
+                strategy: self.strategy().as_str(),
                 outcome: label,
             })
             .inc();
@@ -304,27 +252,8 @@ impl Store {
         request: AppendRequest,
     ) -> Result<AppendOutcome, StoreError> {
         let inner = &*self.inner;
-        let links = inner.primary()?;
-        let written = match inner.strategy {
-            AppendStrategy::Lua => strategy::lua::append(inner, &links, &request).await?,
-            AppendStrategy::Watch => {
-                detached(strategy::watch::append(
-                    Arc::clone(&self.inner),
-                    Arc::clone(&links),
-                    request,
-                ))
-                .await?
-            }
-            AppendStrategy::Lock => {
-                detached(strategy::lock::append(
-                    Arc::clone(&self.inner),
-                    Arc::clone(&links),
-                    request,
-                ))
-                .await?
-            }
-            AppendStrategy::Naive => strategy::naive::append(inner, &links, &request).await?,
-        };
+        let links = inner.primary.get()?;
+        let written = inner.appender.append(&inner.ctx, &links, request).await?;
         let outcome = match written {
             Written::Created(created) => AppendOutcome::Created(created),
             Written::Recorded(record) => replay(&record, message)?,
@@ -362,117 +291,33 @@ impl Store {
             return Ok(Vec::new());
         }
         let inner = &*self.inner;
-        if inner.strategy == AppendStrategy::Naive {
-            return strategy::naive::list(inner, page).await;
+        if let Appender::Naive = inner.appender {
+            return strategy::naive::list(&inner.ctx, &*inner.primary.get()?, page).await;
         }
-        let low = if page.after == 0 {
-            "-".to_owned()
-        } else {
-            format!("({}-0", page.after)
-        };
-        let high = page
-            .before
-            .map_or_else(|| "+".to_owned(), |before| format!("({before}-0"));
-        let (command, from, to) = if page.newest_first {
-            ("XREVRANGE", high, low)
-        } else {
-            ("XRANGE", low, high)
-        };
-        let mut read = redis::cmd(command);
-        read.arg(&inner.keys.log)
-            .arg(from)
-            .arg(to)
-            .arg("COUNT")
-            .arg(page.limit);
-        if let Some(replica) = inner.replica.as_ref().filter(|_| prefer_replica) {
-            let mut conn = replica.clone();
-            match inner
-                .hop
-                .call::<Vec<(String, Vec<String>)>, _, _>(
-                    "xrange_replica",
-                    read.query_async(&mut conn),
-                )
-                .await
-            {
-                Ok(entries) => return entries_to_messages(entries),
-                // The replica is down or slow: the primary answers instead.
-                Err(err) if err.is_transient() => {
-                    tracing::debug!(error = %err, "replica read failed; reading the primary");
-                    inner.metrics.replica_fallbacks.inc();
-                }
-                Err(err) => return Err(err),
-            }
-        }
-        let mut conn = inner.conn()?;
-        let entries = inner
-            .hop
-            .call("xrange", read.query_async(&mut conn))
-            .await?;
-        entries_to_messages(entries)
+        let replica = inner.replica.as_ref().filter(|_| prefer_replica);
+        log::read(&inner.ctx, &inner.primary, replica, page).await
     }
 
     /// Deletes every message and idempotency record; returns how many messages were removed.
     /// The id sequence is kept, so ids never repeat and live-update clients can resume.
     pub async fn clear(&self) -> Result<u64, StoreError> {
         let inner = &*self.inner;
-        let mut conn = inner.conn()?;
-        let removed: u64 = if inner.strategy == AppendStrategy::Naive {
-            strategy::naive::clear(inner).await?
-        } else {
-            let (len, _): (u64, u64) = inner
-                .hop
-                .call(
-                    "clear",
-                    redis::pipe()
-                        .atomic()
-                        .cmd("XLEN")
-                        .arg(&inner.keys.log)
-                        .cmd("DEL")
-                        .arg(&inner.keys.log)
-                        .query_async(&mut conn),
-                )
-                .await?;
-            len
+        let links = inner.primary.get()?;
+        let removed = match inner.appender {
+            Appender::Naive => strategy::naive::clear(&inner.ctx, &links).await?,
+            _ => log::clear(&inner.ctx, &links).await?,
         };
-        let pattern = inner.keys.idempotency_pattern();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = inner
-                .hop
-                .call(
-                    "scan",
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1_000)
-                        .query_async(&mut conn),
-                )
-                .await?;
-            if !keys.is_empty() {
-                let _: u64 = inner
-                    .hop
-                    .call(
-                        "unlink",
-                        redis::cmd("UNLINK").arg(&keys).query_async(&mut conn),
-                    )
-                    .await?;
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        log::forget_keys(&inner.ctx, &links).await?;
         Ok(removed)
     }
 
     /// Round-trip time of a PING, for `/health/dependencies` (never for a probe).
     pub async fn ping(&self) -> Result<Duration, StoreError> {
         let started = Instant::now();
-        let mut conn = self.inner.conn()?;
+        let mut conn = self.inner.primary.get()?.conn.clone();
         let _: String = self
             .inner
+            .ctx
             .hop
             .call("ping", redis::cmd("PING").query_async(&mut conn))
             .await?;
@@ -480,100 +325,10 @@ impl Store {
     }
 }
 
-/// Runs a strategy that must not stop half-way in a task of its own: the request that awaits
-/// it may be dropped (its client left), the task finishes regardless.
-///
-/// The whole wait counts as waiting on Redis for the request: these strategies do nothing but
-/// Redis calls, lock waits and backoff between them (all longer when Redis is slow), and the
-/// request's clock does not cross `tokio::spawn` (so the calls inside are not counted twice).
-async fn detached<F>(work: F) -> Result<Written, StoreError>
-where
-    F: std::future::Future<Output = Result<Written, StoreError>> + Send + 'static,
-{
-    dependency::timed(tokio::spawn(work))
-        .await
-        .map_err(|err| StoreError::TaskFailed(err.to_string()))?
-}
-
 /// What an idempotency record says about a request that reused its key.
 fn replay(record: &str, message: &NewMessage) -> Result<AppendOutcome, StoreError> {
-    // Records written before records held only a fingerprint hold the whole message.
-    if record.starts_with('{') {
-        let stored = StoredMessage::from_json(record)
-            .map_err(|err| StoreError::Corrupt(format!("idempotency record: {err}")))?;
-        return Ok(if message.same_content_as(&stored) {
-            AppendOutcome::Replayed(raw_message(record.to_owned())?)
-        } else {
-            AppendOutcome::KeyReused
-        });
-    }
-    let record = IdempotencyRecord::decode(record)
-        .ok_or_else(|| StoreError::Corrupt(format!("idempotency record {record:?}")))?;
-    Ok(match record.replay(message) {
+    Ok(match judge(record, message).map_err(StoreError::Corrupt)? {
         Replay::Same { id, json } => AppendOutcome::Replayed(RawMessage { id, json }),
         Replay::OtherBody => AppendOutcome::KeyReused,
     })
-}
-
-/// The messages of an `XRANGE`/`XREVRANGE` answer.
-fn entries_to_messages(entries: Vec<(String, Vec<String>)>) -> Result<Vec<RawMessage>, StoreError> {
-    entries
-        .into_iter()
-        .map(|(id, fields)| log_entry(&id, fields))
-        .collect()
-}
-
-/// Decodes one stream entry (`"<id>-0"`, `["m", json]`).
-pub(crate) fn log_entry(entry_id: &str, fields: Vec<String>) -> Result<RawMessage, StoreError> {
-    let id = entry_id
-        .strip_suffix("-0")
-        .and_then(|id| id.parse::<u64>().ok())
-        .ok_or_else(|| StoreError::Corrupt(format!("log entry id {entry_id:?}")))?;
-    let mut fields = fields.into_iter();
-    match (fields.next().as_deref(), fields.next()) {
-        (Some("m"), Some(json)) => Ok(RawMessage { id, json }),
-        _ => Err(StoreError::Corrupt(format!(
-            "log entry {entry_id} has no message field"
-        ))),
-    }
-}
-
-/// Reads the id out of stored JSON (`{"id":N,...`), for records written by a script.
-pub(crate) fn raw_message(json: String) -> Result<RawMessage, StoreError> {
-    let id = json
-        .strip_prefix("{\"id\":")
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|id| id.parse::<u64>().ok())
-        .ok_or_else(|| StoreError::Corrupt("stored message without an id".into()))?;
-    Ok(RawMessage { id, json })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_entries_decode_and_bad_ones_are_corrupt() {
-        let ok = log_entry("42-0", vec!["m".into(), "{\"id\":42}".into()]).unwrap();
-        assert_eq!(ok.id, 42);
-        assert!(matches!(
-            log_entry("42-1", vec!["m".into(), "{}".into()]),
-            Err(StoreError::Corrupt(_))
-        ));
-        assert!(matches!(
-            log_entry("42-0", vec!["x".into()]),
-            Err(StoreError::Corrupt(_))
-        ));
-    }
-
-    #[test]
-    fn raw_messages_carry_their_id() {
-        assert_eq!(
-            raw_message("{\"id\":7,\"author\":\"a\"}".into())
-                .unwrap()
-                .id,
-            7
-        );
-        assert!(raw_message("{\"author\":\"a\"}".into()).is_err());
-    }
 }

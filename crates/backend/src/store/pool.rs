@@ -7,22 +7,24 @@
 //! calls instead: the `watch` strategy through `Hop` (`REDIS_TIMEOUT_MS`), a replication round
 //! by the wait plus `REDIS_TIMEOUT_MS`.
 
+use std::time::Duration;
+
 use deadpool_redis::{Manager, Pool, PoolConfig, Runtime, Timeouts};
 use redis::AsyncConnectionConfig;
 
-use crate::settings::Settings;
-use crate::store::StoreError;
+use crate::store::error::StoreError;
 
-/// A bounded pool of `REDIS_POOL_SIZE` connections to the primary at `url`.
-pub(crate) fn dedicated(url: &str, settings: &Settings) -> Result<Pool, StoreError> {
-    let timeout = Some(settings.redis_timeout());
+/// A bounded pool of `size` (`REDIS_POOL_SIZE`) connections to the primary at `url`, each
+/// connecting within `timeout` (`REDIS_TIMEOUT_MS`).
+pub(crate) fn dedicated(url: &str, size: usize, timeout: Duration) -> Result<Pool, StoreError> {
+    let timeout = Some(timeout);
     let connections = AsyncConnectionConfig::new()
         .set_connection_timeout(timeout)
         .set_response_timeout(None);
     let manager = Manager::new_with_config(url, connections).map_err(StoreError::Redis)?;
     Pool::builder(manager)
         .config(PoolConfig {
-            max_size: settings.redis_pool_size,
+            max_size: size,
             timeouts: Timeouts {
                 wait: timeout,
                 create: timeout,

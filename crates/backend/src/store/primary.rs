@@ -7,18 +7,20 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::settings::Settings;
+use crate::store::config::RedisArgs;
+use crate::store::error::StoreError;
+use crate::store::keys::Keys;
+use crate::store::pool;
 use crate::store::replication::Replication;
-use crate::store::{AppendStrategy, Keys, StoreError, pool};
 
 /// Connections to one primary.
 pub(crate) struct PrimaryLinks {
     /// `host:port`, for logs and `/health/dependencies`.
     pub(crate) address: String,
+    /// The URL the links were built from (the watch strategy's pool follows it).
+    pub(crate) url: String,
     pub(crate) client: redis::Client,
     pub(crate) conn: ConnectionManager,
-    /// The watch strategy's dedicated connections.
-    pub(crate) pool: Option<deadpool_redis::Pool>,
     /// `REDIS_MIN_REPLICAS_ACK` above 0.
     pub(crate) replication: Option<Replication>,
 }
@@ -37,19 +39,15 @@ pub(crate) fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
 impl PrimaryLinks {
     /// Links to the primary at `url`. Connects lazily: a primary that is down still yields
     /// links, and calls fail with 503 until it answers.
-    pub(crate) fn new(url: &str, settings: &Settings, keys: &Keys) -> Result<Self, StoreError> {
+    pub(crate) fn new(url: &str, settings: &RedisArgs, keys: &Keys) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(StoreError::Redis)?;
         let timeout = settings.redis_timeout();
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config(timeout))
             .map_err(StoreError::Redis)?;
-        let pool = match settings.append_strategy {
-            AppendStrategy::Watch => Some(pool::dedicated(url, settings)?),
-            _ => None,
-        };
         let replication = match settings.redis_min_replicas_ack {
             0 => None,
             replicas => Some(Replication::new(
-                pool::dedicated(url, settings)?,
+                pool::dedicated(url, settings.redis_pool_size, timeout)?,
                 replicas,
                 Duration::from_millis(settings.redis_wait_timeout_ms),
                 keys.replication_fence.clone(),
@@ -67,9 +65,9 @@ impl PrimaryLinks {
             .unwrap_or_default();
         Ok(Self {
             address,
+            url: url.to_owned(),
             client,
             conn,
-            pool,
             replication,
         })
     }

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use deadpool_redis::Pool;
 
-use crate::store::StoreError;
+use crate::store::error::StoreError;
 
 /// Waits for replicas after each append.
 pub(crate) struct Replication {

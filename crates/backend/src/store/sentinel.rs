@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::settings::Settings;
-use crate::store::Inner;
+use crate::store::config::RedisArgs;
+use crate::store::error::StoreError;
 
 /// How often the sentinels are asked.
 pub(crate) const POLL: Duration = Duration::from_millis(500);
@@ -28,7 +28,7 @@ pub(crate) struct Sentinel {
 }
 
 impl Sentinel {
-    pub(crate) fn from_settings(settings: &Settings) -> Option<Self> {
+    pub(crate) fn from_settings(settings: &RedisArgs) -> Option<Self> {
         let addresses = settings.sentinel_addresses();
         if addresses.is_empty() {
             return None;
@@ -89,22 +89,21 @@ impl Sentinel {
     }
 }
 
-/// Polls the sentinels until `stop`, switching the store to each newly named primary.
-pub(crate) async fn follow(inner: &Inner, stop: CancellationToken) {
-    let Some(sentinel) = &inner.sentinel else {
-        return;
-    };
+/// Polls the sentinels until `stop`, calling `switch` with each newly named primary's URL.
+pub(crate) async fn follow(
+    sentinel: &Sentinel,
+    switch: impl Fn(&str) -> Result<(), StoreError>,
+    stop: CancellationToken,
+) {
     let mut current: Option<String> = None;
     loop {
         match sentinel.primary_url().await {
-            Ok(url) if current.as_deref() != Some(url.as_str()) => {
-                match inner.switch_primary(&url) {
-                    Ok(()) => current = Some(url),
-                    Err(err) => {
-                        tracing::error!(error = %err, "cannot use the primary Sentinel named")
-                    }
+            Ok(url) if current.as_deref() != Some(url.as_str()) => match switch(&url) {
+                Ok(()) => current = Some(url),
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot use the primary Sentinel named")
                 }
-            }
+            },
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "no sentinel named the Redis primary"),
         }

@@ -89,7 +89,7 @@ async fn clearing_removes_messages_and_keys_but_never_reuses_ids() {
 async fn dependency_health_reports_redis_without_failing_readiness() {
     let mut redis = RedisServer::start().await;
     let mut settings = settings(&redis, AppendStrategy::Lua);
-    settings.redis_timeout_ms = 200;
+    settings.redis.redis_timeout_ms = 200;
     let app = TestApp::spawn(settings).await;
     let client = http();
     let up: serde_json::Value = get_json(&client, &app.url("/health/dependencies")).await;

@@ -48,8 +48,8 @@ async fn a_request_cancelled_while_holding_the_lock_releases_it_and_finishes_its
     // Arrange: a lock TTL far longer than the test waits, so only a release ends the lock.
     let redis = RedisServer::start().await;
     let mut config = settings(&redis, AppendStrategy::Lock);
-    config.lock_ttl_ms = 60_000;
-    config.lock_wait_ms = 60_000;
+    config.redis.lock_ttl_ms = 60_000;
+    config.redis.lock_wait_ms = 60_000;
     let app = TestApp::spawn(config).await;
     let client = http();
     delay_redis(&client, &app, 200).await;
@@ -91,7 +91,7 @@ async fn a_request_cancelled_mid_transaction_leaves_no_watch_armed_on_its_connec
     // backend writes in between, which a stale WATCH would turn into a conflict.
     let redis = RedisServer::start().await;
     let mut config = settings(&redis, AppendStrategy::Watch);
-    config.redis_pool_size = 1;
+    config.redis.redis_pool_size = 1;
     let app = TestApp::spawn(config).await;
     let other = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
     let client = http();

@@ -39,6 +39,17 @@ async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Option<V
     outcome.ok().map(|()| received)
 }
 
+/// Sends `GET /liveness` on `stream`, asserts a 200, and returns the body.
+async fn liveness_answers(stream: &mut TcpStream) -> String {
+    stream
+        .write_all(b"GET /liveness HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("sends");
+    let (head, body) = read_response(stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body
+}
+
 /// Reads one response with a `Content-Length` body; returns its head and body.
 async fn read_response(stream: &mut TcpStream) -> (String, String) {
     let mut received = Vec::new();
@@ -166,12 +177,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     settings.service.connections.header_read_timeout_secs = 30;
     let app = TestApp::spawn(settings).await;
     let mut stream = connect(&app).await;
-    stream
-        .write_all(b"GET /liveness HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .expect("sends");
-    let (head, _) = read_response(&mut stream).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    liveness_answers(&mut stream).await;
 
     let closed = read_until_closed(&mut stream, Duration::from_secs(20)).await;
 
@@ -211,12 +217,7 @@ async fn past_max_connections_only_probes_are_answered_until_a_connection_closes
     let mut held = Vec::new();
     for _ in 0..4 {
         let mut stream = connect(&app).await;
-        stream
-            .write_all(b"GET /liveness HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            .await
-            .expect("sends");
-        let (head, _) = read_response(&mut stream).await;
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        liveness_answers(&mut stream).await;
         held.push(stream);
     }
     let client = fresh();
@@ -324,13 +325,7 @@ async fn keep_alive_and_pipelining_still_work() {
     let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
     let mut stream = connect(&app).await;
 
-    stream
-        .write_all(b"GET /liveness HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .expect("sends");
-    let (head, body) = read_response(&mut stream).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert_eq!(body, "OK");
+    assert_eq!(liveness_answers(&mut stream).await, "OK");
 
     // Two requests in one write, on the same kept-alive connection.
     stream

@@ -6,7 +6,8 @@ use std::time::Duration;
 use guestbook_backend::store::AppendStrategy;
 
 use crate::helpers::{
-    Load, RedisServer, TestApp, http, post, read_all, send_messages, settings, verify,
+    Load, RedisServer, SAFE_STRATEGIES, TestApp, http, post, post_status, read_all, send_messages,
+    settings, verify,
 };
 
 const LOAD: Load = Load {
@@ -123,11 +124,7 @@ async fn the_check_detects_the_naive_strategy_losing_messages() {
 /// Ids are assigned inside the atomic step, so every strategy's ids are gap-free here.
 #[tokio::test]
 async fn sequential_appends_get_consecutive_ids_with_every_safe_strategy() {
-    for strategy in [
-        AppendStrategy::Lua,
-        AppendStrategy::Watch,
-        AppendStrategy::Lock,
-    ] {
+    for strategy in SAFE_STRATEGIES {
         let redis = RedisServer::start().await;
         let app = TestApp::spawn(settings(&redis, strategy)).await;
         let client = http();
@@ -152,7 +149,7 @@ async fn the_retention_cap_trims_the_oldest_messages() {
     ] {
         let redis = RedisServer::start().await;
         let mut settings = settings(&redis, strategy);
-        settings.max_messages = 5;
+        settings.redis.max_messages = 5;
         let app = TestApp::spawn(settings).await;
         let client = http();
         for i in 1..=8 {
@@ -174,10 +171,7 @@ async fn appends_survive_a_script_cache_flush() {
     let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
     let client = http();
     assert_eq!(
-        post(&client, &app.base, "a", "before", None)
-            .await
-            .expect("post")
-            .0,
+        post_status(&client, &app.base, "a", "before", None).await,
         201
     );
 
@@ -189,10 +183,7 @@ async fn appends_survive_a_script_cache_flush() {
         .expect("flush");
 
     assert_eq!(
-        post(&client, &app.base, "a", "after", None)
-            .await
-            .expect("post")
-            .0,
+        post_status(&client, &app.base, "a", "after", None).await,
         201
     );
     assert_eq!(read_all(&client, &app.base).await.len(), 2);

@@ -12,9 +12,10 @@ use std::time::Duration;
 use guestbook_backend::store::AppendStrategy;
 
 use crate::helpers::{
-    EventTap, RedisServer, SentinelServer, TestApp, http, post, read_all, settings,
+    EventTap, RedisServer, SentinelServer, TestApp, behind_sentinels, http, post, read_all,
+    settings,
 };
-use crate::sentinel::{post_until_acknowledged, wait_until_sentinels_agree};
+use crate::sentinel::{post_until_acknowledged, sentinel_cluster};
 
 /// Every (id, text) pair seen anywhere, to check that no id names two messages.
 #[derive(Default)]
@@ -60,26 +61,8 @@ fn assert_exactly_once(what: &str, events: &[(u64, serde_json::Value)], texts: &
 
 async fn no_id_names_two_messages_across_a_failover(strategy: AppendStrategy) {
     // Arrange: a primary, two replicas, three sentinels, a backend that follows them.
-    let mut primary = RedisServer::start().await;
-    let first = RedisServer::start_replica_of(&primary).await;
-    let second = RedisServer::start_replica_of(&primary).await;
-    let mut sentinels = Vec::new();
-    for _ in 0..3 {
-        sentinels.push(SentinelServer::start(&primary, 2).await);
-    }
-    wait_until_sentinels_agree(&sentinels).await;
-    let mut config = settings(&primary, strategy);
-    config.redis_url = "redis://127.0.0.1:1".to_owned();
-    config.redis_sentinels = Some(
-        sentinels
-            .iter()
-            .map(SentinelServer::address)
-            .collect::<Vec<_>>()
-            .join(","),
-    );
-    config.redis_min_replicas_ack = 1;
-    config.redis_wait_timeout_ms = 500;
-    let app = TestApp::spawn(config).await;
+    let (mut primary, first, second, sentinels) = sentinel_cluster().await;
+    let app = TestApp::spawn(behind_sentinels(&primary, strategy, &sentinels)).await;
     let client = http();
     let mut names = Names::default();
 
@@ -199,11 +182,11 @@ async fn replicas_of_the_primary_that_took_an_append_must_confirm_it_not_the_nex
     let _second_replica = RedisServer::start_replica_of(&second).await;
     let sentinel = SentinelServer::start(&first, 1).await;
     let mut config = settings(&first, AppendStrategy::Lua);
-    config.redis_url = "redis://127.0.0.1:1".to_owned();
-    config.redis_sentinels = Some(sentinel.address());
-    config.redis_min_replicas_ack = 1;
-    config.redis_wait_timeout_ms = 500;
-    config.redis_timeout_ms = 5_000;
+    config.redis.redis_url = "redis://127.0.0.1:1".to_owned();
+    config.redis.redis_sentinels = Some(sentinel.address());
+    config.redis.redis_min_replicas_ack = 1;
+    config.redis.redis_wait_timeout_ms = 500;
+    config.redis.redis_timeout_ms = 5_000;
     let app = TestApp::spawn(config).await;
     let client = http();
     post_until_acknowledged(&client, &app.base, "m1").await;

@@ -90,6 +90,8 @@ async fn seed_002s_curl_without_a_content_type_injects_failures_into_data() {
 
     let failed = client.get(app.url("/data")).send().await.expect("answers");
     assert_eq!(failed.status().as_u16(), 503);
+    let failed: serde_json::Value = failed.json().await.expect("an error body");
+    assert_eq!(failed["code"], "injected-failure", "{failed}");
     let current: serde_json::Value = get_json(&client, &app.url("/config/get")).await;
     assert_eq!(current["status_code"], 503);
 }
@@ -161,7 +163,7 @@ async fn redis_hop_failures_turn_appends_into_503s_and_write_nothing() {
 async fn a_redis_delay_beyond_the_timeout_answers_503_instead_of_hanging() {
     let redis = RedisServer::start().await;
     let mut settings = settings(&redis, AppendStrategy::Lua);
-    settings.redis_timeout_ms = 200;
+    settings.redis.redis_timeout_ms = 200;
     let app = TestApp::spawn(settings).await;
     let client = http();
     let configured = client
@@ -180,6 +182,7 @@ async fn a_redis_delay_beyond_the_timeout_answers_503_instead_of_hanging() {
     assert_eq!(status, 503, "{body}");
     // The call may have reached Redis before its answer was given up on: only a retry with
     // the same Idempotency-Key is safe, and the answer says so.
+    assert_eq!(body["code"], "outcome-unknown", "{body}");
     assert_eq!(
         body["error"],
         "temporarily unavailable: timeout; the message may have been written: \

@@ -59,10 +59,10 @@ async fn a_holder_paused_past_its_lock_ttl_is_fenced_off_and_nothing_is_lost() {
     // four times its 100 ms lock TTL: its lock always expires between its acquire and its read.
     let redis = RedisServer::start().await;
     let mut slow_settings = settings(&redis, AppendStrategy::Lock);
-    slow_settings.lock_ttl_ms = 100;
-    slow_settings.lock_wait_ms = 3_000;
+    slow_settings.redis.lock_ttl_ms = 100;
+    slow_settings.redis.lock_wait_ms = 3_000;
     let mut fast_settings = slow_settings.clone();
-    fast_settings.lock_ttl_ms = 1_000;
+    fast_settings.redis.lock_ttl_ms = 1_000;
     let slow = TestApp::spawn(slow_settings).await;
     let fast = TestApp::spawn(fast_settings).await;
     let client = http();

@@ -16,11 +16,39 @@ use tokio::sync::oneshot;
 /// Settings for a test backend against `redis`.
 pub fn settings(redis: &RedisServer, strategy: AppendStrategy) -> Settings {
     let mut settings = Settings::for_tests(&redis.url());
-    settings.append_strategy = strategy;
-    settings.allow_unsafe = strategy == AppendStrategy::Naive;
+    settings.redis.append_strategy = strategy;
+    settings.redis.allow_unsafe = strategy == AppendStrategy::Naive;
     settings.fault_injection = true;
     settings.admin_token = Some(ADMIN_TOKEN.to_owned());
     settings
+}
+
+/// The strategies that keep their promises (every one but `naive`).
+pub const SAFE_STRATEGIES: [AppendStrategy; 3] = [
+    AppendStrategy::Lua,
+    AppendStrategy::Watch,
+    AppendStrategy::Lock,
+];
+
+/// Settings for a test backend that finds its primary only through `sentinels` (nothing
+/// listens at REDIS_URL's port 1) and waits for one replica to confirm each append.
+pub fn behind_sentinels(
+    primary: &RedisServer,
+    strategy: AppendStrategy,
+    sentinels: &[SentinelServer],
+) -> Settings {
+    let mut config = settings(primary, strategy);
+    config.redis.redis_url = "redis://127.0.0.1:1".to_owned();
+    config.redis.redis_sentinels = Some(
+        sentinels
+            .iter()
+            .map(SentinelServer::address)
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    config.redis.redis_min_replicas_ack = 1;
+    config.redis.redis_wait_timeout_ms = 500;
+    config
 }
 
 /// The admin token of test backends.
@@ -99,6 +127,17 @@ pub struct Message {
 #[derive(Deserialize)]
 struct Page {
     messages: Vec<Message>,
+}
+
+/// Posts one message (it must be answered); returns the status.
+pub async fn post_status(
+    client: &reqwest::Client,
+    base: &str,
+    author: &str,
+    text: &str,
+    key: Option<&str>,
+) -> u16 {
+    post(client, base, author, text, key).await.expect("post").0
 }
 
 /// Posts one message; returns the status, the replay header, and the body.
@@ -330,20 +369,27 @@ pub async fn read_events(
             .expect("stream open")
             .expect("stream readable");
         buffer.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let mut id = None;
-            let mut data = None;
-            for line in block.lines() {
-                if let Some(value) = line.strip_prefix("id:") {
-                    id = value.trim().parse::<u64>().ok();
-                } else if let Some(value) = line.strip_prefix("data:") {
-                    data = Some(value.trim().to_owned());
-                }
+        events.extend(drain_events(&mut buffer));
+    }
+    events
+}
+
+/// Takes every complete Server-Sent Event out of `buffer`: `(id, data)` of those with both.
+fn drain_events(buffer: &mut String) -> Vec<(u64, String)> {
+    let mut events = Vec::new();
+    while let Some(end) = buffer.find("\n\n") {
+        let block: String = buffer.drain(..end + 2).collect();
+        let mut id = None;
+        let mut data = None;
+        for line in block.lines() {
+            if let Some(value) = line.strip_prefix("id:") {
+                id = value.trim().parse::<u64>().ok();
+            } else if let Some(value) = line.strip_prefix("data:") {
+                data = Some(value.trim().to_owned());
             }
-            if let (Some(id), Some(data)) = (id, data) {
-                events.push((id, data));
-            }
+        }
+        if let (Some(id), Some(data)) = (id, data) {
+            events.push((id, data));
         }
     }
     events
@@ -371,18 +417,8 @@ impl EventTap {
             let mut buffer = String::new();
             while let Some(Ok(chunk)) = body.next().await {
                 buffer.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buffer.find("\n\n") {
-                    let block: String = buffer.drain(..end + 2).collect();
-                    let mut id = None;
-                    let mut data = None;
-                    for line in block.lines() {
-                        if let Some(value) = line.strip_prefix("id:") {
-                            id = value.trim().parse::<u64>().ok();
-                        } else if let Some(value) = line.strip_prefix("data:") {
-                            data = serde_json::from_str(value.trim()).ok();
-                        }
-                    }
-                    if let (Some(id), Some(data)) = (id, data) {
+                for (id, data) in drain_events(&mut buffer) {
+                    if let Ok(data) = serde_json::from_str(&data) {
                         sink.lock().expect("not poisoned").push((id, data));
                     }
                 }

@@ -2,15 +2,11 @@
 
 use guestbook_backend::store::AppendStrategy;
 
-use crate::helpers::{RedisServer, TestApp, http, post, read_all, settings};
+use crate::helpers::{RedisServer, SAFE_STRATEGIES, TestApp, http, post, read_all, settings};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_key_sent_concurrently_to_two_instances_yields_one_message() {
-    for strategy in [
-        AppendStrategy::Lua,
-        AppendStrategy::Watch,
-        AppendStrategy::Lock,
-    ] {
+    for strategy in SAFE_STRATEGIES {
         // Arrange
         let redis = RedisServer::start().await;
         let first = TestApp::spawn(settings(&redis, strategy)).await;
@@ -56,6 +52,7 @@ async fn a_key_reused_with_another_body_is_refused_and_writes_nothing() {
         .expect("post");
 
     assert_eq!(status, 422);
+    assert_eq!(body["code"], "idempotency-conflict", "{body}");
     assert!(
         body["error"]
             .as_str()
@@ -96,15 +93,11 @@ async fn post_raw(client: &reqwest::Client, base: &str, text: &str, key: &str) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_answers_the_first_bytes_even_after_retention_trimmed_the_message() {
-    for strategy in [
-        AppendStrategy::Lua,
-        AppendStrategy::Watch,
-        AppendStrategy::Lock,
-    ] {
+    for strategy in SAFE_STRATEGIES {
         // Arrange: keep two messages; the keyed one is trimmed by the next three.
         let redis = RedisServer::start().await;
         let mut config = settings(&redis, strategy);
-        config.max_messages = 2;
+        config.redis.max_messages = 2;
         let app = TestApp::spawn(config).await;
         let client = http();
         let (status, first) = post_raw(&client, &app.base, "Hello \"there\"\nJohn", "k").await;

@@ -5,11 +5,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use guestbook_backend::store::AppendStrategy;
-
 use crate::helpers::{
-    Load, RedisServer, TestApp, http, idempotency_records, post, read_all, send_messages, settings,
-    verify,
+    Load, RedisServer, SAFE_STRATEGIES, TestApp, http, idempotency_records, post_status, read_all,
+    send_messages, settings, verify,
 };
 
 async fn status_of(client: &reqwest::Client, url: &str) -> u16 {
@@ -24,23 +22,16 @@ async fn status_of(client: &reqwest::Client, url: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_redis_gives_prompt_503s_and_the_process_stays_live() {
-    for strategy in [
-        AppendStrategy::Lua,
-        AppendStrategy::Watch,
-        AppendStrategy::Lock,
-    ] {
+    for strategy in SAFE_STRATEGIES {
         // Arrange
         let redis = RedisServer::start().await;
         let mut settings = settings(&redis, strategy);
-        settings.redis_timeout_ms = 300;
-        settings.lock_wait_ms = 300;
+        settings.redis.redis_timeout_ms = 300;
+        settings.redis.lock_wait_ms = 300;
         let app = TestApp::spawn(settings).await;
         let client = http();
         assert_eq!(
-            post(&client, &app.base, "a", "before", None)
-                .await
-                .expect("post")
-                .0,
+            post_status(&client, &app.base, "a", "before", None).await,
             201
         );
 
@@ -71,12 +62,7 @@ async fn a_paused_redis_gives_prompt_503s_and_the_process_stays_live() {
         );
         let mut recovered = false;
         for _ in 0..50 {
-            if post(&client, &app.base, "a", "after", None)
-                .await
-                .expect("post")
-                .0
-                == 201
-            {
+            if post_status(&client, &app.base, "a", "after", None).await == 201 {
                 recovered = true;
                 break;
             }
@@ -88,16 +74,12 @@ async fn a_paused_redis_gives_prompt_503s_and_the_process_stays_live() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_redis_restarted_from_its_append_only_file_keeps_every_acknowledged_message() {
-    for strategy in [
-        AppendStrategy::Lua,
-        AppendStrategy::Watch,
-        AppendStrategy::Lock,
-    ] {
+    for strategy in SAFE_STRATEGIES {
         // Arrange
         let mut redis = RedisServer::start_durable().await;
         let mut settings = settings(&redis, strategy);
-        settings.redis_timeout_ms = 300;
-        settings.lock_wait_ms = 500;
+        settings.redis.redis_timeout_ms = 300;
+        settings.redis.lock_wait_ms = 500;
         let app = TestApp::spawn(settings).await;
         let client = http();
         let bases = [app.base.clone()];

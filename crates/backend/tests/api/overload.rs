@@ -293,7 +293,7 @@ async fn a_slow_redis(slowdown: Slowdown) {
     const APPENDERS_PER_BACKEND: usize = 6;
     let redis = RedisServer::start().await;
     let defaults = settings(&redis, AppendStrategy::Lua);
-    let bound = Duration::from_millis(defaults.redis_timeout_ms + 300);
+    let bound = Duration::from_millis(defaults.redis.redis_timeout_ms + 300);
     let mut apps = Vec::new();
     for _ in 0..3 {
         apps.push(TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await);

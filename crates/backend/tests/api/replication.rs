@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use guestbook_backend::store::AppendStrategy;
 
-use crate::helpers::{RedisServer, TestApp, get_text, http, post, read_all, settings};
+use crate::helpers::{
+    RedisServer, SAFE_STRATEGIES, TestApp, get_text, http, post, read_all, settings,
+};
 
 const LOG: &str = "{guestbook:default}:log";
 
@@ -21,16 +23,12 @@ async fn log_len(redis: &RedisServer) -> u64 {
 
 #[tokio::test]
 async fn an_append_is_acknowledged_only_once_a_replica_has_it() {
-    for strategy in [
-        AppendStrategy::Lua,
-        AppendStrategy::Watch,
-        AppendStrategy::Lock,
-    ] {
+    for strategy in SAFE_STRATEGIES {
         let primary = RedisServer::start().await;
         let replica = RedisServer::start_replica_of(&primary).await;
         let mut config = settings(&primary, strategy);
-        config.redis_min_replicas_ack = 1;
-        config.redis_wait_timeout_ms = 300;
+        config.redis.redis_min_replicas_ack = 1;
+        config.redis.redis_wait_timeout_ms = 300;
         let app = TestApp::spawn(config).await;
         let client = http();
 
@@ -61,6 +59,7 @@ async fn an_append_is_acknowledged_only_once_a_replica_has_it() {
         );
         let body: serde_json::Value = response.json().await.expect("JSON");
         // It is on the primary: the answer says a retry must reuse the key.
+        assert_eq!(body["code"], "outcome-unknown", "{body}");
         assert_eq!(
             body["error"],
             "temporarily unavailable: not_replicated; the message may have been written: \
@@ -85,8 +84,8 @@ async fn more_replicas_than_exist_never_acknowledge_and_zero_never_waits() {
     let primary = RedisServer::start().await;
     let replica = RedisServer::start_replica_of(&primary).await;
     let mut two = settings(&primary, AppendStrategy::Lua);
-    two.redis_min_replicas_ack = 2;
-    two.redis_wait_timeout_ms = 100;
+    two.redis.redis_min_replicas_ack = 2;
+    two.redis.redis_wait_timeout_ms = 100;
     let strict = TestApp::spawn(two).await;
     let relaxed = TestApp::spawn(settings(&primary, AppendStrategy::Lua)).await;
     let client = http();
@@ -109,7 +108,7 @@ async fn reads_go_to_the_replica_and_to_the_primary_when_it_is_down() {
     let primary = RedisServer::start().await;
     let mut replica = RedisServer::start_replica_of(&primary).await;
     let mut config = settings(&primary, AppendStrategy::Lua);
-    config.redis_replica_url = Some(replica.url());
+    config.redis.redis_replica_url = Some(replica.url());
     let app = TestApp::spawn(config).await;
     let client = http();
     for i in 0..3 {
@@ -152,8 +151,8 @@ async fn appends_sharing_wait_rounds_are_acknowledged_only_when_their_own_round_
     let primary = RedisServer::start().await;
     let replica = RedisServer::start_replica_of(&primary).await;
     let mut config = settings(&primary, AppendStrategy::Lua);
-    config.redis_min_replicas_ack = 1;
-    config.redis_wait_timeout_ms = 300;
+    config.redis.redis_min_replicas_ack = 1;
+    config.redis.redis_wait_timeout_ms = 300;
     let app = TestApp::spawn(config).await;
     let client = http();
 

@@ -9,8 +9,23 @@ use std::time::{Duration, Instant};
 use guestbook_backend::store::AppendStrategy;
 
 use crate::helpers::{
-    RedisServer, SentinelServer, TestApp, get_json, http, post, read_all, settings,
+    RedisServer, SentinelServer, TestApp, behind_sentinels, get_json, http, post, read_all,
+    settings,
 };
+
+/// A primary, two replicas and three sentinels (quorum 2) that agree: ready for a failover.
+pub(crate) async fn sentinel_cluster()
+-> (RedisServer, RedisServer, RedisServer, Vec<SentinelServer>) {
+    let primary = RedisServer::start().await;
+    let first = RedisServer::start_replica_of(&primary).await;
+    let second = RedisServer::start_replica_of(&primary).await;
+    let mut sentinels = Vec::new();
+    for _ in 0..3 {
+        sentinels.push(SentinelServer::start(&primary, 2).await);
+    }
+    wait_until_sentinels_agree(&sentinels).await;
+    (primary, first, second, sentinels)
+}
 
 /// Waits until every sentinel knows both replicas and the other sentinels: before that a
 /// failover cannot be elected.
@@ -82,28 +97,10 @@ async fn primary_port(client: &reqwest::Client, app: &TestApp) -> Option<u16> {
 
 #[tokio::test]
 async fn a_failover_is_followed_without_a_restart_and_loses_no_acknowledged_append() {
-    let mut primary = RedisServer::start().await;
-    let first = RedisServer::start_replica_of(&primary).await;
-    let second = RedisServer::start_replica_of(&primary).await;
-    let mut sentinels = Vec::new();
-    for _ in 0..3 {
-        sentinels.push(SentinelServer::start(&primary, 2).await);
-    }
-    wait_until_sentinels_agree(&sentinels).await;
+    let (mut primary, first, second, sentinels) = sentinel_cluster().await;
 
-    let mut config = settings(&primary, AppendStrategy::Lua);
-    // Nothing listens on port 1: the primary can only have come from the sentinels.
-    config.redis_url = "redis://127.0.0.1:1".to_owned();
-    config.redis_sentinels = Some(
-        sentinels
-            .iter()
-            .map(SentinelServer::address)
-            .collect::<Vec<_>>()
-            .join(","),
-    );
-    config.redis_min_replicas_ack = 1;
-    config.redis_wait_timeout_ms = 500;
-    let app = TestApp::spawn(config).await;
+    // The primary can only have come from the sentinels.
+    let app = TestApp::spawn(behind_sentinels(&primary, AppendStrategy::Lua, &sentinels)).await;
     let client = http();
 
     let mut acknowledged = Vec::new();
@@ -136,8 +133,8 @@ async fn a_primary_that_sentinel_names_by_ipv6_address_is_followed() {
     let primary = RedisServer::start_on_ipv6().await;
     let sentinel = SentinelServer::start(&primary, 1).await;
     let mut config = settings(&primary, AppendStrategy::Lua);
-    config.redis_url = "redis://127.0.0.1:1".to_owned();
-    config.redis_sentinels = Some(sentinel.address());
+    config.redis.redis_url = "redis://127.0.0.1:1".to_owned();
+    config.redis.redis_sentinels = Some(sentinel.address());
     let app = TestApp::spawn(config).await;
     let client = http();
 

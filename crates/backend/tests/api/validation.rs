@@ -173,6 +173,13 @@ async fn invalid_posts_are_refused_with_the_right_status_and_write_nothing() {
             body["error"].as_str().is_some_and(|e| !e.is_empty()),
             "{case}: a JSON error, got {body}"
         );
+        let code = match expected {
+            400 => "bad-request",
+            413 => "too-large",
+            415 => "unsupported-media-type",
+            _ => "invalid",
+        };
+        assert_eq!(body["code"], code, "{case}: {body}");
     }
     assert!(
         read_all(&client, &app.base).await.is_empty(),

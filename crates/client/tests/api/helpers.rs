@@ -40,7 +40,7 @@ impl Running {
 /// A backend with fault injection on and no admin token.
 pub async fn backend(redis: &RedisServer) -> Running {
     let mut settings = guestbook_backend::Settings::for_tests(&redis.url());
-    settings.append_strategy = AppendStrategy::Lua;
+    settings.redis.append_strategy = AppendStrategy::Lua;
     settings.fault_injection = true;
     settings.service.shutdown.drain_timeout_secs = 0;
     let app = guestbook_backend::Application::build(settings)

@@ -32,11 +32,11 @@ use std::time::{Duration, Instant};
 
 use redis::Script;
 
-use crate::domain::message::stored_json;
+use crate::store::entry::{RawMessage, stored_json};
+use crate::store::error::StoreError;
 use crate::store::primary::PrimaryLinks;
 use crate::store::sequence::script_with_sequence;
-use crate::store::strategy::{AppendRequest, Written, full_jitter, script_reply};
-use crate::store::{Inner, RawMessage, StoreError};
+use crate::store::strategy::{AppendRequest, Ctx, Written, full_jitter, script_reply};
 
 static FENCED_READ: LazyLock<Script> = LazyLock::new(|| script_with_sequence!("fenced_read.lua"));
 static FENCED_COMMIT: LazyLock<Script> =
@@ -53,28 +53,47 @@ struct Held {
     token: u64,
 }
 
-pub(crate) async fn append(
-    store: Arc<Inner>,
+/// The lock strategy's own resource: the local queue.
+#[derive(Clone, Default)]
+pub(crate) struct Lock {
+    /// Queues this process's lock contenders locally, so only one task per process polls the
+    /// Redis lock (fair FIFO here instead of a polling storm against Redis).
+    local: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Lock {
+    /// Appends under the lock; see the module's steps.
+    pub(crate) async fn append(
+        self,
+        ctx: Arc<Ctx>,
+        links: Arc<PrimaryLinks>,
+        request: AppendRequest,
+    ) -> Result<Written, StoreError> {
+        locked_append(&self.local, ctx, links, request).await
+    }
+}
+
+async fn locked_append(
+    local: &tokio::sync::Mutex<()>,
+    ctx: Arc<Ctx>,
     links: Arc<PrimaryLinks>,
     request: AppendRequest,
 ) -> Result<Written, StoreError> {
     let started = Instant::now();
-    let deadline = started + store.limits.lock_wait;
-    let Ok(_local) = tokio::time::timeout(store.limits.lock_wait, store.local_lock.lock()).await
-    else {
-        return Err(StoreError::LockTimeout(store.limits.lock_wait));
+    let deadline = started + ctx.limits.lock_wait;
+    let Ok(_local) = tokio::time::timeout(ctx.limits.lock_wait, local.lock()).await else {
+        return Err(StoreError::LockTimeout(ctx.limits.lock_wait));
     };
     loop {
-        let held = acquire(&store, &links, deadline).await?;
-        store
-            .metrics
+        let held = acquire(&ctx, &links, deadline).await?;
+        ctx.metrics
             .lock_wait_seconds
             .observe(started.elapsed().as_secs_f64());
-        let outcome = critical_section(&store, &links, &held, &request).await;
-        release(&store, &links, &held).await;
+        let outcome = critical_section(&ctx, &links, &held, &request).await;
+        release(&ctx, &links, &held).await;
         match outcome {
             Err(StoreError::Fenced { token }) => {
-                store.metrics.fenced_writes.inc();
+                ctx.metrics.fenced_writes.inc();
                 tracing::warn!(
                     token,
                     "append fenced off: the lock expired under this holder, or the primary changed"
@@ -88,18 +107,14 @@ pub(crate) async fn append(
     }
 }
 
-async fn acquire(
-    store: &Inner,
-    links: &PrimaryLinks,
-    deadline: Instant,
-) -> Result<Held, StoreError> {
-    let keys = &store.keys;
-    let ttl_ms = u64::try_from(store.limits.lock_ttl.as_millis()).unwrap_or(u64::MAX);
+async fn acquire(ctx: &Ctx, links: &PrimaryLinks, deadline: Instant) -> Result<Held, StoreError> {
+    let keys = &ctx.keys;
+    let ttl_ms = u64::try_from(ctx.limits.lock_ttl.as_millis()).unwrap_or(u64::MAX);
     let mut attempt = 0;
     loop {
         let owner = uuid::Uuid::new_v4().simple().to_string();
         let mut conn = links.conn.clone();
-        let (set, token): (redis::Value, u64) = store
+        let (set, token): (redis::Value, u64) = ctx
             .hop
             .call(
                 "lock_acquire",
@@ -121,7 +136,7 @@ async fn acquire(
         }
         let now = Instant::now();
         if now >= deadline {
-            return Err(StoreError::LockTimeout(store.limits.lock_wait));
+            return Err(StoreError::LockTimeout(ctx.limits.lock_wait));
         }
         let pause = full_jitter(attempt, BACKOFF_BASE, BACKOFF_CAP).min(deadline - now);
         tokio::time::sleep(pause).await;
@@ -130,19 +145,13 @@ async fn acquire(
 }
 
 async fn critical_section(
-    store: &Inner,
+    ctx: &Ctx,
     links: &PrimaryLinks,
     held: &Held,
     request: &AppendRequest,
 ) -> Result<Written, StoreError> {
-    let keys = &store.keys;
-    let (record, suffix) = request
-        .record
-        .as_ref()
-        .map_or((keys.seq.as_str(), ""), |(key, suffix)| {
-            (key.as_str(), suffix.as_str())
-        });
-    let has_key = if request.record.is_some() { "1" } else { "0" };
+    let keys = &ctx.keys;
+    let (record, suffix, has_key) = request.script_record(&keys.seq);
     let mut conn = links.conn.clone();
 
     let mut read = FENCED_READ.prepare_invoke();
@@ -153,7 +162,7 @@ async fn critical_section(
         .arg(held.token)
         .arg(has_key)
         .arg(request.known);
-    let reply: redis::Value = store
+    let reply: redis::Value = ctx
         .hop
         .call("fenced_read", read.invoke_async(&mut conn))
         .await?;
@@ -182,11 +191,11 @@ async fn critical_section(
         .arg(held.token)
         .arg(id)
         .arg(&json)
-        .arg(store.limits.max_messages)
-        .arg(store.limits.idempotency_ttl_secs)
+        .arg(ctx.limits.max_messages)
+        .arg(ctx.limits.idempotency_ttl_secs)
         .arg(has_key)
         .arg(suffix);
-    let written: i64 = store
+    let written: i64 = ctx
         .hop
         .call("fenced_commit", commit.invoke_async(&mut conn))
         .await?;
@@ -198,11 +207,11 @@ async fn critical_section(
 }
 
 /// Best effort: a lock that cannot be released expires on its own after its TTL.
-async fn release(store: &Inner, links: &PrimaryLinks, held: &Held) {
+async fn release(ctx: &Ctx, links: &PrimaryLinks, held: &Held) {
     let mut unlock = UNLOCK.prepare_invoke();
-    unlock.key(&store.keys.lock).arg(&held.owner);
+    unlock.key(&ctx.keys.lock).arg(&held.owner);
     let mut conn = links.conn.clone();
-    if let Err(err) = store
+    if let Err(err) = ctx
         .hop
         .call::<i64, _, _>("lock_release", unlock.invoke_async(&mut conn))
         .await

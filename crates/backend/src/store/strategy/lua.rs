@@ -9,26 +9,22 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+use crate::store::entry::raw_message;
+use crate::store::error::StoreError;
 use crate::store::primary::PrimaryLinks;
 use crate::store::sequence::script_with_sequence;
-use crate::store::strategy::{AppendRequest, Written, script_reply};
-use crate::store::{Inner, StoreError, raw_message};
+use crate::store::strategy::{AppendRequest, Ctx, Written, script_reply};
 
 static APPEND: LazyLock<Script> = LazyLock::new(|| script_with_sequence!("append.lua"));
 
 pub(crate) async fn append(
-    store: &Inner,
+    ctx: &Ctx,
     links: &PrimaryLinks,
     request: &AppendRequest,
 ) -> Result<Written, StoreError> {
-    let keys = &store.keys;
+    let keys = &ctx.keys;
     // Without a key, KEYS[3] names a key of the same hash tag the script never touches.
-    let (record, suffix) = request
-        .record
-        .as_ref()
-        .map_or((keys.seq.as_str(), ""), |(key, suffix)| {
-            (key.as_str(), suffix.as_str())
-        });
+    let (record, suffix, has_key) = request.script_record(&keys.seq);
     let mut invocation = APPEND.prepare_invoke();
     invocation
         .key(&keys.seq)
@@ -36,13 +32,13 @@ pub(crate) async fn append(
         .key(record)
         .key(&keys.term)
         .arg(&request.tail)
-        .arg(store.limits.max_messages)
-        .arg(store.limits.idempotency_ttl_secs)
-        .arg(if request.record.is_some() { "1" } else { "0" })
+        .arg(ctx.limits.max_messages)
+        .arg(ctx.limits.idempotency_ttl_secs)
+        .arg(has_key)
         .arg(suffix)
         .arg(request.known);
     let mut conn = links.conn.clone();
-    let reply: redis::Value = store
+    let reply: redis::Value = ctx
         .hop
         .call("append_script", invocation.invoke_async(&mut conn))
         .await?;

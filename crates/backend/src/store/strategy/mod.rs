@@ -18,9 +18,137 @@ pub mod lua;
 pub mod naive;
 pub mod watch;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::store::RawMessage;
+use guestbook_common::dependency;
+
+use crate::store::config::{AppendStrategy, RedisArgs};
+use crate::store::entry::RawMessage;
+use crate::store::error::StoreError;
+use crate::store::hop::Hop;
+use crate::store::keys::Keys;
+use crate::store::metrics::StoreMetrics;
+use crate::store::primary::PrimaryLinks;
+
+/// Tunables of the append strategies.
+#[derive(Debug, Clone)]
+pub struct AppendLimits {
+    /// Retention cap.
+    pub max_messages: u64,
+    /// Idempotency record lifetime, in seconds.
+    pub idempotency_ttl_secs: u64,
+    /// Attempts of the watch strategy.
+    pub watch_max_attempts: u32,
+    /// Lock lifetime.
+    pub lock_ttl: Duration,
+    /// Longest wait for the lock.
+    pub lock_wait: Duration,
+}
+
+impl AppendLimits {
+    /// The limits `args` sets.
+    pub fn new(args: &RedisArgs) -> Self {
+        Self {
+            max_messages: args.max_messages,
+            idempotency_ttl_secs: args.idempotency_ttl_secs,
+            watch_max_attempts: args.watch_max_attempts,
+            lock_ttl: Duration::from_millis(args.lock_ttl_ms),
+            lock_wait: Duration::from_millis(args.lock_wait_ms),
+        }
+    }
+}
+
+/// What every strategy (and every read) works with besides its own resources: the one door
+/// to Redis, the key names, the limits and the metrics. Shared, so a detached strategy task
+/// can hold it.
+pub(crate) struct Ctx {
+    pub(crate) hop: Hop,
+    pub(crate) keys: Keys,
+    pub(crate) limits: AppendLimits,
+    pub(crate) metrics: StoreMetrics,
+}
+
+/// The append strategy in use, owning what it needs: the watch strategy its pool of
+/// dedicated connections, the lock strategy its local queue.
+pub(crate) enum Appender {
+    /// See [`lua`].
+    Lua,
+    /// See [`watch`].
+    Watch(watch::Watch),
+    /// See [`lock`].
+    Lock(lock::Lock),
+    /// See [`naive`]; it also reads and clears its own way.
+    Naive,
+}
+
+impl Appender {
+    /// The strategy `APPEND_STRATEGY` names, with its resources.
+    pub(crate) fn new(args: &RedisArgs) -> Self {
+        match args.append_strategy {
+            AppendStrategy::Lua => Self::Lua,
+            AppendStrategy::Watch => Self::Watch(watch::Watch::new(
+                args.redis_pool_size,
+                args.redis_timeout(),
+            )),
+            AppendStrategy::Lock => Self::Lock(lock::Lock::default()),
+            AppendStrategy::Naive => Self::Naive,
+        }
+    }
+
+    /// Which strategy this is.
+    pub(crate) fn strategy(&self) -> AppendStrategy {
+        match self {
+            Self::Lua => AppendStrategy::Lua,
+            Self::Watch(_) => AppendStrategy::Watch,
+            Self::Lock(_) => AppendStrategy::Lock,
+            Self::Naive => AppendStrategy::Naive,
+        }
+    }
+
+    /// Appends on the primary `links` name.
+    pub(crate) async fn append(
+        &self,
+        ctx: &Arc<Ctx>,
+        links: &Arc<PrimaryLinks>,
+        request: AppendRequest,
+    ) -> Result<Written, StoreError> {
+        match self {
+            Self::Lua => lua::append(ctx, links, &request).await,
+            Self::Watch(watch) => {
+                detached(
+                    watch
+                        .clone()
+                        .append(Arc::clone(ctx), Arc::clone(links), request),
+                )
+                .await
+            }
+            Self::Lock(lock) => {
+                detached(
+                    lock.clone()
+                        .append(Arc::clone(ctx), Arc::clone(links), request),
+                )
+                .await
+            }
+            Self::Naive => naive::append(ctx, links, &request).await,
+        }
+    }
+}
+
+/// Runs a strategy that must not stop half-way in a task of its own: the request that awaits
+/// it may be dropped (its client left), the task finishes regardless.
+///
+/// The whole wait counts as waiting on Redis for the request: these strategies do nothing but
+/// Redis calls, lock waits and backoff between them (all longer when Redis is slow), and the
+/// request's clock does not cross `tokio::spawn` (so the calls inside are not counted twice).
+async fn detached<F>(work: F) -> Result<Written, StoreError>
+where
+    F: std::future::Future<Output = Result<Written, StoreError>> + Send + 'static,
+{
+    dependency::timed(tokio::spawn(work))
+        .await
+        .map_err(|err| StoreError::TaskFailed(err.to_string()))?
+}
 
 /// One append as the strategies see it. Everything is owned, so that a strategy which must
 /// not be cancelled half-way (`lock`, `watch`) can run in a task of its own.
@@ -34,6 +162,17 @@ pub(crate) struct AppendRequest {
     pub known: u64,
 }
 
+impl AppendRequest {
+    /// The script arguments for the record: its key (without one, `unused`, a key of the same
+    /// hash tag the scripts never touch), its suffix, and `"1"` when there is a record.
+    pub(crate) fn script_record<'a>(&'a self, unused: &'a str) -> (&'a str, &'a str, &'static str) {
+        match &self.record {
+            Some((key, suffix)) => (key.as_str(), suffix.as_str(), "1"),
+            None => (unused, "", "0"),
+        }
+    }
+}
+
 /// What a strategy did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Written {
@@ -41,31 +180,6 @@ pub(crate) enum Written {
     Created(RawMessage),
     /// Nothing: the key was used before, and this is its stored record.
     Recorded(String),
-}
-
-/// How one logical append is made atomic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum AppendStrategy {
-    /// One server-side script (EVALSHA, reloaded on NOSCRIPT). The default: fastest and safe.
-    Lua,
-    /// WATCH/MULTI/EXEC with bounded optimistic retries.
-    Watch,
-    /// A Redis lock (SET NX PX) with a fencing token checked by the write.
-    Lock,
-    /// Seed 000's GET-then-SET of one serialized value. Loses messages; for tests only.
-    Naive,
-}
-
-impl AppendStrategy {
-    /// The setting's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Lua => "lua",
-            Self::Watch => "watch",
-            Self::Lock => "lock",
-            Self::Naive => "naive",
-        }
-    }
 }
 
 /// "Full jitter" backoff (AWS architecture blog): a uniform pick in
@@ -76,10 +190,7 @@ pub(crate) fn full_jitter(attempt: u32, base: Duration, cap: Duration) -> Durati
 }
 
 /// Parses the reply `{status, payload}` that the strategy scripts return.
-pub(crate) fn script_reply(
-    value: redis::Value,
-) -> Result<(i64, Option<String>), crate::store::StoreError> {
-    use crate::store::StoreError;
+pub(crate) fn script_reply(value: redis::Value) -> Result<(i64, Option<String>), StoreError> {
     let redis::Value::Array(items) = value else {
         return Err(StoreError::Corrupt(format!(
             "unexpected script reply {value:?}"

@@ -6,19 +6,20 @@
 //! `ALLOW_UNSAFE=true`; it exists so the test suite can prove its lost-write check can fail.
 //! It keeps none of the other strategies' promises: ids may repeat after a failover too.
 
-use crate::domain::message::{StoredMessage, stored_json};
+use crate::domain::message::{Message, parse_stored};
+use crate::store::entry::{Page, RawMessage, stored_json};
+use crate::store::error::StoreError;
 use crate::store::primary::PrimaryLinks;
-use crate::store::strategy::{AppendRequest, Written};
-use crate::store::{Inner, Page, RawMessage, StoreError};
+use crate::store::strategy::{AppendRequest, Ctx, Written};
 
-async fn read_all(store: &Inner) -> Result<Vec<StoredMessage>, StoreError> {
-    let mut conn = store.conn()?;
-    let blob: Option<String> = store
+async fn read_all(ctx: &Ctx, links: &PrimaryLinks) -> Result<Vec<Message>, StoreError> {
+    let mut conn = links.conn.clone();
+    let blob: Option<String> = ctx
         .hop
         .call(
             "naive_get",
             redis::cmd("GET")
-                .arg(&store.keys.naive)
+                .arg(&ctx.keys.naive)
                 .query_async(&mut conn),
         )
         .await?;
@@ -30,13 +31,13 @@ async fn read_all(store: &Inner) -> Result<Vec<StoredMessage>, StoreError> {
 }
 
 pub(crate) async fn append(
-    store: &Inner,
+    ctx: &Ctx,
     links: &PrimaryLinks,
     request: &AppendRequest,
 ) -> Result<Written, StoreError> {
     let mut conn = links.conn.clone();
     if let Some((record, _)) = &request.record {
-        let existing: Option<String> = store
+        let existing: Option<String> = ctx
             .hop
             .call(
                 "naive_get",
@@ -47,30 +48,30 @@ pub(crate) async fn append(
             return Ok(Written::Recorded(existing));
         }
     }
-    let mut messages = read_all(store).await?;
+    let mut messages = read_all(ctx, links).await?;
     let id = messages.last().map_or(0, |last| last.id) + 1;
     let json = stored_json(id, &request.tail);
-    let message = StoredMessage::from_json(&json)
-        .map_err(|err| StoreError::Corrupt(format!("new message: {err}")))?;
+    let message =
+        parse_stored(&json).map_err(|err| StoreError::Corrupt(format!("new message: {err}")))?;
     messages.push(message);
     let excess = messages
         .len()
-        .saturating_sub(usize::try_from(store.limits.max_messages).unwrap_or(usize::MAX));
+        .saturating_sub(usize::try_from(ctx.limits.max_messages).unwrap_or(usize::MAX));
     messages.drain(..excess);
     let blob = serde_json::to_string(&messages)
         .map_err(|err| StoreError::Corrupt(format!("encoding the guestbook: {err}")))?;
-    let _: () = store
+    let _: () = ctx
         .hop
         .call(
             "naive_set",
             redis::cmd("SET")
-                .arg(&store.keys.naive)
+                .arg(&ctx.keys.naive)
                 .arg(blob)
                 .query_async(&mut conn),
         )
         .await?;
     if let Some((record, suffix)) = &request.record {
-        let _: () = store
+        let _: () = ctx
             .hop
             .call(
                 "naive_set",
@@ -78,7 +79,7 @@ pub(crate) async fn append(
                     .arg(record)
                     .arg(format!("{id} {suffix}"))
                     .arg("EX")
-                    .arg(store.limits.idempotency_ttl_secs)
+                    .arg(ctx.limits.idempotency_ttl_secs)
                     .query_async(&mut conn),
             )
             .await?;
@@ -86,8 +87,13 @@ pub(crate) async fn append(
     Ok(Written::Created(RawMessage { id, json }))
 }
 
-pub(crate) async fn list(store: &Inner, page: Page) -> Result<Vec<RawMessage>, StoreError> {
-    let mut messages: Vec<_> = read_all(store)
+/// A page of the one JSON array, re-encoded per message (the log's reads copy bytes).
+pub(crate) async fn list(
+    ctx: &Ctx,
+    links: &PrimaryLinks,
+    page: Page,
+) -> Result<Vec<RawMessage>, StoreError> {
+    let mut messages: Vec<_> = read_all(ctx, links)
         .await?
         .into_iter()
         .filter(|message| page.contains(message.id))
@@ -109,15 +115,16 @@ pub(crate) async fn list(store: &Inner, page: Page) -> Result<Vec<RawMessage>, S
         .collect()
 }
 
-pub(crate) async fn clear(store: &Inner) -> Result<u64, StoreError> {
-    let count = u64::try_from(read_all(store).await?.len()).unwrap_or(u64::MAX);
-    let mut conn = store.conn()?;
-    let _: u64 = store
+/// Deletes the one JSON array; returns how many messages it held.
+pub(crate) async fn clear(ctx: &Ctx, links: &PrimaryLinks) -> Result<u64, StoreError> {
+    let count = u64::try_from(read_all(ctx, links).await?.len()).unwrap_or(u64::MAX);
+    let mut conn = links.conn.clone();
+    let _: u64 = ctx
         .hop
         .call(
             "naive_del",
             redis::cmd("DEL")
-                .arg(&store.keys.naive)
+                .arg(&ctx.keys.naive)
                 .query_async(&mut conn),
         )
         .await?;

@@ -27,37 +27,79 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_redis::Connection;
+use std::sync::Mutex;
 
-use crate::domain::message::stored_json;
+use deadpool_redis::{Connection, Pool};
+
+use crate::store::entry::{RawMessage, stored_json};
+use crate::store::error::StoreError;
+use crate::store::pool;
 use crate::store::primary::PrimaryLinks;
 use crate::store::sequence::{continue_from, replication_id};
-use crate::store::strategy::{AppendRequest, Written, full_jitter};
-use crate::store::{Inner, RawMessage, StoreError};
+use crate::store::strategy::{AppendRequest, Ctx, Written, full_jitter};
 
 const BACKOFF_BASE: Duration = Duration::from_micros(500);
 const BACKOFF_CAP: Duration = Duration::from_millis(25);
 
-pub(crate) async fn append(
-    store: Arc<Inner>,
-    links: Arc<PrimaryLinks>,
-    request: AppendRequest,
-) -> Result<Written, StoreError> {
-    let pool = links
-        .pool
-        .as_ref()
-        .ok_or_else(|| StoreError::Pool("the watch strategy has no pool".into()))?;
-    let mut conn = match tokio::time::timeout(store.hop.timeout(), pool.get()).await {
+/// The watch strategy's own resource: a pool of `REDIS_POOL_SIZE` dedicated connections to
+/// the current primary, rebuilt when Sentinel names another.
+#[derive(Clone)]
+pub(crate) struct Watch {
+    pool: Arc<Mutex<Option<(String, Pool)>>>,
+    size: usize,
+    timeout: Duration,
+}
+
+impl Watch {
+    /// A strategy whose pools hold `size` connections, each connecting within `timeout`.
+    pub(crate) fn new(size: usize, timeout: Duration) -> Self {
+        Self {
+            pool: Arc::default(),
+            size,
+            timeout,
+        }
+    }
+
+    /// The pool to the primary at `url`, built on first use (and after a primary change).
+    fn pool_for(&self, url: &str) -> Result<Pool, StoreError> {
+        let mut pool = self
+            .pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((current, pool)) = pool.as_ref()
+            && current == url
+        {
+            return Ok(pool.clone());
+        }
+        let fresh = pool::dedicated(url, self.size, self.timeout)?;
+        *pool = Some((url.to_owned(), fresh.clone()));
+        Ok(fresh)
+    }
+
+    /// Appends with optimistic retries; see the module's steps.
+    pub(crate) async fn append(
+        self,
+        ctx: Arc<Ctx>,
+        links: Arc<PrimaryLinks>,
+        request: AppendRequest,
+    ) -> Result<Written, StoreError> {
+        let pool = self.pool_for(&links.url)?;
+        attempts(&ctx, &pool, &request).await
+    }
+}
+
+async fn attempts(ctx: &Ctx, pool: &Pool, request: &AppendRequest) -> Result<Written, StoreError> {
+    let mut conn = match tokio::time::timeout(ctx.hop.timeout(), pool.get()).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(err)) => return Err(StoreError::Pool(err.to_string())),
-        Err(_) => return Err(StoreError::Timeout(store.hop.timeout())),
+        Err(_) => return Err(StoreError::Timeout(ctx.hop.timeout())),
     };
-    let attempts = store.limits.watch_max_attempts;
+    let attempts = ctx.limits.watch_max_attempts;
     for attempt in 0..attempts {
-        match attempt_once(&store, &mut conn, &request).await {
+        match attempt_once(ctx, &mut conn, request).await {
             Ok(Some(outcome)) => return Ok(outcome),
             Ok(None) => {
-                store.metrics.watch_conflicts.inc();
+                ctx.metrics.watch_conflicts.inc();
                 tokio::time::sleep(full_jitter(attempt, BACKOFF_BASE, BACKOFF_CAP)).await;
             }
             Err(err) => {
@@ -81,11 +123,11 @@ type Read = (
 
 /// One optimistic attempt; `Ok(None)` when another writer got in first.
 async fn attempt_once(
-    store: &Inner,
+    ctx: &Ctx,
     conn: &mut Connection,
     request: &AppendRequest,
 ) -> Result<Option<Written>, StoreError> {
-    let keys = &store.keys;
+    let keys = &ctx.keys;
     let record = request.record.as_ref();
 
     // 1. One round trip: WATCH, then the reads. Without a key the last GET reads the sequence
@@ -114,11 +156,11 @@ async fn attempt_once(
         .cmd("GET")
         .arg(record.map_or(keys.seq.as_str(), |(key, _)| key.as_str()));
     let (seq, term, info, last, existing): Read =
-        store.hop.call("watch_read", read.query_async(conn)).await?;
+        ctx.hop.call("watch_read", read.query_async(conn)).await?;
 
     // 2. A replay.
     if let (Some(_), Some(existing)) = (record, existing) {
-        let _: () = store
+        let _: () = ctx
             .hop
             .call("unwatch", redis::cmd("UNWATCH").query_async(conn))
             .await?;
@@ -152,7 +194,7 @@ async fn attempt_once(
         .cmd("XADD")
         .arg(&keys.log)
         .arg("MAXLEN")
-        .arg(store.limits.max_messages)
+        .arg(ctx.limits.max_messages)
         .arg(format!("{id}-0"))
         .arg("m")
         .arg(&json)
@@ -163,16 +205,14 @@ async fn attempt_once(
             .arg(key)
             .arg(format!("{id} {suffix}"))
             .arg("EX")
-            .arg(store.limits.idempotency_ttl_secs)
+            .arg(ctx.limits.idempotency_ttl_secs)
             .ignore();
     }
     write.cmd("SET").arg(&keys.seq).arg(id).ignore();
     if new_term {
         write.cmd("SET").arg(&keys.term).arg(replid).ignore();
     }
-    let committed: Option<redis::Value> = store
-        .hop
-        .call("watch_exec", write.query_async(conn))
-        .await?;
+    let committed: Option<redis::Value> =
+        ctx.hop.call("watch_exec", write.query_async(conn)).await?;
     Ok(committed.map(|_| Written::Created(RawMessage { id, json })))
 }
