@@ -12,46 +12,16 @@ use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Serialize;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, RefOr, Response as ApiResponse};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 use crate::pressure::EXEMPT;
+use crate::probes::Readiness;
 use crate::{metrics, probes};
 
 pub use guestbook_api::{ErrorBody, ErrorCode};
-
-/// `/readiness`' body, ready or not.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Readiness {
-    /// `ready` or `unready`.
-    #[schema(pattern = "^(ready|unready)$")]
-    pub status: String,
-    /// Why unready: `latency` (the process's own p99.9), `shedding` (the share it refuses for
-    /// its own capacity) or `shutting_down`. Never a dependency.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub reason: Option<String>,
-    /// The windowed p99.9 of the time requests spent in this process, waits on dependencies
-    /// excluded, in milliseconds (absent while shutting down).
-    #[schema(nullable = false)]
-    pub p999_ms: Option<f64>,
-    /// `READINESS_P999_MS` (absent while shutting down).
-    #[schema(nullable = false)]
-    pub threshold_ms: Option<u64>,
-    /// Samples in the window (absent while shutting down).
-    #[schema(nullable = false)]
-    pub samples: Option<u64>,
-    /// Share of the requests of the last `READINESS_RECENT_SECS` refused for the process's own
-    /// capacity, 0-1 (absent while shutting down).
-    #[schema(nullable = false)]
-    pub shed_ratio: Option<f64>,
-    /// `READINESS_SHED_RATIO` (absent while shutting down).
-    #[schema(nullable = false)]
-    pub shed_ratio_threshold: Option<f64>,
-}
 
 /// The probes and `/metrics`, merged into each service's document.
 #[derive(OpenApi)]

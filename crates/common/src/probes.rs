@@ -9,6 +9,8 @@ use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::pressure::Pressure;
 
@@ -21,6 +23,36 @@ where
     Router::new()
         .route("/liveness", get(liveness))
         .route("/readiness", get(readiness))
+}
+
+/// `/readiness`' body, ready or not.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `unready`.
+    #[schema(pattern = "^(ready|unready)$")]
+    pub status: String,
+    /// Why unready: `latency` (the process's own p99.9), `shedding` (the share it refuses for
+    /// its own capacity) or `shutting_down`. Never a dependency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub reason: Option<String>,
+    /// The windowed p99.9 of the time requests spent in this process, waits on dependencies
+    /// excluded, in milliseconds (absent while shutting down).
+    #[schema(nullable = false)]
+    pub p999_ms: Option<f64>,
+    /// `READINESS_P999_MS` (absent while shutting down).
+    #[schema(nullable = false)]
+    pub threshold_ms: Option<u64>,
+    /// Samples in the window (absent while shutting down).
+    #[schema(nullable = false)]
+    pub samples: Option<u64>,
+    /// Share of the requests of the last `READINESS_RECENT_SECS` refused for the process's own
+    /// capacity, 0-1 (absent while shutting down).
+    #[schema(nullable = false)]
+    pub shed_ratio: Option<f64>,
+    /// `READINESS_SHED_RATIO` (absent while shutting down).
+    #[schema(nullable = false)]
+    pub shed_ratio_threshold: Option<f64>,
 }
 
 /// 200 while the process can answer at all.
@@ -43,8 +75,8 @@ pub(crate) async fn liveness() -> &'static str {
     path = "/readiness",
     tag = "probes",
     responses(
-        (status = 200, description = "Ready: the process's own latency and refused share are under their thresholds; dependencies are never looked at", body = crate::openapi::Readiness),
-        (status = 503, description = "Unready: `reason` is `latency` or `shedding` (with the figures) or `shutting_down`", body = crate::openapi::Readiness),
+        (status = 200, description = "Ready: the process's own latency and refused share are under their thresholds; dependencies are never looked at", body = Readiness),
+        (status = 503, description = "Unready: `reason` is `latency` or `shedding` (with the figures) or `shutting_down`", body = Readiness),
     )
 )]
 pub(crate) async fn readiness(State(pressure): State<Arc<Pressure>>) -> Response {

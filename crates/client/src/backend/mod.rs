@@ -2,18 +2,16 @@
 //! `http::Response<Bytes>` out, so tower's middleware (timeout, retry, the circuit breaker)
 //! can wrap it, and a retried request can be cloned cheaply.
 //!
-//! - `outcome`: [`BackendOutcome`], the one judgement of what a call gave.
 //! - `http`: the TLS transport; `pools`: connections with a bounded lifetime;
 //!   `service`: one call; `stack`: the layers around it, in order.
 
 mod http;
-mod outcome;
 mod pools;
 mod service;
 mod stack;
 
+pub use crate::middleware::outcome::{BackendOutcome, Transport as TransportFailure};
 pub use http::{POOL_IDLE_TIMEOUT, Transport};
-pub use outcome::{BackendOutcome, Transport as TransportFailure};
 pub use pools::{MakeClient, POOLS, RotatingPools};
 pub use service::{AttemptMetrics, BackendService, MAX_RESPONSE_BYTES};
 pub use stack::{BackendStack, StackConfig, build};

@@ -7,7 +7,7 @@
 use tower::BoxError;
 
 use super::state::Outcome;
-use crate::backend::BackendOutcome;
+use crate::middleware::outcome::BackendOutcome;
 
 /// Decides the [`Outcome`] of a completed call from its result.
 pub trait Classify<Res> {
@@ -47,7 +47,7 @@ impl<B> Classify<http::Response<B>> for HttpClassifier {
 mod tests {
     use super::*;
 
-    // The table of statuses and errors is `BackendOutcome`'s (backend/outcome/tests.rs).
+    // The table of statuses and errors is `BackendOutcome`'s (middleware/outcome/tests.rs).
     #[test]
     fn the_http_classifier_asks_the_backend_outcome() {
         let response = http::Response::builder()

@@ -30,7 +30,7 @@
 //!   empty counters.
 //!
 //! What counts as a failure is the classifier's call ([`Classify`]): [`HttpClassifier`] asks
-//! [`BackendOutcome::is_failure`](crate::backend::BackendOutcome::is_failure), which counts
+//! [`BackendOutcome::is_failure`](crate::middleware::outcome::BackendOutcome::is_failure), which counts
 //! 5xx, 429 and transport errors and ignores other 4xx (the caller's fault, not the
 //! backend's) and a 503 or 429 with `Retry-After` (a live backend asking to come back). A call cancelled before it finished (its future dropped) is ignored too.
 //! Ignored calls count neither way, so they can neither trip the circuit nor dilute a

@@ -5,7 +5,7 @@
 //! 1. it is safe to send twice: an idempotent method, or a POST with an `Idempotency-Key`;
 //! 2. the failure is transient: a connection error, a per-attempt timeout, or 500/502/503/504/429
 //!    (never another 4xx, never "circuit open"), as
-//!    [`BackendOutcome::is_retryable`](crate::backend::BackendOutcome::is_retryable) says;
+//!    [`BackendOutcome::is_retryable`](crate::middleware::outcome::BackendOutcome::is_retryable) says;
 //! 3. attempts remain (`RETRY_MAX_ATTEMPTS` counts the first try);
 //! 4. the circuit is not open: once the breaker has given up on the backend, retries already
 //!    in flight stop too (a sleeping one is woken, and the gate below the retry refuses it);

@@ -14,8 +14,8 @@ use prometheus_client::registry::Registry;
 use tower::BoxError;
 
 use super::budget::RetryBudget;
-use crate::backend::BackendOutcome;
 use crate::middleware::circuit_breaker::{Breaker, State};
+use crate::middleware::outcome::BackendOutcome;
 
 /// Retry settings.
 #[derive(Debug, Clone)]
