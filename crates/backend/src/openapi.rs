@@ -2,8 +2,8 @@
 //! attributes and served at `GET /openapi.json`. `openapi/backend.json` is the checked-in
 //! copy; `make openapi` rewrites it and a test fails when it differs from this.
 
-use guestbook_common::openapi::{BearerAuth, CommonApi, HeaderLimit, Shedding};
-use utoipa::{Modify, OpenApi};
+use guestbook_common::openapi::BearerAuth;
+use utoipa::OpenApi;
 
 use crate::routes::{admin, data, faults, health, messages, slow, stream};
 
@@ -57,11 +57,7 @@ fn openapi_json() {}
 /// The whole document: this crate's paths, the shared probes, the shedder's 503 and the
 /// header limit's 431.
 pub fn document() -> utoipa::openapi::OpenApi {
-    let mut document = ApiDoc::openapi();
-    document.merge(CommonApi::openapi());
-    Shedding.modify(&mut document);
-    HeaderLimit.modify(&mut document);
-    document
+    guestbook_common::openapi::complete(ApiDoc::openapi())
 }
 
 /// [`document`] as pretty JSON, as served and checked in.

@@ -7,8 +7,8 @@
 //! they cannot drift.
 
 use guestbook_api::{Deleted, Message, MessagePage, NewMessageBody, Order};
-use guestbook_common::openapi::{BearerAuth, CommonApi, ErrorBody, HeaderLimit, Shedding};
-use utoipa::{IntoParams, Modify, OpenApi};
+use guestbook_common::openapi::{BearerAuth, ErrorBody};
+use utoipa::{IntoParams, OpenApi};
 
 use crate::routes::{fetch, load, status};
 
@@ -178,11 +178,7 @@ pub struct ApiDoc;
 /// The whole document: this crate's paths, the shared probes, the shedder's 503 and the
 /// header limit's 431.
 pub fn document() -> utoipa::openapi::OpenApi {
-    let mut document = ApiDoc::openapi();
-    document.merge(CommonApi::openapi());
-    Shedding.modify(&mut document);
-    HeaderLimit.modify(&mut document);
-    document
+    guestbook_common::openapi::complete(ApiDoc::openapi())
 }
 
 /// [`document`] as pretty JSON, as served and checked in.

@@ -129,6 +129,15 @@ fn add_to_every_operation(
     }
 }
 
+/// A service's whole document: its own paths (`own`), the shared probes and `/metrics`, the
+/// shedder's 503 and the header limit's 431, the same way for both services.
+pub fn complete(mut own: Document) -> Document {
+    own.merge(CommonApi::openapi());
+    Shedding.modify(&mut own);
+    HeaderLimit.modify(&mut own);
+    own
+}
+
 /// The document as served and checked in: pretty JSON with a final newline.
 pub fn render(document: &Document) -> String {
     let mut json = document
