@@ -3,11 +3,12 @@
 //!
 //! - [`settings`]: every setting, parsed and validated once.
 //! - [`app`]: the state, the router and the serving loop.
-//! - [`backend`]: reqwest as a tower `Service`, the stack around it (its order is documented
-//!   there), and [`BackendOutcome`](backend::BackendOutcome), the one judgement of what a
+//! - [`backend`]: reqwest as a tower `Service`, the rotating pools, and the stack around them
+//!   (its order is documented there).
+//! - [`middleware`]: the circuit breaker (tower has none), the retry policy and its budget, and
+//!   [`BackendOutcome`](middleware::outcome::BackendOutcome), the one judgement of what a
 //!   backend call gave that the breaker, the retry policy, `/fetch`, the proxy, the stream and
 //!   the metric labels all ask.
-//! - [`middleware`]: the circuit breaker (tower has none) and the retry policy.
 //! - [`openapi`]: the OpenAPI 3.1 document, generated from the handlers.
 //! - [`routes`]: `/fetch`, `/status`, the load generator, the `/api` proxy and the stream
 //!   passthrough; every error answer is `guestbook_api::ErrorBody` with its code.
