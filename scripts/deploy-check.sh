@@ -94,6 +94,20 @@ echo "deploy/compose/docker-compose.yml valid (docker-compose $(docker-compose v
 step "hadolint"
 hadolint --failure-threshold warning Dockerfile.backend Dockerfile.client
 echo "Dockerfile.backend, Dockerfile.client clean"
+# The dependency layer stubs every workspace member by name: a member added to Cargo.toml and
+# not to the Dockerfiles breaks the from-source image build, which no registry lets run here.
+python3 - <<'PY'
+import re, sys
+members = re.search(r'members = \[([^\]]*)\]', open("Cargo.toml").read()).group(1)
+members = sorted(m.strip().strip('"') for m in members.split(",") if m.strip())
+for dockerfile in ("Dockerfile.backend", "Dockerfile.client"):
+    text = open(dockerfile).read()
+    stubbed = sorted(re.search(r"RUN for dir in ([^;]*); do", text).group(1).split())
+    copied = sorted(re.findall(r"^COPY (\S+)/Cargo.toml \1/$", text, re.M))
+    if stubbed != members or copied != members:
+        sys.exit(f"{dockerfile}: workspace members {members}, stubbed {stubbed}, manifests copied {copied}")
+print(f"both Dockerfiles stub every workspace member: {' '.join(members)}")
+PY
 
 step "actionlint"
 # The release workflow cannot run here (no registry); this is as far as it is checked.
