@@ -1,6 +1,7 @@
 //! The `guestbook-loadtest` binary.
 //!
-//! Exit codes: 0 done (and, for `messages`, verified); 1 the exactly-once check failed;
+//! Exit codes: 0 done (and, for `messages`, verified; for `stream`, every delivery made once);
+//! 1 the exactly-once check failed, or a `stream` subscriber missed or repeated a message;
 //! 2 bad usage; 3 the run could not be carried out (target unreachable, clear refused).
 
 use std::process::ExitCode;
@@ -77,6 +78,22 @@ async fn main() -> ExitCode {
             }
             show(&report, args.json, || report.table());
             ExitCode::SUCCESS
+        }
+        Command::Stream(args) => {
+            let run = match args.to_run() {
+                Ok(run) => run,
+                Err(problem) => return usage(&problem),
+            };
+            let report = match run.run().await {
+                Ok(report) => report,
+                Err(err) => return could_not_run(&err),
+            };
+            show(&report, args.json, || report.table());
+            if report.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }
