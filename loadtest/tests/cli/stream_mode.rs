@@ -5,34 +5,50 @@ use guestbook_backend::store::AppendStrategy;
 
 use crate::helpers::{RedisServer, backend_with, json, loadtest};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_subscribers_over_two_source_addresses_read_every_message_once() {
+/// Runs `stream` with `args` against a fresh backend whose caps are `in_all` streams and
+/// `per_address` per client address; the exit code and the JSON report.
+async fn stream_against(
+    in_all: usize,
+    per_address: usize,
+    args: &[&str],
+) -> (Option<i32>, serde_json::Value) {
     let redis = RedisServer::start().await;
-    // 25 streams per address: the per-address cap would refuse 50 from one address.
     let backend = backend_with(&redis, AppendStrategy::Lua, |settings| {
-        settings.max_stream_clients = 64;
-        settings.max_streams_per_client = 25;
+        settings.max_stream_clients = in_all;
+        settings.max_streams_per_client = per_address;
     })
     .await;
+    let mut command = vec!["stream", "--url", backend.base.as_str(), "--json"];
+    command.extend(args);
+    let output = loadtest(&command).await;
+    (output.status.code(), json(&output))
+}
 
-    let output = loadtest(&[
-        "stream",
-        "--url",
-        &backend.base,
-        "--subscribers",
-        "50",
-        "--source-addrs",
-        "127.0.0.1-127.0.0.2",
-        "--rate",
-        "20/s",
-        "--duration",
-        "1s",
-        "--json",
-    ])
+/// The count refused by `cap` in a report.
+fn refused_by(report: &serde_json::Value, cap: &str) -> u64 {
+    report["refused"][cap].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_subscribers_over_two_source_addresses_read_every_message_once() {
+    // 25 streams per address: the per-address cap would refuse 50 from one address.
+    let (code, report) = stream_against(
+        64,
+        25,
+        &[
+            "--subscribers",
+            "50",
+            "--source-addrs",
+            "127.0.0.1-127.0.0.2",
+            "--rate",
+            "20/s",
+            "--duration",
+            "1s",
+        ],
+    )
     .await;
 
-    let report = json(&output);
-    assert_eq!(output.status.code(), Some(0), "{report}");
+    assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["passed"], true);
     assert_eq!(report["opened"], 50);
     assert_eq!(report["messages_acknowledged"], 20);
@@ -48,74 +64,44 @@ async fn fifty_subscribers_over_two_source_addresses_read_every_message_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_over_the_backends_caps_are_refusals_by_cap_not_misses() {
-    let redis = RedisServer::start().await;
-    let backend = backend_with(&redis, AppendStrategy::Lua, |settings| {
-        settings.max_stream_clients = 6;
-        settings.max_streams_per_client = 4;
-    })
+    // Two addresses, 4 streams each at most, 6 in all: 10 subscribers leave 4 refused, some
+    // of them by the cap in all.
+    let (code, report) = stream_against(
+        6,
+        4,
+        &[
+            "--subscribers",
+            "10",
+            "--source-addrs",
+            "127.0.0.1,127.0.0.2",
+            "--duration",
+            "0.5s",
+            "--connect-concurrency",
+            "1",
+        ],
+    )
     .await;
 
-    // Two addresses: 4 open from the first, then the global cap leaves room for 2 more.
-    let output = loadtest(&[
-        "stream",
-        "--url",
-        &backend.base,
-        "--subscribers",
-        "10",
-        "--source-addrs",
-        "127.0.0.1,127.0.0.2",
-        "--rate",
-        "10/s",
-        "--duration",
-        "0.5s",
-        "--connect-concurrency",
-        "1",
-        "--json",
-    ])
-    .await;
-
-    let report = json(&output);
-    assert_eq!(output.status.code(), Some(0), "{report}");
+    assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["opened"], 6, "{report}");
-    let refused = &report["refused"];
-    let by_cap = |cap: &str| refused[cap].as_u64().unwrap_or(0);
+    let in_all = refused_by(&report, "MAX_STREAM_CLIENTS");
     assert_eq!(
-        by_cap("MAX_STREAM_CLIENTS") + by_cap("MAX_STREAMS_PER_CLIENT"),
+        in_all + refused_by(&report, "MAX_STREAMS_PER_CLIENT"),
         4,
         "{report}"
     );
-    assert!(by_cap("MAX_STREAM_CLIENTS") > 0, "{report}");
+    assert!(in_all > 0, "{report}");
     assert_eq!(report["misses"], 0);
     assert_eq!(report["deliveries_made"], report["deliveries_expected"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_over_the_per_address_cap_is_refused_by_that_cap() {
-    let redis = RedisServer::start().await;
-    let backend = backend_with(&redis, AppendStrategy::Lua, |settings| {
-        settings.max_stream_clients = 20;
-        settings.max_streams_per_client = 3;
-    })
-    .await;
+    let (code, report) = stream_against(20, 3, &["--subscribers", "5", "--duration", "0.3s"]).await;
 
-    let output = loadtest(&[
-        "stream",
-        "--url",
-        &backend.base,
-        "--subscribers",
-        "5",
-        "--rate",
-        "10/s",
-        "--duration",
-        "0.3s",
-        "--json",
-    ])
-    .await;
-
-    let report = json(&output);
-    assert_eq!(output.status.code(), Some(0), "{report}");
+    assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["opened"], 3);
-    assert_eq!(report["refused"]["MAX_STREAMS_PER_CLIENT"], 2, "{report}");
+    assert_eq!(refused_by(&report, "MAX_STREAMS_PER_CLIENT"), 2, "{report}");
     assert_eq!(report["misses"], 0);
 }
 
