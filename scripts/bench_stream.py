@@ -83,11 +83,13 @@ def row(subscribers, run):
     refused = sum(r["refused"].values()) + sum(r["failed_to_open"].values())
     per = r["memory"]["per_subscriber_bytes"]
     per = "?" if per is None else f"{per / 1024:.1f} KiB"
+    cpu = r["cpu"]
+    busy = lambda seconds: "?" if seconds is None else f"{100 * seconds / max(cpu['wall_seconds'], 1e-9):.0f} %"
     return (
         f"| {subscribers:,} | {r['opened']:,} | {refused:,} | {r['messages_acknowledged']} of {r['messages_posted']} "
         f"| {r['deliveries_made']:,} of {r['deliveries_expected']:,} | {r['misses']:,} | {r['duplicates']:,} "
         f"| {ack['p50']:.1f} / {ack['p99']:.1f} / {ack['max']:.1f} | {sent['p50']:.1f} / {sent['p99']:.1f} / {sent['max']:.1f} "
-        f"| {per} |"
+        f"| {per} | {busy(cpu['backend_seconds'])} | {busy(cpu['tool_seconds'])} |"
     )
 
 
@@ -102,7 +104,8 @@ def verdict(runs):
         ("≤ 16 KB per subscriber", per is not None and per <= 16_000),
     ]
     said = "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in checks)
-    return f"Goal at {subscribers:,} subscribers: {said}."
+    exact = "" if per is None else f" Memory per subscriber: {per:,} bytes (16 KiB is 16,384)."
+    return f"Goal at {subscribers:,} subscribers: {said}.{exact}"
 
 
 def main():
@@ -123,15 +126,16 @@ def main():
         f"Measured {datetime.date.today().isoformat()} by `python3 scripts/bench_stream.py` on "
         f"{os.cpu_count()} cores shared by the backend, its Redis and the load tool (and, during this run, "
         "other builds and tests: the delays are noisy). One release backend over a private `redis-server`, "
-        f"MAX_STREAM_CLIENTS raised to the subscriber count; the subscribers connect from {sources} loopback "
+        f"MAX_STREAM_CLIENTS raised to at least the subscriber count; the subscribers connect from {sources} loopback "
         f"addresses; once all are open, {rate} messages/s for {duration} s, each with an Idempotency-Key. "
         "A miss is an acknowledged message an open subscriber never read. Fan-out delays in ms (p50 / p99 / max), "
         "from the POST's answer (0 when the event came first) and from the POST leaving. Memory per subscriber: "
-        "the backend's RSS growth while the subscribers opened, divided by those open.",
+        "the backend's RSS growth while the subscribers opened, divided by those open. CPU: the backend's and "
+        "the load tool's CPU time while messages flowed, as a share of one core (200 % is both cores).",
         "",
         "| subscribers | opened | refused or failed | messages acked | deliveries made | misses | duplicates "
-        "| fan-out from ack | fan-out from send | memory each |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| fan-out from ack | fan-out from send | memory each | backend CPU | load tool CPU |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(row(n, run) for n, run in runs.items()),
         "",
         verdict(runs),

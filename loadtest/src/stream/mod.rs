@@ -29,7 +29,7 @@ use futures_util::StreamExt;
 use guestbook_api::{Message, NewMessageBody};
 use tokio::sync::{Semaphore, watch};
 
-use crate::stream::report::{Memory, StreamReport};
+use crate::stream::report::{Cpu, Memory, StreamReport};
 use crate::stream::subscriber::{Dial, Finish, Opened, open_stream};
 use crate::stream::tally::{Posted, Received, tally};
 
@@ -128,6 +128,7 @@ impl StreamRun {
         let rss_after = self.resident_bytes(&client).await;
 
         let posting = start.elapsed();
+        let cpu_before = self.cpu_seconds();
         let outcomes: Vec<Result<Posted, String>> = futures_util::stream::iter(0..self.messages)
             .map(|index| {
                 let client = client.clone();
@@ -161,6 +162,12 @@ impl StreamRun {
                 all.await
             }
         };
+        let cpu_after = self.cpu_seconds();
+        let cpu = Cpu {
+            wall_seconds: (start.elapsed() - posting).as_secs_f64(),
+            backend_seconds: cpu_after.0.zip(cpu_before.0).map(|(a, b)| a - b),
+            tool_seconds: cpu_after.1.zip(cpu_before.1).map(|(a, b)| a - b),
+        };
         let received: Vec<Received> = joined.into_iter().flatten().flatten().collect();
         let mut ended_early: BTreeMap<String, u64> = BTreeMap::new();
         for kind in received.iter().filter_map(|r| r.ended_early) {
@@ -181,7 +188,7 @@ impl StreamRun {
                 post_seconds,
             },
             &tally,
-            Memory::new(rss_before, rss_after, opening.opened),
+            (Memory::new(rss_before, rss_after, opening.opened), cpu),
             warnings,
         ))
     }
@@ -277,6 +284,15 @@ impl StreamRun {
             tokio::time::sleep(Duration::from_millis(50) * attempt).await;
         }
         Err(failure)
+    }
+
+    /// CPU seconds so far: the backend's (with its pid) and this tool's.
+    fn cpu_seconds(&self) -> (Option<f64>, Option<f64>) {
+        (
+            self.backend_pid
+                .and_then(|pid| system::cpu_seconds_of(Some(pid))),
+            system::cpu_seconds_of(None),
+        )
     }
 
     async fn resident_bytes(&self, client: &reqwest::Client) -> Option<u64> {

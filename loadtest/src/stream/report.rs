@@ -60,6 +60,18 @@ impl Memory {
     }
 }
 
+/// CPU seconds spent while messages were posted and read (from the first POST to the last
+/// subscriber's end): with every process on the same cores, which one was busy.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Cpu {
+    /// Seconds of that phase.
+    pub wall_seconds: f64,
+    /// The backend's CPU seconds (with `--backend-pid`).
+    pub backend_seconds: Option<f64>,
+    /// The load tool's own CPU seconds.
+    pub tool_seconds: Option<f64>,
+}
+
 /// The report of a `stream` run.
 #[derive(Debug, Clone, Serialize)]
 pub struct StreamReport {
@@ -112,6 +124,8 @@ pub struct StreamReport {
     pub fan_out_from_sent_ms: Percentiles,
     /// The backend's memory.
     pub memory: Memory,
+    /// CPU time of the backend and of the tool while messages flowed.
+    pub cpu: Cpu,
     /// What may have limited the run (the descriptor limit).
     pub warnings: Vec<String>,
 }
@@ -122,7 +136,7 @@ impl StreamReport {
         run: &StreamRun,
         counts: Counts,
         tally: &Tally,
-        memory: Memory,
+        (memory, cpu): (Memory, Cpu),
         warnings: Vec<String>,
     ) -> Self {
         Self {
@@ -153,6 +167,7 @@ impl StreamReport {
             fan_out_from_acknowledged_ms: Percentiles::of(&tally.from_acknowledged),
             fan_out_from_sent_ms: Percentiles::of(&tally.from_sent),
             memory,
+            cpu,
             warnings,
         }
     }

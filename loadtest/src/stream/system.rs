@@ -1,5 +1,6 @@
 //! What the `stream` mode needs from the operating system: enough file descriptors for its
-//! sockets, and the backend's resident memory (from `/proc`, or from the backend's `/metrics`).
+//! sockets, the backend's resident memory (from `/proc`, or from the backend's `/metrics`), and
+//! CPU time (the backend's and the tool's own, from `/proc`), to tell which of them was busy.
 
 use std::time::Duration;
 
@@ -35,6 +36,18 @@ pub fn resident_bytes_of(pid: u32) -> Option<u64> {
     let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
     let kilobytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kilobytes * 1024)
+}
+
+/// User and system CPU seconds of process `pid` (`None`: this process), from `/proc/PID/stat`.
+pub fn cpu_seconds_of(pid: Option<u32>) -> Option<f64> {
+    let who = pid.map_or_else(|| "self".to_owned(), |pid| pid.to_string());
+    let stat = std::fs::read_to_string(format!("/proc/{who}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after its `)` are plain.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |at: usize| fields.get(at)?.parse::<u64>().ok();
+    // utime and stime are fields 14 and 15, so 11 and 12 after the command name.
+    let total = ticks(11)? + ticks(12)?;
+    Some(total as f64 / rustix::param::clock_ticks_per_second() as f64)
 }
 
 /// `process_resident_memory_bytes` from the backend's `/metrics`.
@@ -81,6 +94,16 @@ mod tests {
     #[test]
     fn this_process_has_a_resident_size() {
         assert!(resident_bytes_of(std::process::id()).is_some_and(|rss| rss > 0));
+    }
+
+    #[test]
+    fn this_process_has_spent_some_cpu_time() {
+        let spent = cpu_seconds_of(None);
+        assert!(spent.is_some_and(|seconds| seconds >= 0.0), "{spent:?}");
+        assert_eq!(
+            spent.is_some(),
+            cpu_seconds_of(Some(std::process::id())).is_some()
+        );
     }
 
     #[test]
