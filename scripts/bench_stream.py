@@ -84,7 +84,10 @@ def row(subscribers, run):
     per = r["memory"]["per_subscriber_bytes"]
     per = "?" if per is None else f"{per / 1024:.1f} KiB"
     cpu = r["cpu"]
-    busy = lambda seconds: "?" if seconds is None else f"{100 * seconds / max(cpu['wall_seconds'], 1e-9):.0f} %"
+
+    def busy(seconds):
+        return "?" if seconds is None else f"{100 * seconds / max(cpu['wall_seconds'], 1e-9):.0f} %"
+
     return (
         f"| {subscribers:,} | {r['opened']:,} | {refused:,} | {r['messages_acknowledged']} of {r['messages_posted']} "
         f"| {r['deliveries_made']:,} of {r['deliveries_expected']:,} | {r['misses']:,} | {r['duplicates']:,} "
