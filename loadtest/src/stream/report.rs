@@ -246,6 +246,16 @@ impl StreamReport {
             "memory per subscriber",
             kib(self.memory.per_subscriber_bytes),
         );
+        let seconds = |cpu: Option<f64>| cpu.map_or("?".to_owned(), |s| format!("{s:.1} s"));
+        row(
+            "CPU while messages flowed",
+            format!(
+                "backend {}, load tool {}, in {:.1} s",
+                seconds(self.cpu.backend_seconds),
+                seconds(self.cpu.tool_seconds),
+                self.cpu.wall_seconds
+            ),
+        );
         for warning in &self.warnings {
             row("warning", warning.clone());
         }
