@@ -262,3 +262,60 @@ impl StreamReport {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::stream::tally::tally;
+
+    fn run() -> StreamRun {
+        StreamRun {
+            base: "http://127.0.0.1:8080".to_owned(),
+            target: "127.0.0.1:8080".parse().expect("an address"),
+            host: "127.0.0.1:8080".to_owned(),
+            sources: vec!["127.0.0.1".parse().expect("an address")],
+            subscribers: 3,
+            rate: 10.0,
+            messages: 0,
+            ramp: Duration::ZERO,
+            connect_concurrency: 1,
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            grace: Duration::from_secs(1),
+            post_timeout: Duration::from_secs(1),
+            backend_pid: None,
+            run_id: "t".to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_table_names_refusals_by_cap_and_the_cpu_of_both_sides() {
+        let counts = Counts {
+            opened: 2,
+            refused: BTreeMap::from([("MAX_STREAM_CLIENTS".to_owned(), 1)]),
+            ..Counts::default()
+        };
+        let cpu = Cpu {
+            wall_seconds: 1.0,
+            backend_seconds: Some(0.5),
+            tool_seconds: None,
+        };
+        let report = StreamReport::new(
+            &run(),
+            counts,
+            &tally(&[], &[]),
+            (Memory::new(Some(1_000), Some(3_048), 2), cpu),
+            Vec::new(),
+        );
+        let table = report.table();
+        assert!(!report.passed, "nothing was acknowledged");
+        assert!(table.contains("refused by MAX_STREAM_CLIENTS"), "{table}");
+        assert!(
+            table.contains("memory per subscriber      1.0 KiB"),
+            "{table}"
+        );
+        assert!(table.contains("backend 0.5 s, load tool ?"), "{table}");
+    }
+}
