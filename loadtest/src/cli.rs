@@ -1,4 +1,5 @@
-//! The command line: `guestbook-loadtest messages ...` and `guestbook-loadtest http ...`.
+//! The command line: `guestbook-loadtest messages ...`, `http ...` and `stream ...` (whose
+//! flags live in [`crate::stream::args`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +29,9 @@ pub enum Command {
     Messages(MessagesArgs),
     /// HTTP load: closed loop (--connections) or open loop at a constant --rate.
     Http(HttpArgs),
+    /// Open N live-update subscribers on one backend, post messages at a steady rate, and
+    /// exit non-zero on any miss or duplicate; reports fan-out delay and memory per subscriber.
+    Stream(crate::stream::args::StreamArgs),
 }
 
 /// `messages` flags.

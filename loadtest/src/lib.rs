@@ -11,6 +11,8 @@
 //! - [`report`]: tables for people, JSON for machines.
 //! - [`plot`]: latency, goodput and failures over time as SVG or PNG.
 //! - [`timeline`]: the `messages` mode's per-second timeline and `--trace` CSV.
+//! - [`stream`]: the `stream` mode: N live-update subscribers, messages at a steady rate,
+//!   deliveries, misses, duplicates, fan-out delay and the backend's memory per subscriber.
 //! - [`progress`]: a progress bar when stderr is a terminal, around a run.
 
 pub mod cli;
@@ -21,5 +23,6 @@ pub mod progress;
 pub mod report;
 pub mod schedule;
 pub mod stats;
+pub mod stream;
 pub mod timeline;
 pub mod verify;

@@ -1,14 +1,17 @@
 //! The `guestbook-loadtest` binary.
 //!
-//! Exit codes: 0 done (and, for `messages`, verified); 1 the exactly-once check failed;
+//! Exit codes: 0 done (and, for `messages`, verified; for `stream`, every delivery made once);
+//! 1 the exactly-once check failed, or a `stream` subscriber missed or repeated a message;
 //! 2 bad usage; 3 the run could not be carried out (target unreachable, clear refused).
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use guestbook_loadtest::cli::{Cli, Command};
+use guestbook_loadtest::messages::MessagesReport;
 use guestbook_loadtest::progress::Progress;
 use guestbook_loadtest::report::HttpReport;
+use guestbook_loadtest::stream::report::StreamReport;
 
 fn usage(problem: &str) -> ExitCode {
     eprintln!("error: {problem}");
@@ -33,6 +36,26 @@ fn show(report: &impl serde::Serialize, json: bool, table: impl FnOnce() -> Stri
     }
 }
 
+/// Shows a checked run's report: exit code 0 when it passed, 1 when not, 3 when it could not
+/// be carried out.
+fn verdict<R: serde::Serialize>(
+    report: anyhow::Result<R>,
+    json: bool,
+    table: impl FnOnce(&R) -> String,
+    passed: impl FnOnce(&R) -> bool,
+) -> ExitCode {
+    let report = match report {
+        Ok(report) => report,
+        Err(err) => return could_not_run(&err),
+    };
+    show(&report, json, || table(&report));
+    if passed(&report) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -46,16 +69,9 @@ async fn main() -> ExitCode {
                 run.run(counter)
             })
             .await;
-            let report = match report {
-                Ok(report) => report,
-                Err(err) => return could_not_run(&err),
-            };
-            show(&report, args.json, || report.table());
-            if report.passed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            verdict(report, args.json, MessagesReport::table, |report| {
+                report.passed
+            })
         }
         Command::Http(args) => {
             let load = match args.to_load() {
@@ -77,6 +93,15 @@ async fn main() -> ExitCode {
             }
             show(&report, args.json, || report.table());
             ExitCode::SUCCESS
+        }
+        Command::Stream(args) => {
+            let run = match args.to_run() {
+                Ok(run) => run,
+                Err(problem) => return usage(&problem),
+            };
+            verdict(run.run().await, args.json, StreamReport::table, |report| {
+                report.passed
+            })
         }
     }
 }

@@ -11,7 +11,8 @@ use serde::Serialize;
 /// Longest latency recorded exactly: one hour. Longer values are clamped (saturating).
 const MAX_MICROS: u64 = 3_600_000_000;
 
-fn histogram(sigfig: u8) -> Histogram<u64> {
+/// An empty histogram of microseconds, 1 µs to one hour, with `sigfig` significant digits.
+pub fn histogram(sigfig: u8) -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_MICROS, sigfig).expect("static histogram bounds are valid")
 }
 

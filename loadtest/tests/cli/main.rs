@@ -5,4 +5,5 @@ mod helpers;
 
 mod http_mode;
 mod messages_mode;
+mod stream_mode;
 mod usage;

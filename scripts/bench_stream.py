@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Live readers per backend: N Server-Sent-Events subscribers on one release backend, one message
+per 100 ms for 30 s, measured by the load tool's own `stream` mode: deliveries made against
+expected, misses, duplicates, fan-out delay, and the backend's memory per subscriber (its RSS,
+from /proc, before and after the subscribers open, divided by those open). The goal: 10,000
+subscribers, every delivery made, fan-out p99 at most 100 ms, at most 16 KB each.
+
+Each N gets a fresh private redis-server (no persistence) and a fresh release backend with
+MAX_STREAM_CLIENTS raised to N; the subscribers connect from 40 loopback addresses
+(127.0.0.1-127.0.0.40), so the per-address cap (MAX_STREAMS_PER_CLIENT, 256) is not what
+refuses them. Everything is on 127.0.0.1; the script stops exactly the processes it started.
+Results: target/bench/stream.json and the section between <!-- stream:begin --> and
+<!-- stream:end --> of BENCHMARKS.md (unless BENCHMARKS_MD="").
+
+Environment: SUBSCRIBERS ["1000 10000"], RATE [10], DURATION [30], SOURCES [40],
+REDIS_PORT [6398], PORT [18114].
+"""
+
+import datetime
+import json
+import os
+import resource
+import shlex
+import subprocess
+import sys
+
+from benchkit import benchmarks_md, env_int, how_to_run, port_free, prepare, publish, stop, wait_http
+
+BACKEND = "target/release/guestbook-backend"
+LOADTEST = "target/release/guestbook-loadtest"
+WHO = "bench_stream"
+
+
+def more_descriptors():
+    """In the backend's child process: the soft descriptor limit up to the hard one (one
+    socket per subscriber)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def one_run(subscribers, rate, duration, sources, redis_port, port):
+    """One fresh Redis and backend, `subscribers` streams; the tool's JSON report and command."""
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    backend = None
+    try:
+        for _ in range(100):
+            if not port_free(redis_port):
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        env = dict(
+            os.environ,
+            LISTEN_ADDR=f"127.0.0.1:{port}",
+            REDIS_URL=f"redis://127.0.0.1:{redis_port}",
+            MAX_STREAM_CLIENTS=str(max(subscribers, 1024)),
+            RUST_LOG="warn",
+        )
+        backend = subprocess.Popen([BACKEND], env=env, stdout=subprocess.DEVNULL, preexec_fn=more_descriptors)
+        wait_http(f"http://127.0.0.1:{port}/liveness", backend, WHO)
+        command = [
+            LOADTEST, "stream", "--url", f"http://127.0.0.1:{port}",
+            "--subscribers", str(subscribers), "--rate", f"{rate}/s", "--duration", f"{duration}s",
+            "--source-addrs", f"127.0.0.1-127.0.0.{sources}", "--ramp", f"{max(1, subscribers // 1000)}s",
+            "--backend-pid", str(backend.pid), "--json",
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode not in (0, 1):
+            sys.exit(f"{WHO}: the load tool could not run ({done.returncode}): {done.stderr.strip()}")
+        display = [part if part != str(backend.pid) else "$BACKEND_PID" for part in command]
+        return {"command": shlex.join(display), "exit_code": done.returncode, "report": json.loads(done.stdout)}
+    finally:
+        if backend is not None:
+            stop(backend)
+        stop(redis)
+
+
+def row(subscribers, run):
+    """One table row of a run."""
+    r = run["report"]
+    ack, sent = r["fan_out_from_acknowledged_ms"], r["fan_out_from_sent_ms"]
+    refused = sum(r["refused"].values()) + sum(r["failed_to_open"].values())
+    per = r["memory"]["per_subscriber_bytes"]
+    per = "?" if per is None else f"{per / 1024:.1f} KiB"
+    cpu = r["cpu"]
+
+    def busy(seconds):
+        return "?" if seconds is None else f"{100 * seconds / max(cpu['wall_seconds'], 1e-9):.0f} %"
+
+    return (
+        f"| {subscribers:,} | {r['opened']:,} | {refused:,} | {r['messages_acknowledged']} of {r['messages_posted']} "
+        f"| {r['deliveries_made']:,} of {r['deliveries_expected']:,} | {r['misses']:,} | {r['duplicates']:,} "
+        f"| {ack['p50']:.1f} / {ack['p99']:.1f} / {ack['max']:.1f} | {sent['p50']:.1f} / {sent['p99']:.1f} / {sent['max']:.1f} "
+        f"| {per} | {busy(cpu['backend_seconds'])} | {busy(cpu['tool_seconds'])} |"
+    )
+
+
+def verdict(runs):
+    """The goal's verdict on the largest run."""
+    subscribers, run = max(runs.items())
+    r = run["report"]
+    per = r["memory"]["per_subscriber_bytes"]
+    checks = [
+        ("every delivery made", r["misses"] == 0 and r["opened"] == subscribers and r["deliveries_expected"] > 0),
+        ("fan-out p99 ≤ 100 ms (from the POST's answer)", r["fan_out_from_acknowledged_ms"]["p99"] <= 100.0),
+        ("≤ 16 KB per subscriber", per is not None and per <= 16_000),
+    ]
+    said = "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in checks)
+    exact = "" if per is None else f" Memory per subscriber: {per:,} bytes (16 KiB is 16,384)."
+    return f"Goal at {subscribers:,} subscribers: {said}.{exact}"
+
+
+def main():
+    counts = [int(n) for n in os.environ.get("SUBSCRIBERS", "1000 10000").split()]
+    rate = env_int("RATE", 10)
+    duration = env_int("DURATION", 30)
+    sources = env_int("SOURCES", 40)
+    redis_port = env_int("REDIS_PORT", 6398)
+    port = env_int("PORT", 18114)
+    doc = benchmarks_md()
+    prepare(WHO, binaries=(BACKEND, LOADTEST), ports=(redis_port, port))
+
+    runs = {n: one_run(n, rate, duration, sources, redis_port, port) for n in counts}
+    os.makedirs("target/bench", exist_ok=True)
+    with open("target/bench/stream.json", "w", encoding="utf-8") as out:
+        json.dump(runs, out, indent=2)
+    lines = [
+        f"Measured {datetime.date.today().isoformat()} by `python3 scripts/bench_stream.py` on "
+        f"{os.cpu_count()} cores shared by the backend, its Redis and the load tool (and, during this run, "
+        "other builds and tests: the delays are noisy). One release backend over a private `redis-server`, "
+        f"MAX_STREAM_CLIENTS raised to at least the subscriber count; the subscribers connect from {sources} loopback "
+        f"addresses; once all are open, {rate} messages/s for {duration} s, each with an Idempotency-Key. "
+        "A miss is an acknowledged message an open subscriber never read. Fan-out delays in ms (p50 / p99 / max), "
+        "from the POST's answer (0 when the event came first) and from the POST leaving. Memory per subscriber: "
+        "the backend's RSS growth while the subscribers opened, divided by those open. CPU: the backend's and "
+        "the load tool's CPU time while messages flowed, as a share of one core (200 % is both cores).",
+        "",
+        "| subscribers | opened | refused or failed | messages acked | deliveries made | misses | duplicates "
+        "| fan-out from ack | fan-out from send | memory each | backend CPU | load tool CPU |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *(row(n, run) for n, run in runs.items()),
+        "",
+        verdict(runs),
+        "",
+        *how_to_run("bench_stream.py", *(run["command"] for run in runs.values())),
+    ]
+    publish(doc, "stream", "Live readers per backend", lines)
+
+
+if __name__ == "__main__":
+    main()
