@@ -54,6 +54,8 @@ LOG_DIR=$OUT_DIR/logs
 JSONL=$OUT_DIR/appends.jsonl
 WRK_SCRIPT=scripts/wrk/post-message.lua
 APPEND_LUA=crates/backend/src/store/scripts/append.lua
+# The backend runs append.lua after sequence.lua (the id sequence and its term), behind `#!lua`.
+SEQUENCE_LUA=crates/backend/src/store/scripts/sequence.lua
 REPORT=(python3 scripts/bench_report.py)
 
 if [[ -z ${BENCHMARKS_MD+set} ]]; then
@@ -167,11 +169,13 @@ redis_benchmark() { # name, command words...
   "${REPORT[@]}" record-redis-benchmark --name "$name" --csv "$csv" -- "${cmd[@]}" >>"$JSONL"
 }
 
-SHA=$(redis-cli -p "$REDIS_PORT" SCRIPT LOAD "$(cat "$APPEND_LUA")")
+SHA=$(redis-cli -p "$REDIS_PORT" SCRIPT LOAD "$(printf '#!lua\n'; cat "$SEQUENCE_LUA" "$APPEND_LUA")")
 TAIL='"author":"a","text":"b","created_at":"2026-01-01T00:00:00Z"}'
-redis_benchmark "EVALSHA append.lua" evalsha "$SHA" 3 \
-  '{guestbook:bench}:seq' '{guestbook:bench}:log' '{guestbook:bench}:seq' \
-  "$TAIL" "$MAX_MESSAGES" 86400 0
+# As the backend calls it for a post without an Idempotency-Key: KEYS sequence, log, record,
+# term; ARGV the message after its id, the retention cap, the TTL, no key, no record, known id 0.
+redis_benchmark "EVALSHA append.lua" evalsha "$SHA" 4 \
+  '{guestbook:bench}:seq' '{guestbook:bench}:log' '{guestbook:bench}:idem' '{guestbook:bench}:term' \
+  "$TAIL" "$MAX_MESSAGES" 86400 0 '' 0
 redis_benchmark "RPUSH" rpush mylist x
 
 # --- the backends ----------------------------------------------------------------------------
