@@ -51,7 +51,7 @@ AREAS = [
     ("tracing, spans", r"tracing|telemetry"),
     ("pressure, shedding, dependency wait", r"guestbook_common::(pressure|dependency|bulkhead|limits|window)"),
     ("JSON (serde_json)", r"serde_json|serde::"),
-    ("allocation (malloc, free, memcpy)", r"malloc|free|realloc|_int_|memcpy|memmove|memset|cfree|tcache"),
+    ("allocation (malloc, free, memcpy)", r"malloc|_int_free|^free|cfree|realloc|_int_|unlink_chunk|memcpy|memmove|memset|tcache"),
     ("HTTP client (reqwest, hyper-util pool)", r"reqwest|hyper_util::client|hyper::client|pool"),
     ("HTTP server (hyper, axum, tower glue)", r"hyper|axum|tower|http::"),
     ("tokio scheduler, I/O driver", r"tokio|mio|parking_lot|futures"),
@@ -113,7 +113,8 @@ def profile(process, url, duration):
         found = re.match(r"\s*([\d.]+)%\s+\[\.\]\s+(.*)$", line)
         if not found:
             continue
-        share, symbol = float(found.group(1)), found.group(2).strip()
+        # perf pads the symbol column (and adds IPC columns after it).
+        share, symbol = float(found.group(1)), re.split(r"\s{2,}", found.group(2).strip())[0]
         symbols[symbol] += share
         shares[next((name for name, pattern in AREAS if re.search(pattern, symbol)), "other")] += share
     return {"areas": dict(shares), "top": symbols.most_common(15)} if shares else None
