@@ -217,6 +217,11 @@ def main():
             c, b = profiles["client"]["areas"].get(area, 0.0), profiles["bare"]["areas"].get(area, 0.0)
             cu, bu = c / 100 * cpu["client"], b / 100 * cpu["bare"]
             lines.append(f"| {area} | {c:.1f} % | {cu:.1f} | {b:.1f} % | {bu:.1f} | {cu - bu:+.1f} |")
+        beyond = sorted(((profiles["client"]["areas"].get(area, 0.0) / 100 * cpu["client"]
+                          - profiles["bare"]["areas"].get(area, 0.0) / 100 * cpu["bare"], area) for area in areas),
+                        reverse=True)[:3]
+        lines += ["", "Largest costs beyond the bare proxy: " +
+                  "; ".join(f"{area} (+{extra:.1f} µs)" for extra, area in beyond) + "."]
         lines += ["", "The client's top symbols by self time:", "", "| symbol | share |", "|---|---:|",
                   *(f"| `{symbol[:110]}` | {share:.1f} % |" for symbol, share in profiles["client"]["top"])]
     lines += [
