@@ -33,7 +33,7 @@ import shutil
 import statistics
 import subprocess
 
-from benchkit import benchmarks_md, env_int, how_to_run, prepare, publish, stop, wait_http
+from benchkit import benchmarks_md, cpu_seconds, env_int, how_to_run, prepare, publish, stop, wait_http
 
 BACKEND = "target/release/guestbook-backend"
 CLIENT = "target/release/guestbook-client"
@@ -64,13 +64,6 @@ def start(command, env, url):
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_http(url, process, "bench_proxy")
     return process
-
-
-def cpu_seconds(process):
-    """User plus system CPU time of a process we started, from /proc."""
-    with open(f"/proc/{process.pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wrk(url, duration):
