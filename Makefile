@@ -90,6 +90,7 @@ bench: build ## every benchmark; a full run rewrites BENCHMARKS.md
 	python3 scripts/bench_loadtest.py
 	python3 scripts/bench_backpressure.py
 	python3 scripts/bench_client.py
+	python3 scripts/bench_proxy.py
 	python3 scripts/bench_resilience.py
 	python3 scripts/bench_replication.py
 	python3 scripts/bench_idempotency_memory.py

@@ -27,7 +27,7 @@ import statistics
 import subprocess
 import urllib.request
 
-from benchkit import benchmarks_md, data_calls, env_int, how_to_run, post, prepare, publish, stop, wait_http
+from benchkit import benchmarks_md, cpu_seconds, data_calls, env_int, how_to_run, post, prepare, publish, stop, wait_http
 
 BACKEND = "target/release/guestbook-backend"
 CLIENT = "target/release/guestbook-client"
@@ -41,13 +41,6 @@ def start(command, env, url):
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_http(url, process, "bench_client")
     return process
-
-
-def cpu_seconds(process):
-    """User plus system CPU time of a process we started, from /proc."""
-    with open(f"/proc/{process.pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load(args, watch=()):

@@ -66,6 +66,14 @@ def stop(process, timeout=15):
         process.wait()
 
 
+def cpu_seconds(process):
+    """User plus system CPU time of a process this script started, from /proc/PID/stat."""
+    with open(f"/proc/{process.pid}/stat", encoding="ascii") as stat:
+        # The command name may hold spaces: the fields are counted after its closing ")".
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def post(url, body):
     """POSTs `body` (text, sent without a content type, as curl -d does) and reads the answer."""
     request = urllib.request.Request(url, data=body.encode(), method="POST")

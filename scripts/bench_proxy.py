@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""Issue 17, goal 1: `guestbook-client`'s GET /fetch against a bare proxy of the same call.
+
+The bare proxy (`guestbook-bare-proxy`, crates/testkit/src/bin) is axum and one reqwest client,
+`GET /fetch` -> backend `GET /data`, the same `{"status":"ok","data":...}` answer, and nothing
+else: no retry, breaker, deadline, limit, metrics or tracing. Measured in one run, on the same
+backend: wrk -t2 -c64 against the backend's /data, the bare proxy's /fetch and the client's
+/fetch, interleaved (the order rotates each round), ROUNDS rounds, medians. CPU per request of
+each proxy process is its utime+stime delta (/proc/PID/stat) over the requests of that run.
+Goal: the client >= 90 % of the bare proxy's req/s and <= 1.15x its CPU per request.
+
+Then, unless PROFILE=0, `perf record -g` (user space, cpu-clock) samples each proxy under the
+same load, and the samples are summed by area (HTTP server, HTTP client, JSON, allocation,
+breaker, retry, timers, metrics, tracing, ...) so the table shows what the stack costs beyond
+the bare proxy.
+
+It starts a private redis-server (the backend will not start without one; /data itself does not
+use it), a backend, the bare proxy and a client on 127.0.0.1 (release builds) and stops exactly
+those processes. Results: target/bench/proxy.jsonl and the section between <!-- proxy:begin -->
+and <!-- proxy:end --> of BENCHMARKS.md (unless BENCHMARKS_MD="").
+Environment: DURATION [10] seconds per run, ROUNDS [3], PROFILE [1], REDIS_PORT [6391],
+BASE_PORT [18131] (backend; +1 bare proxy; +2 client).
+"""
+
+import collections
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+
+from benchkit import benchmarks_md, cpu_seconds, env_int, how_to_run, prepare, publish, stop, wait_http
+
+BACKEND = "target/release/guestbook-backend"
+CLIENT = "target/release/guestbook-client"
+BARE = "target/release/guestbook-bare-proxy"
+QUIET = {"RUST_LOG": "warn", "LOG_FORMAT": "json", "SHUTDOWN_DELAY_SECS": "0", "DRAIN_TIMEOUT_SECS": "1"}
+
+# Symbol patterns, first match wins: where a sampled function's time goes. Ordered so that the
+# stack's own layers are named before the generic runtime they run on.
+AREAS = [
+    ("breaker", r"circuit_breaker|Breaker"),
+    ("retry", r"tower::retry|middleware::retry|RetryPolicy"),
+    ("deadline, timeouts (tower timeout, tokio timers)", r"tower::timeout|tokio::time|tokio::runtime::time"),
+    ("concurrency limit, semaphores", r"tower::limit|Semaphore|semaphore"),
+    ("metrics (prometheus-client)", r"prometheus_client|guestbook_common::metrics|::metrics::"),
+    ("tracing, spans", r"tracing|telemetry"),
+    ("pressure, shedding, dependency wait", r"guestbook_common::(pressure|dependency|bulkhead|limits|window)"),
+    ("JSON (serde_json)", r"serde_json|serde::"),
+    ("allocation (malloc, free, memcpy)", r"malloc|_int_free|^free|cfree|realloc|_int_|unlink_chunk|memcpy|memmove|memset|tcache"),
+    ("HTTP client (reqwest, hyper-util pool)", r"reqwest|hyper_util::client|hyper::client|pool"),
+    ("HTTP server (hyper, axum, tower glue)", r"hyper|axum|tower|http::"),
+    ("tokio scheduler, I/O driver", r"tokio|mio|parking_lot|futures"),
+    ("kernel entry (syscalls from user space)", r"__libc|syscall|epoll|send|recv|write|read|\[unknown\]"),
+]
+
+
+def start(command, env, url):
+    process = subprocess.Popen(command, env=dict(os.environ, **QUIET, **env),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(url, process, "bench_proxy")
+    return process
+
+
+def wrk(url, duration):
+    """wrk -t2 -c64 against `url`: the command, requests, req/s and the non-2xx count."""
+    command = ["wrk", "-t2", "-c64", f"-d{duration}s", url]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    failed = (int(bad.group(1)) if bad else 0) + (sum(map(int, errors.groups())) if errors else 0)
+    return command, requests, rate, failed
+
+
+def measured(url, duration, watch):
+    """One wrk run; CPU µs per request of each process in `watch` (name -> process)."""
+    before = {name: cpu_seconds(process) for name, process in watch.items()}
+    command, requests, rate, failed = wrk(url, duration)
+    cpu = {name: (cpu_seconds(process) - before[name]) * 1e6 / max(requests, 1) for name, process in watch.items()}
+    return command, {"requests": requests, "rate": rate, "failed": failed, "cpu_us": cpu}
+
+
+def profile(process, url, duration):
+    """Area -> share of the process's sampled user-space CPU under wrk load; None without perf."""
+    if not shutil.which("perf"):
+        return None
+    data = f"target/bench/perf-{process.pid}.data"
+    recorder = subprocess.Popen(["perf", "record", "-e", "cpu-clock:u", "-F", "1999", "-g", "-o", data,
+                                 "-p", str(process.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wrk(url, duration)
+    finally:
+        recorder.send_signal(2)
+        recorder.wait(timeout=60)
+    report = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "symbol", "--stdio",
+                             "-g", "none", "--percent-limit", "0"], capture_output=True, text=True)
+    os.remove(data)
+    shares, symbols = collections.Counter(), collections.Counter()
+    for line in report.stdout.splitlines():
+        found = re.match(r"\s*([\d.]+)%\s+\[\.\]\s+(.*)$", line)
+        if not found:
+            continue
+        # perf pads the symbol column (and adds IPC columns after it).
+        share, symbol = float(found.group(1)), re.split(r"\s{2,}", found.group(2).strip())[0]
+        symbols[symbol] += share
+        shares[next((name for name, pattern in AREAS if re.search(pattern, symbol)), "other")] += share
+    return {"areas": dict(shares), "top": symbols.most_common(15)} if shares else None
+
+
+def machine():
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo", encoding="utf-8")
+                if line.startswith("model name")), platform.processor())
+    return f"{cpu}, `nproc` = {os.cpu_count()}, kernel {platform.release()}"
+
+
+def main():
+    duration = env_int("DURATION", 10)
+    rounds = env_int("ROUNDS", 3)
+    redis_port = env_int("REDIS_PORT", 6391)
+    base_port = env_int("BASE_PORT", 18131)
+    doc = benchmarks_md()
+    prepare("bench_proxy", binaries=(BACKEND, CLIENT, BARE), ports=(redis_port, base_port, base_port + 1, base_port + 2))
+    if not shutil.which("wrk"):
+        raise SystemExit("bench_proxy: wrk missing (apt-get install wrk)")
+    backend_url, bare_url, client_url = (f"http://127.0.0.1:{base_port + i}" for i in range(3))
+    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    processes = [redis]
+    runs = collections.defaultdict(list)
+    commands, profiles = {}, {}
+    try:
+        backend = start([BACKEND], {"LISTEN_ADDR": f"127.0.0.1:{base_port}",
+                                    "REDIS_URL": f"redis://127.0.0.1:{redis_port}"}, f"{backend_url}/liveness")
+        processes.append(backend)
+        bare_command = [BARE, "--listen", f"127.0.0.1:{base_port + 1}", "--backend", backend_url]
+        bare = start(bare_command, {}, f"{bare_url}/liveness")
+        processes.append(bare)
+        client = start([CLIENT], {"LISTEN_ADDR": f"127.0.0.1:{base_port + 2}", "BACKEND_URL": backend_url},
+                       f"{client_url}/liveness")
+        processes.append(client)
+        watch = {"backend": backend, "bare": bare, "client": client}
+        paths = [("direct", f"{backend_url}/data"), ("bare", f"{bare_url}/fetch"), ("client", f"{client_url}/fetch")]
+        for round_ in range(rounds):
+            for name, url in paths[round_ % 3:] + paths[:round_ % 3]:
+                command, run = measured(url, duration, watch)
+                commands.setdefault(name, shlex.join(command))
+                runs[name].append(run)
+        if os.environ.get("PROFILE", "1") != "0":
+            os.makedirs("target/bench", exist_ok=True)
+            profiles = {"bare": profile(bare, f"{bare_url}/fetch", duration),
+                        "client": profile(client, f"{client_url}/fetch", duration)}
+    finally:
+        for process in reversed(processes):
+            stop(process)
+
+    med = lambda name, pick: statistics.median(pick(run) for run in runs[name])
+    rate = {name: med(name, lambda run: run["rate"]) for name in runs}
+    cpu = {"bare": med("bare", lambda run: run["cpu_us"]["bare"]),
+           "client": med("client", lambda run: run["cpu_us"]["client"])}
+    backend_cpu = {name: med(name, lambda run: run["cpu_us"]["backend"]) for name in runs}
+    failed = sum(run["failed"] for name in runs for run in runs[name])
+    throughput, cost = rate["client"] / rate["bare"], cpu["client"] / cpu["bare"]
+    verdict = lambda ok: "**met**" if ok else "**NOT met**"
+    when = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    os.makedirs("target/bench", exist_ok=True)
+    with open("target/bench/proxy.jsonl", "a", encoding="utf-8") as out:
+        out.write(json.dumps({"when": when, "runs": runs, "profiles": profiles}) + "\n")
+    rates = lambda name: " / ".join(f"{run['rate']:,.0f}" for run in runs[name])
+    lines = [
+        f"_Generated by `scripts/bench_proxy.py` on {when}; do not edit by hand._",
+        "",
+        f"Machine: {machine()}. wrk -t2 -c64, {duration} s per run, the three paths interleaved (order rotated "
+        f"each round), {rounds} rounds, medians. wrk, the proxies, the backend and Redis share the cores, and "
+        "other work on the machine adds noise: compare within one run, not across runs. "
+        f"Failed (non-2xx or socket errors) in all runs: {failed}.",
+        "",
+        "| path | req/s (runs) | median req/s | vs bare proxy | proxy CPU µs/request | vs bare proxy | backend CPU µs/request |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| backend `GET /data` directly | {rates('direct')} | {rate['direct']:,.0f} | — | — | — | {backend_cpu['direct']:.1f} |",
+        f"| `guestbook-bare-proxy` `GET /fetch` | {rates('bare')} | {rate['bare']:,.0f} | 100 % | {cpu['bare']:.1f} | 1.00× | "
+        f"{backend_cpu['bare']:.1f} |",
+        f"| `guestbook-client` `GET /fetch` (every layer on, defaults) | {rates('client')} | {rate['client']:,.0f} | "
+        f"{throughput:.0%} | {cpu['client']:.1f} | {cost:.2f}× | {backend_cpu['client']:.1f} |",
+        "",
+        f"Goal 1: throughput ≥ 90 % of the bare proxy: {throughput:.0%}, {verdict(throughput >= 0.9)}; "
+        f"CPU per request ≤ 1.15×: {cost:.2f}×, {verdict(cost <= 1.15)}.",
+    ]
+    if profiles.get("bare") and profiles.get("client"):
+        areas = sorted(set(profiles["client"]["areas"]) | set(profiles["bare"]["areas"]),
+                       key=lambda area: -profiles["client"]["areas"].get(area, 0))
+        # The user-space share of each process's CPU is turned into µs per request with the
+        # interleaved runs' medians; kernel time (loopback TCP) is not sampled (perf :u).
+        lines += [
+            "",
+            f"Where the CPU goes (`perf record -e cpu-clock:u -g`, {duration} s of the same load on each proxy, "
+            "user space only; self time summed by area from the symbol names, so inlined code counts where it "
+            "was inlined). µs/request scales the share by the proxy's median CPU per request above, kernel "
+            "time included, so it is an estimate:",
+            "",
+            "| area | client: share | client µs/request | bare: share | bare µs/request | beyond bare µs |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for area in areas:
+            c, b = profiles["client"]["areas"].get(area, 0.0), profiles["bare"]["areas"].get(area, 0.0)
+            cu, bu = c / 100 * cpu["client"], b / 100 * cpu["bare"]
+            lines.append(f"| {area} | {c:.1f} % | {cu:.1f} | {b:.1f} % | {bu:.1f} | {cu - bu:+.1f} |")
+        beyond = sorted(((profiles["client"]["areas"].get(area, 0.0) / 100 * cpu["client"]
+                          - profiles["bare"]["areas"].get(area, 0.0) / 100 * cpu["bare"], area) for area in areas),
+                        reverse=True)[:3]
+        lines += ["", "Largest costs beyond the bare proxy: " +
+                  "; ".join(f"{area} (+{extra:.1f} µs)" for extra, area in beyond) + "."]
+        lines += ["", "The client's top symbols by self time:", "", "| symbol | share |", "|---|---:|",
+                  *(f"| `{symbol[:110]}` | {share:.1f} % |" for symbol, share in profiles["client"]["top"])]
+    lines += [
+        "",
+        *how_to_run("bench_proxy.py", shlex.join(bare_command) + "   # and the backend, a client on BASE_PORT+2",
+                    *commands.values(),
+                    "perf record -e cpu-clock:u -F 1999 -g -p PID   # each proxy, under the same wrk load"),
+    ]
+    publish(doc, "proxy", "The client against a bare proxy (issue 17, goal 1)", lines)
+
+
+if __name__ == "__main__":
+    main()
