@@ -22,7 +22,7 @@ import shlex
 import subprocess
 import sys
 
-from benchkit import benchmarks_md, env_int, port_free, prepare, publish, stop, wait_http
+from benchkit import benchmarks_md, env_int, prepare, publish, start_redis, stop, wait_http
 
 BACKEND = "target/release/guestbook-backend"
 LOADTEST = "target/release/guestbook-loadtest"
@@ -39,16 +39,9 @@ def used_memory(port):
 
 def one_run(count, redis_port, port, keyed):
     """Posts `count` messages (keyed or not) to a fresh Redis; returns its memory growth."""
-    redis = subprocess.Popen(
-        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
+    redis = start_redis(redis_port, "bench_idempotency_memory")
     backend = None
     try:
-        for _ in range(100):
-            if not port_free(redis_port):
-                break
-            subprocess.run(["sleep", "0.05"], check=True)
         env = dict(
             os.environ,
             LISTEN_ADDR=f"127.0.0.1:{port}",

@@ -24,7 +24,7 @@ import shlex
 import subprocess
 import sys
 
-from benchkit import benchmarks_md, env_int, how_to_run, port_free, prepare, publish, stop, wait_http
+from benchkit import benchmarks_md, env_int, how_to_run, prepare, publish, start_redis, stop, wait_http
 
 BACKEND = "target/release/guestbook-backend"
 LOADTEST = "target/release/guestbook-loadtest"
@@ -40,16 +40,9 @@ def more_descriptors():
 
 def one_run(subscribers, rate, duration, sources, redis_port, port):
     """One fresh Redis and backend, `subscribers` streams; the tool's JSON report and command."""
-    redis = subprocess.Popen(
-        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
+    redis = start_redis(redis_port, "bench_stream")
     backend = None
     try:
-        for _ in range(100):
-            if not port_free(redis_port):
-                break
-            subprocess.run(["sleep", "0.05"], check=True)
         env = dict(
             os.environ,
             LISTEN_ADDR=f"127.0.0.1:{port}",

@@ -42,6 +42,23 @@ def port_free(port):
         return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
+def start_redis(port, who):
+    """A private redis-server on 127.0.0.1:`port` without persistence, once it listens; the caller
+    stops it with `stop`."""
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    for _ in range(100):
+        if not port_free(port):
+            return redis
+        if redis.poll() is not None:
+            break
+        time.sleep(0.05)
+    stop(redis)
+    sys.exit(f"{who}: redis-server on port {port} did not start")
+
+
 def wait_http(url, process, who, seconds=10):
     """Waits until `url` answers 2xx; exits `who` with one line if `process` dies or times out."""
     deadline = time.time() + seconds
