@@ -22,7 +22,7 @@ import shlex
 import subprocess
 import sys
 
-from benchkit import benchmarks_md, env_int, prepare, publish, start_redis, stop, wait_http
+from benchkit import benchmarks_md, env_int, prepare, publish, start_backend, start_redis, stop
 
 BACKEND = "target/release/guestbook-backend"
 LOADTEST = "target/release/guestbook-loadtest"
@@ -42,15 +42,7 @@ def one_run(count, redis_port, port, keyed):
     redis = start_redis(redis_port, "bench_idempotency_memory")
     backend = None
     try:
-        env = dict(
-            os.environ,
-            LISTEN_ADDR=f"127.0.0.1:{port}",
-            REDIS_URL=f"redis://127.0.0.1:{redis_port}",
-            MAX_MESSAGES=str(count),
-            RUST_LOG="warn",
-        )
-        backend = subprocess.Popen([BACKEND], env=env, stdout=subprocess.DEVNULL)
-        wait_http(f"http://127.0.0.1:{port}/liveness", backend, "bench_idempotency_memory")
+        backend = start_backend(BACKEND, port, redis_port, "bench_idempotency_memory", {"MAX_MESSAGES": str(count)})
         before = used_memory(redis_port)
         command = [
             LOADTEST, "messages", "--target", f"http://127.0.0.1:{port}",

@@ -24,7 +24,7 @@ import shlex
 import subprocess
 import sys
 
-from benchkit import benchmarks_md, env_int, how_to_run, prepare, publish, start_redis, stop, wait_http
+from benchkit import benchmarks_md, env_int, how_to_run, prepare, publish, start_backend, start_redis, stop
 
 BACKEND = "target/release/guestbook-backend"
 LOADTEST = "target/release/guestbook-loadtest"
@@ -43,15 +43,8 @@ def one_run(subscribers, rate, duration, sources, redis_port, port):
     redis = start_redis(redis_port, "bench_stream")
     backend = None
     try:
-        env = dict(
-            os.environ,
-            LISTEN_ADDR=f"127.0.0.1:{port}",
-            REDIS_URL=f"redis://127.0.0.1:{redis_port}",
-            MAX_STREAM_CLIENTS=str(max(subscribers, 1024)),
-            RUST_LOG="warn",
-        )
-        backend = subprocess.Popen([BACKEND], env=env, stdout=subprocess.DEVNULL, preexec_fn=more_descriptors)
-        wait_http(f"http://127.0.0.1:{port}/liveness", backend, WHO)
+        caps = {"MAX_STREAM_CLIENTS": str(max(subscribers, 1024))}
+        backend = start_backend(BACKEND, port, redis_port, WHO, caps, preexec_fn=more_descriptors)
         command = [
             LOADTEST, "stream", "--url", f"http://127.0.0.1:{port}",
             "--subscribers", str(subscribers), "--rate", f"{rate}/s", "--duration", f"{duration}s",

@@ -59,6 +59,21 @@ def start_redis(port, who):
     sys.exit(f"{who}: redis-server on port {port} did not start")
 
 
+def start_backend(binary, port, redis_port, who, extra_env=None, preexec_fn=None):
+    """A backend on 127.0.0.1:`port` over the Redis on `redis_port`, once it is live; `extra_env`
+    adds or overrides settings. The caller stops it with `stop`."""
+    env = dict(
+        os.environ,
+        LISTEN_ADDR=f"127.0.0.1:{port}",
+        REDIS_URL=f"redis://127.0.0.1:{redis_port}",
+        RUST_LOG="warn",
+        **(extra_env or {}),
+    )
+    backend = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, preexec_fn=preexec_fn)
+    wait_http(f"http://127.0.0.1:{port}/liveness", backend, who)
+    return backend
+
+
 def wait_http(url, process, who, seconds=10):
     """Waits until `url` answers 2xx; exits `who` with one line if `process` dies or times out."""
     deadline = time.time() + seconds
