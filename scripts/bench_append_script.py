@@ -12,7 +12,6 @@ Environment: ROUNDS [5], REQUESTS [200000] per run, CLIENTS [50], REDIS_PORT [63
 """
 
 import datetime
-import json
 import os
 import re
 import shlex
@@ -20,7 +19,7 @@ import statistics
 import subprocess
 import time
 
-from benchkit import benchmarks_md, env_int, port_free, prepare, publish, stop
+from benchkit import benchmarks_md, env_int, port_free, prepare, publish, save_json, stop
 
 BEFORE = "c5fb33a"
 SCRIPTS = "crates/backend/src/store/scripts"
@@ -73,10 +72,7 @@ def main():
         stop(redis)
     median = {name: statistics.median(values) for name, values in rates.items()}
     result = {"rounds": rounds, "rates": rates, "median": median, "ratio": median["now"] / median["before"]}
-    os.makedirs("target/bench", exist_ok=True)
-    with open("target/bench/append_script.json", "w", encoding="utf-8") as out:
-        json.dump(result, out, indent=2)
-    print(json.dumps(result, indent=2))
+    save_json("append_script.json", result)
     if not doc:
         return
     us = {name: 1e6 / rate for name, rate in median.items()}

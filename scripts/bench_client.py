@@ -27,7 +27,7 @@ import statistics
 import subprocess
 import urllib.request
 
-from benchkit import benchmarks_md, cpu_seconds, data_calls, env_int, how_to_run, post, prepare, publish, stop, wait_http
+from benchkit import append_jsonl, benchmarks_md, cpu_seconds, data_calls, env_int, how_to_run, post, prepare, publish, stop, wait_http
 
 BACKEND = "target/release/guestbook-backend"
 CLIENT = "target/release/guestbook-client"
@@ -139,11 +139,9 @@ def main():
     direct_total, client_total = direct_cpu + tool(direct_runs), client_cpu + backend_cpu + tool(client_runs)
     ceiling = direct_total / client_total
     when = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-    os.makedirs("target/bench", exist_ok=True)
-    with open("target/bench/client.jsonl", "a", encoding="utf-8") as out:
-        out.write(json.dumps({"when": when, "direct": direct_runs, "client": client_runs, "open": open_report,
-                              "direct_steady": direct_steady, "client_steady": client_steady, "open_steady": open_steady,
-                              "amplification": amplification}) + "\n")
+    append_jsonl("client.jsonl", {"when": when, "direct": direct_runs, "client": client_runs, "open": open_report,
+                                  "direct_steady": direct_steady, "client_steady": client_steady,
+                                  "open_steady": open_steady, "amplification": amplification})
     verdict = lambda ok: "met" if ok else "NOT met"
     rates = lambda runs: " / ".join(f"{run['ok_per_second']:,.0f}" for run in runs)
     lines = [

@@ -22,7 +22,7 @@ import shlex
 import subprocess
 import sys
 
-from benchkit import benchmarks_md, env_int, prepare, publish, start_backend, start_redis, stop
+from benchkit import benchmarks_md, env_int, prepare, publish, save_json, start_backend, start_redis, stop
 
 BACKEND = "target/release/guestbook-backend"
 LOADTEST = "target/release/guestbook-loadtest"
@@ -87,10 +87,7 @@ def main():
         "plain": plain,
         "keyed": keyed,
     }
-    os.makedirs("target/bench", exist_ok=True)
-    with open("target/bench/idempotency_memory.json", "w", encoding="utf-8") as out:
-        json.dump(result, out, indent=2)
-    print(json.dumps(result, indent=2))
+    save_json("idempotency_memory.json", result)
     if not doc:
         return
     sample = keyed["sample"]

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from benchkit import benchmarks_md, env_int, how_to_run, port_free, prepare, publish, wait_http
+from benchkit import append_jsonl, benchmarks_md, env_int, how_to_run, port_free, prepare, publish, wait_http
 
 TARGET_RATIO = 0.70
 BACKEND = "target/release/guestbook-backend"
@@ -100,9 +100,7 @@ def main():
     when = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
     record = {"when": when, "wrk_rates": wrk_rates, "tool_rates": tool_rates, "ratio": ratio,
               "messages": messages}
-    os.makedirs("target/bench", exist_ok=True)
-    with open("target/bench/loadtest.jsonl", "a", encoding="utf-8") as out:
-        out.write(json.dumps(record) + "\n")
+    append_jsonl("loadtest.jsonl", record)
 
     fmt = lambda rates: " / ".join(f"{rate:,.0f}" for rate in rates)
     verdict = messages["verdict"]

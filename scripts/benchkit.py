@@ -3,6 +3,7 @@ starts (the binaries built, its loopback ports free, never the shared Redis on 6
 a process it started to answer, stopping it, and rewriting its marked section of BENCHMARKS.md
 with the commands that reproduce it."""
 
+import json
 import os
 import pathlib
 import socket
@@ -119,6 +120,21 @@ def data_calls(backend):
         text = answer.read().decode()
     return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
                if line.startswith("http_request_duration_seconds_count{") and 'route="/data"' in line)
+
+
+def save_json(name, result):
+    """Writes `result` to target/bench/`name` (pretty JSON) and prints it."""
+    os.makedirs("target/bench", exist_ok=True)
+    with open(f"target/bench/{name}", "w", encoding="utf-8") as out:
+        json.dump(result, out, indent=2)
+    print(json.dumps(result, indent=2))
+
+
+def append_jsonl(name, record):
+    """Appends `record` as one line to target/bench/`name`, the history of every run."""
+    os.makedirs("target/bench", exist_ok=True)
+    with open(f"target/bench/{name}", "a", encoding="utf-8") as out:
+        out.write(json.dumps(record) + "\n")
 
 
 def replace_section(text, name, title, section):
