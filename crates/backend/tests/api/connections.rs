@@ -100,8 +100,7 @@ fn fresh() -> reqwest::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_sent_request_line_is_closed_while_other_connections_are_served() {
-    let redis = RedisServer::start().await;
-    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let app = TestApp::with_lua().await;
     let mut stalled = connect(&app).await;
     stalled.write_all(b"GET /liven").await.expect("sends");
 
@@ -133,8 +132,7 @@ async fn a_half_sent_request_line_is_closed_while_other_connections_are_served()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_sent_one_byte_a_second_are_cut_by_the_header_read_timeout() {
-    let redis = RedisServer::start().await;
-    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let app = TestApp::with_lua().await;
     let stream = connect(&app).await;
     let (mut reader, mut writer) = stream.into_split();
     // Longer than the header timeout at a byte a second, so only the timeout can end it.
@@ -321,8 +319,7 @@ async fn a_live_update_stream_outlives_the_idle_timeout_on_its_keep_alive_commen
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_and_pipelining_still_work() {
-    let redis = RedisServer::start().await;
-    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let app = TestApp::with_lua().await;
     let mut stream = connect(&app).await;
 
     assert_eq!(liveness_answers(&mut stream).await, "OK");

@@ -32,8 +32,7 @@ async fn fault_endpoints_do_not_exist_unless_enabled() {
 
 #[tokio::test]
 async fn fault_endpoints_require_the_admin_token_when_one_is_set() {
-    let redis = RedisServer::start().await;
-    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let app = TestApp::with_lua().await;
     let client = http();
 
     let anonymous = client

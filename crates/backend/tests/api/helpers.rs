@@ -60,6 +60,8 @@ pub struct TestApp {
     pub base: String,
     stop: Option<oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// The test's own Redis when the app started it ([`TestApp::with_lua`]); dropped after the app.
+    _redis: Option<RedisServer>,
 }
 
 impl TestApp {
@@ -77,7 +79,29 @@ impl TestApp {
             base: format!("http://{addr}"),
             stop: Some(stop),
             served: Some(served),
+            _redis: None,
         }
+    }
+
+    /// The backend's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        http()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("/metrics answers")
+            .text()
+            .await
+            .expect("/metrics is text")
+    }
+
+    /// A backend with the default `lua` strategy over a `redis-server` of its own, for tests
+    /// that never look at Redis themselves.
+    pub async fn with_lua() -> Self {
+        let redis = RedisServer::start().await;
+        let mut app = Self::spawn(settings(&redis, AppendStrategy::Lua)).await;
+        app._redis = Some(redis);
+        app
     }
 
     /// Starts shutdown and waits for the server to finish.

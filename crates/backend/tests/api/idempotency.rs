@@ -39,8 +39,7 @@ async fn the_same_key_sent_concurrently_to_two_instances_yields_one_message() {
 
 #[tokio::test]
 async fn a_key_reused_with_another_body_is_refused_and_writes_nothing() {
-    let redis = RedisServer::start().await;
-    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let app = TestApp::with_lua().await;
     let client = http();
     let (status, _, _) = post(&client, &app.base, "John", "Hello", Some("k-1"))
         .await
@@ -64,8 +63,7 @@ async fn a_key_reused_with_another_body_is_refused_and_writes_nothing() {
 
 #[tokio::test]
 async fn a_replay_is_recognised_after_trimming_normalises_the_body() {
-    let redis = RedisServer::start().await;
-    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let app = TestApp::with_lua().await;
     let client = http();
     post(&client, &app.base, "John", "Hello", Some("k-2"))
         .await

@@ -1,10 +1,9 @@
 //! The OpenAPI document: identical to the checked-in `openapi/backend.json`, served at
 //! `/openapi.json`, and every operation it lists is a real route.
 
-use guestbook_backend::store::AppendStrategy;
 use serde_json::Value;
 
-use crate::helpers::{ADMIN_TOKEN, RedisServer, TestApp, http, settings};
+use crate::helpers::{ADMIN_TOKEN, TestApp, http};
 
 /// The checked-in copy.
 const CHECKED_IN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../openapi/backend.json");
@@ -24,8 +23,7 @@ fn the_checked_in_document_is_what_the_code_generates() {
 
 #[tokio::test]
 async fn the_document_is_served_and_every_operation_in_it_is_routed() {
-    let redis = RedisServer::start().await;
-    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let app = TestApp::with_lua().await;
     let client = http();
 
     let served = client.get(app.url("/openapi.json")).send().await.unwrap();

@@ -206,8 +206,7 @@ async fn latency_shedding_refuses_only_the_excess() {
 /// Every metric parses with Prometheus' own parser (promtool, Debian `prometheus`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_exposition_passes_promtool() {
-    let redis = RedisServer::start().await;
-    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let app = TestApp::with_lua().await;
     let client = http();
     // Touch every family: a request, an append, a shed-free refresh tick.
     crate::helpers::post(&client, &app.base, "a", "b", None)

@@ -48,8 +48,7 @@ async fn writes_over_the_per_client_rate_get_429_and_write_nothing() {
 
 #[tokio::test]
 async fn writes_are_not_limited_by_default() {
-    let redis = RedisServer::start().await;
-    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let app = TestApp::with_lua().await;
     let client = http();
 
     for n in 0..60 {
@@ -62,8 +61,7 @@ async fn writes_are_not_limited_by_default() {
 
 #[tokio::test]
 async fn headers_over_16_kib_get_431() {
-    let redis = RedisServer::start().await;
-    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let app = TestApp::with_lua().await;
     let client = http();
 
     let small = client
@@ -86,14 +84,7 @@ async fn headers_over_16_kib_get_431() {
     assert!(body["error"].as_str().unwrap().contains("headers"));
     // One layer order in both services (`guestbook_common::service::layers`): a 431 is counted
     // in the HTTP histogram like any other answer, as the client's twin test checks.
-    let metrics = client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(counted_431(&metrics, "/api/messages"), "{metrics}");
 }
 
@@ -110,8 +101,7 @@ fn counted_431(metrics: &str, route: &str) -> bool {
 
 #[tokio::test]
 async fn cors_is_closed_no_origin_gets_an_allow_header() {
-    let redis = RedisServer::start().await;
-    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let app = TestApp::with_lua().await;
     let client = http();
 
     let preflight = client

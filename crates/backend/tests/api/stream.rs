@@ -39,8 +39,7 @@ async fn a_message_posted_to_one_instance_reaches_a_stream_on_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_resumes_from_last_event_id_without_loss() {
-    let redis = RedisServer::start().await;
-    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let app = TestApp::with_lua().await;
     let client = http();
     for i in 0..1_500 {
         post(&client, &app.base, "a", &format!("m{i}"), None)
@@ -64,8 +63,7 @@ async fn a_stream_resumes_from_last_event_id_without_loss() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_resumes_from_the_after_query_for_first_connections() {
-    let redis = RedisServer::start().await;
-    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let app = TestApp::with_lua().await;
     let client = http();
     for i in 0..5 {
         post(&client, &app.base, "a", &format!("m{i}"), None)
@@ -90,8 +88,7 @@ async fn a_stream_resumes_from_the_after_query_for_first_connections() {
 
 #[tokio::test]
 async fn a_bad_last_event_id_is_refused() {
-    let redis = RedisServer::start().await;
-    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let app = TestApp::with_lua().await;
     let response = http()
         .get(app.url("/api/messages/stream"))
         .header("Last-Event-ID", "not-a-number")
@@ -103,8 +100,7 @@ async fn a_bad_last_event_id_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_streams_end_when_the_server_drains_so_shutdown_does_not_hang() {
-    let redis = RedisServer::start().await;
-    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let app = TestApp::with_lua().await;
     let client = http();
     let response = client
         .get(app.url("/api/messages/stream"))
@@ -203,8 +199,7 @@ async fn open(client: &reqwest::Client, app: &TestApp) -> reqwest::Response {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_cannot_take_every_stream_slot_and_a_closed_stream_frees_its_own() {
     // Every default: MAX_STREAM_CLIENTS 1024, MAX_STREAMS_PER_CLIENT 256.
-    let redis = RedisServer::start().await;
-    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let app = TestApp::with_lua().await;
     let first = client_from("127.0.0.1");
     let second = client_from("127.0.0.2");
 
@@ -242,14 +237,7 @@ async fn one_address_cannot_take_every_stream_slot_and_a_closed_stream_frees_its
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let metrics = http()
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
 
     assert_eq!(over_status, 429, "{over_body}");
     assert!(over_body["error"].is_string(), "{over_body}");

@@ -1,8 +1,6 @@
 //! Bad input gets a clear error and changes nothing.
 
-use guestbook_backend::store::AppendStrategy;
-
-use crate::helpers::{RedisServer, TestApp, http, read_all, settings};
+use crate::helpers::{TestApp, http, read_all};
 
 /// (case, content type, idempotency key, body, expected status)
 type Case = (
@@ -15,8 +13,7 @@ type Case = (
 
 #[tokio::test]
 async fn invalid_posts_are_refused_with_the_right_status_and_write_nothing() {
-    let redis = RedisServer::start().await;
-    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let app = TestApp::with_lua().await;
     let client = http();
     let long_author = "a".repeat(65);
     let long_text = "t".repeat(1001);
@@ -189,8 +186,7 @@ async fn invalid_posts_are_refused_with_the_right_status_and_write_nothing() {
 
 #[tokio::test]
 async fn invalid_list_queries_are_refused() {
-    let redis = RedisServer::start().await;
-    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let app = TestApp::with_lua().await;
     let client = http();
     for (query, expected) in [
         ("?limit=0", 400),
@@ -218,8 +214,7 @@ async fn invalid_list_queries_are_refused() {
 
 #[tokio::test]
 async fn a_valid_message_is_stored_trimmed_and_as_literal_text() {
-    let redis = RedisServer::start().await;
-    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lua)).await;
+    let app = TestApp::with_lua().await;
     let client = http();
     let response = client
         .post(app.url("/api/messages"))
