@@ -13,7 +13,11 @@
 #               prometheus-adapter rule, deploy/compose/prometheus/prometheus.yml) returns a number
 #            4. `guestbook-loadtest messages` (the compose `load` service, idempotent retries)
 #               through the `backend` alias loses nothing while backend-2 is SIGKILLed under it
-#            5. `down -v` leaves nothing behind
+#            5. Sentinel: the Redis primary is SIGKILLed under a bounded write load (the backends
+#               run with REDIS_MIN_REPLICAS_ACK=1); the sentinels promote a replica, appends
+#               succeed again within FAILOVER_BOUND seconds (the measured outage is printed),
+#               nothing acknowledged is lost; the old primary, started again, rejoins as a replica
+#            6. `down -v` leaves nothing behind
 #
 # Engines: docker with its compose plugin when a Docker daemon answers; otherwise podman's
 # Docker-compatible API (`podman system service`, started here on a socket under target/compose/)
@@ -33,6 +37,9 @@ VERSION=${VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 CLIENT_URL=http://127.0.0.1:8081
 PROMETHEUS_URL=http://127.0.0.1:9090
 LABEL=com.docker.compose.project=$COMPOSE_PROJECT_NAME
+# Sentinel marks the primary down after 5 s (deploy/compose), elects, promotes; the backends
+# ask every 0.5 s. Appends must succeed again within this many seconds of the first failed one.
+FAILOVER_BOUND=${FAILOVER_BOUND:-30}
 
 step() { printf '\n--> %s\n' "$*"; }
 die() { echo "compose: $*" >&2; exit 1; }
@@ -145,6 +152,101 @@ down() {
   echo "nothing of project $COMPOSE_PROJECT_NAME is left: no container, volume or network"
 }
 
+wait_healthy() { # wait_healthy SERVICE SECONDS
+  local id status=""
+  id=$(compose ps -q "$1")
+  for ((i = 0; i < $2; i++)); do
+    status=$("$ENGINE" inspect --format '{{.State.Health.Status}}' "$id" 2>/dev/null || true)
+    [[ $status == healthy ]] && return 0
+    sleep 1
+  done
+  die "$1 is not healthy after $2 s ($status)"
+}
+
+sentinel_primary() { # the primary's host as sentinel-1 names it (empty when it cannot answer)
+  "$ENGINE" exec "$(compose ps -q sentinel-1)" redis-cli -p 26379 --raw \
+    SENTINEL get-master-addr-by-name mymaster 2>/dev/null | head -n 1 || true
+}
+
+failover() { # check step 5
+  step "5. Sentinel: the Redis primary SIGKILLed under a bounded write load; a replica promoted"
+  wait_healthy backend-2 60
+  local before after=""
+  before=$(sentinel_primary)
+  [[ $before == redis ]] || die "the sentinels name '$before' as the primary, not redis"
+  # 1200 messages at 60/s (20 s), round-robin to both backends, each retried with its key up to
+  # 100 times (up to a second of backoff each: longer than any failover that passes the bound,
+  # so every message is acknowledged in the end); the kill lands 5 s in.
+  # --trace to stderr: every attempt, so the outage is measured on the load's own clock.
+  compose --profile load run --rm -T load messages --target http://backend:8080 \
+    --replicas http://backend-1:8080,http://backend-2:8080 --count 1200 --concurrency 16 \
+    --rate 60 --idempotent-retries --max-attempts 100 --trace /dev/stderr --json \
+    >"$STATE/failover.json" 2>"$STATE/failover.log" &
+  local load=$! killed promoted
+  sleep 5
+  compose kill -s SIGKILL redis
+  killed=$EPOCHREALTIME
+  echo "redis (the primary) killed (SIGKILL) $(date -u +%T)"
+  for _ in $(seq 600); do
+    after=$(sentinel_primary)
+    [[ -n $after && $after != redis ]] && break
+    sleep 0.1
+  done
+  promoted=$EPOCHREALTIME
+  if [[ -z $after || $after == redis ]]; then
+    kill "$load" 2>/dev/null || true
+    die "no replica was promoted within 60 s"
+  fi
+  echo "the sentinels name $after the primary $(python3 -c "print(f'{$promoted - $killed:.1f}')") s after the kill"
+  # What Sentinel did, and when: +tilt (a starved event loop; Sentinel then waits 30 s before
+  # acting) explains a slow failover on a busy machine.
+  compose logs --no-color sentinel-1 2>/dev/null | grep -E '[+-](sdown|odown|tilt|switch-master) ' | sed 's/^/  /' || true
+  local rc=0
+  wait "$load" || rc=$?
+  python3 - "$STATE/failover.json" "$STATE/failover.log" "$FAILOVER_BOUND" <<'PY' ||
+import csv, json, sys
+text = open(sys.argv[1]).read()
+report = json.loads(text[text.index("{"):])
+v = report["verdict"]
+print(f"sent {v['sent']}, acknowledged {v['acknowledged']}, found {v['found']}, lost {v['lost']}, "
+      f"duplicated {v['duplicated']}, attempts {report['attempts']}, statuses {report['statuses']}, errors {report['errors']}")
+rows = [r for r in csv.reader(open(sys.argv[2])) if len(r) == 8 and r[0].isdigit()]
+def ok(r):
+    return len(r[7]) == 3 and r[7].startswith("2")
+failed = [float(r[4]) for r in rows if not ok(r)]
+if not failed:
+    sys.exit("no append failed: the kill did not land under the load")
+first_failed = min(failed)
+back = min((float(r[5]) for r in rows if ok(r) and float(r[4]) > first_failed), default=None)
+if back is None:
+    sys.exit("no append succeeded after the primary was killed")
+outage = back - first_failed
+later = [r for r in rows if float(r[4]) >= back]
+print(f"appends failed from {first_failed:.2f} s into the load and succeeded again at {back:.2f} s: "
+      f"{outage:.1f} s without appends; {sum(map(ok, later))} of {len(later)} attempts sent after that succeeded")
+if v["lost"] or v["duplicated"] or not report["passed"]:
+    sys.exit("an acknowledged message was lost or stored twice")
+if v["acknowledged"] != v["sent"]:
+    sys.exit("some messages were never acknowledged (100 attempts each)")
+if outage > float(sys.argv[3]):
+    sys.exit(f"appends came back after {outage:.1f} s, beyond the {sys.argv[3]} s bound")
+PY
+    { tail -n 20 "$STATE/failover.log"; die "failover: see above (load exit $rc)"; }
+  ((rc == 0)) || die "guestbook-loadtest messages exited $rc"
+
+  # Without a hand: started again, the old primary is told by the sentinels to follow the new one.
+  compose start redis >/dev/null
+  local role=""
+  for _ in $(seq 60); do
+    role=$("$ENGINE" exec "$(compose ps -q redis)" redis-cli info replication 2>/dev/null |
+      tr -d '\r' | awk -F: '$1 == "role" || $1 == "master_host" {printf "%s ", $2}' || true)
+    [[ $role == "slave $after " ]] && break
+    sleep 1
+  done
+  [[ $role == "slave $after " ]] || die "the old primary did not rejoin as a replica of $after: $role"
+  echo "redis, started again, is a replica of $after"
+}
+
 json_get() { # json_get URL PYTHON_EXPR: evaluates EXPR on the JSON answer `j`
   python3 -c '
 import json, sys, urllib.request
@@ -221,6 +323,8 @@ if report["attempts"] <= v["sent"]:
 PY
   ((rc == 0)) || die "guestbook-loadtest messages exited $rc"
   compose up -d --no-build backend-2 >/dev/null 2>&1 || true
+
+  failover
 
   trap - EXIT
   down
