@@ -2,9 +2,11 @@
 # `make deploy-check`: every offline check of the deployment files, then one live check.
 #
 #   1. yamllint on every YAML file under deploy/ and helm/ (templates excluded: lint their render)
-#   2. kubectl kustomize (base, overlays/minikube, prometheus-adapter) | kubernetes-validate --strict
+#   2. kubectl kustomize (base, overlays/minikube, overlays/redis-sentinel,
+#      overlays/redis-external-cluster, prometheus-adapter) | kubernetes-validate --strict
 #   3. helm lint --strict, helm template | kubernetes-validate --strict, for the default values and
-#      for helm/guestbook/ci/all-on-values.yaml; the chart's guard must refuse impossible values
+#      for each helm/guestbook/ci/*-values.yaml (all options on, redis.mode=sentinel,
+#      redis.mode=external-cluster); the chart's guard must refuse impossible values
 #   4. docker-compose config -q (Debian's docker-compose 1.29)
 #   5. hadolint --failure-threshold warning on both Dockerfiles; actionlint on .github/workflows/
 #   6. chaos validate on every experiment in deploy/chaos/
@@ -65,16 +67,24 @@ yamllint -s -d "$YAMLLINT_CONFIG" "${yaml_files[@]}"
 echo "${#yaml_files[@]} files clean"
 
 step "kustomize | kubernetes-validate --strict"
-for dir in base overlays/minikube prometheus-adapter; do
+for dir in base overlays/minikube overlays/redis-sentinel overlays/redis-external-cluster prometheus-adapter; do
   kubectl kustomize "deploy/kustomize/$dir" | validate "kustomize-${dir//\//-}"
 done
 
 step "helm lint --strict, helm template | kubernetes-validate --strict"
 chart=helm/guestbook
 helm lint --strict "$chart"
-helm lint --strict "$chart" -f "$chart/ci/all-on-values.yaml"
 helm template gb "$chart" --kube-version "$K8S_VERSION" | validate helm-default
-helm template gb "$chart" --kube-version "$K8S_VERSION" -f "$chart/ci/all-on-values.yaml" | validate helm-all-on
+for values in "$chart"/ci/*-values.yaml; do
+  name=$(basename "$values" -values.yaml)
+  helm lint --strict "$chart" -f "$values"
+  helm template gb "$chart" --kube-version "$K8S_VERSION" -f "$values" | validate "helm-$name"
+done
+# Each Redis mode renders what it promises (the backend's settings, the Redis it bundles or not).
+grep -q 'name: REDIS_SENTINELS' "$work/helm-sentinel.yaml" && grep -q 'component: redis-sentinel' "$work/helm-sentinel.yaml" ||
+  die "helm: redis.mode=sentinel renders no Sentinels or no REDIS_SENTINELS"
+grep -q 'name: REDIS_CLUSTER_NODES' "$work/helm-external-cluster.yaml" && ! grep -q '^kind: StatefulSet' "$work/helm-external-cluster.yaml" ||
+  die "helm: redis.mode=external-cluster must set REDIS_CLUSTER_NODES and bundle no Redis"
 # The guard must refuse what cannot work: an HPA whose minReplicas exceeds maxReplicas, and
 # neither the bundled Redis nor an external URL.
 if helm template gb "$chart" --set autoscaling.enabled=true --set autoscaling.minReplicas=5 \
@@ -83,6 +93,14 @@ if helm template gb "$chart" --set autoscaling.enabled=true --set autoscaling.mi
 fi
 if helm template gb "$chart" --set redis.enabled=false >/dev/null 2>&1; then
   die "helm: no Redis at all rendered; validateValues should refuse it"
+fi
+# A cluster mode without its nodes, a Sentinel quorum no failover could reach.
+if helm template gb "$chart" --set redis.mode=external-cluster >"$work/refused.txt" 2>&1; then
+  die "helm: redis.mode=external-cluster without redis.cluster.nodes rendered; validateValues should refuse it"
+fi
+grep -q 'needs redis.cluster.nodes' "$work/refused.txt" || { cat "$work/refused.txt"; die "helm: the refusal does not say what is missing"; }
+if helm template gb "$chart" --set redis.mode=sentinel --set redis.sentinel.quorum=4 >/dev/null 2>&1; then
+  die "helm: a Sentinel quorum above the Sentinel count rendered; validateValues should refuse it"
 fi
 echo "the chart's guard refuses impossible values"
 

@@ -64,7 +64,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) }}
 {{- end }}
 
-{{/* The Redis host and port the backend writes to. */}}
+{{/* The Redis host and port the backend writes to (standalone mode). */}}
 {{- define "guestbook.redisHostPort" -}}
 {{- if .Values.redis.enabled }}
 {{- printf "%s:6379" (include "guestbook.componentName" (dict "root" . "component" "redis")) }}
@@ -73,34 +73,105 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* "true" when the backend uses a Redis outside the chart: external standalone or cluster. */}}
+{{- define "guestbook.redisExternal" -}}
+{{- $r := .Values.redis }}
+{{- if or (eq $r.mode "external-cluster") (and (eq $r.mode "standalone") (not $r.enabled)) }}true{{ end }}
+{{- end }}
+
+{{/* The sentinels' addresses, one per pod of their StatefulSet: the backend asks each in turn. */}}
+{{- define "guestbook.sentinelAddresses" -}}
+{{- $name := include "guestbook.componentName" (dict "root" . "component" "redis-sentinel") }}
+{{- $addresses := list }}
+{{- range $i := until (int .Values.redis.sentinel.count) }}
+{{- $addresses = append $addresses (printf "%s-%d.%s:26379" $name $i $name) }}
+{{- end }}
+{{- join "," $addresses }}
+{{- end }}
+
 {{/* REDIS_PASSWORD (from the Secret) then REDIS_URL, which expands it: order matters. */}}
 {{- define "guestbook.redisEnv" -}}
-{{- $ext := .Values.redis.external }}
-{{- if and (not .Values.redis.enabled) $ext.existingSecret }}
+{{- $r := .Values.redis }}
+{{- $ext := $r.external }}
+{{- $auth := "" }}
+{{- if and (include "guestbook.redisExternal" .) $ext.existingSecret }}
+{{- $auth = printf "%s:$(REDIS_PASSWORD)@" $ext.username }}
 - name: REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ $ext.existingSecret }}
       key: {{ $ext.passwordKey }}
+{{- end }}
+{{- if eq $r.mode "sentinel" }}
+{{- $redis := include "guestbook.componentName" (dict "root" . "component" "redis") }}
+{{- /* Only the scheme counts: the sentinels name the host and port. */}}
 - name: REDIS_URL
-  value: {{ printf "redis://%s:$(REDIS_PASSWORD)@%s/%v" $ext.username (include "guestbook.redisHostPort" .) $ext.database | quote }}
-{{- else if not .Values.redis.enabled }}
+  value: {{ printf "redis://%s-0.%s:6379" $redis $redis | quote }}
+- name: REDIS_SENTINELS
+  value: {{ include "guestbook.sentinelAddresses" . | quote }}
+- name: REDIS_MASTER_NAME
+  value: {{ $r.sentinel.masterName | quote }}
+- name: REDIS_MIN_REPLICAS_ACK
+  value: {{ $r.sentinel.minReplicasAck | toString | quote }}
+{{- else if eq $r.mode "external-cluster" }}
+{{- /* REDIS_URL carries the credentials (and rediss:// would carry TLS); the nodes, the topology. */}}
 - name: REDIS_URL
-  value: {{ printf "redis://%s/%v" (include "guestbook.redisHostPort" .) $ext.database | quote }}
+  value: {{ printf "redis://%s%s" $auth (first $r.cluster.nodes) | quote }}
+- name: REDIS_CLUSTER_NODES
+  value: {{ join "," $r.cluster.nodes | quote }}
+{{- else if not $r.enabled }}
+- name: REDIS_URL
+  value: {{ printf "redis://%s%s/%v" $auth (include "guestbook.redisHostPort" .) $ext.database | quote }}
 {{- else }}
 - name: REDIS_URL
   value: {{ printf "redis://%s" (include "guestbook.redisHostPort" .) | quote }}
 {{- end }}
 {{- end }}
 
+{{/* The TCP ports of the external Redis Cluster the backend may reach. */}}
+{{- define "guestbook.clusterPorts" -}}
+{{- $ports := .Values.redis.cluster.ports }}
+{{- if not $ports }}
+{{- range .Values.redis.cluster.nodes }}
+{{- $ports = append $ports (int (last (splitList ":" .))) }}
+{{- end }}
+{{- end }}
+{{- uniq $ports | toJson }}
+{{- end }}
+
 {{/* Refuse values that cannot work, with one clear line each. */}}
 {{- define "guestbook.validateValues" -}}
-{{- $ext := .Values.redis.external }}
-{{- if and (not .Values.redis.enabled) (not $ext.host) }}
+{{- $r := .Values.redis }}
+{{- $ext := $r.external }}
+{{- if eq $r.mode "standalone" }}
+{{- if and (not $r.enabled) (not $ext.host) }}
 {{- fail "guestbook: no Redis: set redis.enabled=true (bundled) or redis.external.host" }}
 {{- end }}
-{{- if and .Values.redis.enabled $ext.host }}
+{{- if and $r.enabled $ext.host }}
 {{- fail "guestbook: redis.enabled=true and redis.external.host are both set: pick one" }}
+{{- end }}
+{{- else if eq $r.mode "sentinel" }}
+{{- if gt (int $r.sentinel.quorum) (int $r.sentinel.count) }}
+{{- fail (printf "guestbook: redis.sentinel.quorum (%v) exceeds redis.sentinel.count (%v): no failover could ever start" $r.sentinel.quorum $r.sentinel.count) }}
+{{- end }}
+{{- if gt (int $r.sentinel.minReplicasAck) (int $r.sentinel.replicas) }}
+{{- fail (printf "guestbook: redis.sentinel.minReplicasAck (%v) exceeds redis.sentinel.replicas (%v): every append would answer 503" $r.sentinel.minReplicasAck $r.sentinel.replicas) }}
+{{- end }}
+{{- if $ext.host }}
+{{- fail "guestbook: redis.mode=sentinel bundles its Redis; unset redis.external.host" }}
+{{- end }}
+{{- else if eq $r.mode "external-cluster" }}
+{{- if not $r.cluster.nodes }}
+{{- fail "guestbook: redis.mode=external-cluster needs redis.cluster.nodes: the cluster's seed nodes as host:port" }}
+{{- end }}
+{{- if $ext.host }}
+{{- fail "guestbook: redis.mode=external-cluster reaches the cluster through redis.cluster.nodes; unset redis.external.host" }}
+{{- end }}
+{{- range $name := list "REDIS_SENTINELS" "REDIS_REPLICA_URL" }}
+{{- if hasKey $.Values.backend.env $name }}
+{{- fail (printf "guestbook: backend.env.%s cannot be used with redis.mode=external-cluster (REDIS_CLUSTER_NODES)" $name) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- range $component := list "backend" "client" }}
 {{- $v := index $.Values $component }}
