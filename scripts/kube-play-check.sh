@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# `make kube-play-check`: the kustomize base and the Helm chart's default render, run as pods
-# with `podman kube play` on a private podman network, then checked the way the kubelet and a
-# user would:
+# `make kube-play-check`: the kustomize base and the Helm chart's default render, and both in
+# Redis Sentinel mode (overlays/redis-sentinel, ci/sentinel-values.yaml), run as pods with
+# `podman kube play` on a private podman network, then checked the way the kubelet and a user
+# would:
 #   - every startup, liveness and readiness probe of the render passes, run as the kubelet
 #     would (httpGet from inside the pod, tcpSocket, exec), within PROBE_SECONDS;
+#   - in Sentinel mode, every Sentinel names the same primary and sees all the replicas and
+#     the other Sentinels;
 #   - the backend answers through its Service name: `guestbook-loadtest messages` from a
 #     container on the same network posts COUNT messages to http://<backend>:8080 and finds each
 #     exactly once; the client answers /fetch with status ok through http://<client>:8081.
@@ -95,6 +98,31 @@ print("\n".join(d["metadata"]["name"] for d in yaml.safe_load_all(open(sys.argv[
     unset path port tcp exec
   done <"$work/$name-probes.sh"
 
+  local sentinels
+  sentinels=$(podman pod ps --filter "network=$network" --format '{{.Name}}' | grep -- '-redis-sentinel-[0-9]*\.' || true)
+  if [[ -n $sentinels ]]; then
+    step "$name: the Sentinels agree on the primary and see every replica and each other"
+    local redis_pods sentinel_pod master want_replicas want_peers got
+    redis_pods=$(podman pod ps --filter "network=$network" --format '{{.Name}}' | grep -c -- '-redis-[0-9]*\.')
+    want_replicas=$((redis_pods - 1))
+    want_peers=$(($(wc -l <<<"$sentinels") - 1))
+    for sentinel_pod in $sentinels; do
+      got=""
+      # Sentinels find replicas and peers through the primary, every 10 s and 2 s: a bounded wait.
+      for ((i = 0; i < PROBE_SECONDS; i++)); do
+        got=$(in_pod "$sentinel_pod" sentinel redis-cli -p 26379 --raw SENTINEL master mymaster 2>/dev/null |
+          paste - - | awk -F'\t' '$1 == "ip" || $1 == "flags" || $1 == "num-slaves" || $1 == "num-other-sentinels" {printf "%s=%s ", $1, $2}')
+        [[ $got == *"flags=master num-slaves=$want_replicas num-other-sentinels=$want_peers "* ]] && break
+        sleep 1
+      done
+      echo "$sentinel_pod: $got"
+      [[ $got == *"flags=master num-slaves=$want_replicas num-other-sentinels=$want_peers "* ]] ||
+        die "$name: $sentinel_pod does not see a healthy primary with $want_replicas replicas and $want_peers other Sentinels"
+      master=${master:-${got%% *}}
+      [[ ${got%% *} == "$master" ]] || die "$name: the Sentinels disagree on the primary (${got%% *}, $master)"
+    done
+  fi
+
   step "$name: the services answer through their Service names"
   local backend client
   backend=$(podman pod ps --filter "network=$network" --format '{{.Name}}' | grep -- '-backend$' | head -n 1)
@@ -121,6 +149,10 @@ renders=$(mktemp -d "${TMPDIR:-/tmp}/kube-renders.XXXXXX")
 trap 'cleanup; rm -rf "$renders"' EXIT
 kubectl kustomize deploy/kustomize/base >"$renders/kustomize-base.yaml"
 helm template gb helm/guestbook >"$renders/helm-default.yaml"
-check_render kustomize-base <"$renders/kustomize-base.yaml"
-check_render helm-default <"$renders/helm-default.yaml"
-step "kube-play-check passed: both renders ran as pods, passed their probes and answered"
+kubectl kustomize deploy/kustomize/overlays/redis-sentinel >"$renders/kustomize-sentinel.yaml"
+helm template gb helm/guestbook -f helm/guestbook/ci/sentinel-values.yaml >"$renders/helm-sentinel.yaml"
+# RENDERS: a subset, by name (e.g. RENDERS="helm-sentinel").
+for render in ${RENDERS:-kustomize-base helm-default kustomize-sentinel helm-sentinel}; do
+  check_render "$render" <"$renders/$render.yaml"
+done
+step "kube-play-check passed: every render ran as pods, passed its probes and answered"
