@@ -6,7 +6,9 @@
 #   - every startup, liveness and readiness probe of the render passes, run as the kubelet
 #     would (httpGet from inside the pod, tcpSocket, exec), within PROBE_SECONDS;
 #   - in Sentinel mode, every Sentinel names the same primary and sees all the replicas and
-#     the other Sentinels;
+#     the other Sentinels; the primary's pod is stopped, a replica must be promoted, and the old
+#     primary, started again, must come back as a replica of the new one (then the messages
+#     below go through the promoted primary);
 #   - the backend answers through its Service name: `guestbook-loadtest messages` from a
 #     container on the same network posts COUNT messages to http://<backend>:8080 and finds each
 #     exactly once; the client answers /fetch with status ok through http://<client>:8081.
@@ -62,6 +64,53 @@ http_probe() { # http_probe POD CONTAINER PORT PATH: the kubelet's httpGet (2xx/
   in_pod "$1" "$2" bash -c "exec 3<>/dev/tcp/127.0.0.1/$3 &&
     printf 'GET $4 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' >&3 &&
     head -n 1 <&3 | grep -Eq ' (2|3)[0-9][0-9] '" 2>/dev/null
+}
+
+sentinel_failover() { # sentinel_failover NAME PRIMARY SENTINEL_POD
+  local name=$1 primary=$2 sentinel_pod=$3 now="" role=""
+  step "$name: the primary's pod stopped; the Sentinels promote a replica; started again, it rejoins"
+  # Stopped, not killed: podman would restart a killed container (restartPolicy Always) before
+  # the Sentinels' 5 s, and then nothing fails over.
+  podman pod stop -t 0 "$primary" >/dev/null
+  local stopped=$SECONDS
+  for ((i = 0; i < PROBE_SECONDS; i++)); do
+    now=$(in_pod "$sentinel_pod" sentinel redis-cli -p 26379 --raw SENTINEL get-master-addr-by-name mymaster 2>/dev/null | head -n 1 || true)
+    [[ -n $now && $now != "$primary" ]] && break
+    sleep 1
+  done
+  [[ -n $now && $now != "$primary" ]] || die "$name: no replica promoted within $PROBE_SECONDS s of stopping $primary"
+  echo "the Sentinels promoted $now about $((SECONDS - stopped)) s after $primary stopped"
+  # The pod restarts with start-redis.sh, which asks the Sentinels who the primary is.
+  podman pod start "$primary" >/dev/null
+  for ((i = 0; i < PROBE_SECONDS; i++)); do
+    role=$(in_pod "$primary" redis redis-cli info replication 2>/dev/null |
+      tr -d '\r' | awk -F: '$1 == "role" || $1 == "master_host" {printf "%s ", $2}' || true)
+    [[ $role == "slave $now " ]] && break
+    sleep 1
+  done
+  [[ $role == "slave $now " ]] || die "$name: $primary came back as '$role', not a replica of $now"
+  echo "$primary, started again, is a replica of $now (start-redis.sh asked the Sentinels)"
+  # Every replica, the other one included, must follow the new primary: WAIT counts only those.
+  local want replicas=""
+  want=$(($(podman pod ps --filter "network=$network" --format '{{.Name}}' | grep -c -- '-redis-[0-9]*\.') - 1))
+  for ((i = 0; i < PROBE_SECONDS; i++)); do
+    replicas=$(in_pod "$now" redis redis-cli info replication 2>/dev/null | tr -d '\r' |
+      grep -c '^slave[0-9]*:.*state=online' || true)
+    ((replicas == want)) && break
+    sleep 1
+  done
+  if ((replicas != want)); then
+    local pod
+    for pod in $(podman pod ps --filter "network=$network" --format '{{.Name}}' | grep -- '-redis-'); do
+      echo "== $pod"
+      in_pod "$pod" "$([[ $pod == *-redis-sentinel-* ]] && echo sentinel || echo redis)" sh -c \
+        'redis-cli -p ${0} info replication 2>/dev/null | grep -E "^(role|master_host|master_link_status|slave[0-9])"' \
+        "$([[ $pod == *-redis-sentinel-* ]] && echo 26379 || echo 6379)" || true
+    done
+    podman logs "$sentinel_pod-sentinel" 2>&1 | grep -E ' [+-][a-z-]+ ' | tail -n 30
+    die "$name: $now has $replicas replicas online after $PROBE_SECONDS s, not $want"
+  fi
+  echo "$now has all $want replicas online"
 }
 
 check_render() { # check_render NAME < manifests
@@ -121,6 +170,7 @@ print("\n".join(d["metadata"]["name"] for d in yaml.safe_load_all(open(sys.argv[
       master=${master:-${got%% *}}
       [[ ${got%% *} == "$master" ]] || die "$name: the Sentinels disagree on the primary (${got%% *}, $master)"
     done
+    sentinel_failover "$name" "${master#ip=}" "$(head -n 1 <<<"$sentinels")"
   fi
 
   step "$name: the services answer through their Service names"
