@@ -10,7 +10,9 @@
 #                                       /data owned by redis; no /etc/redis (the official image
 #                                       has none; kube mounts its ConfigMap there); an
 #                                       entrypoint that adds --protected-mode no when started
-#                                       without a config file, as the official image's does
+#                                       without a config file, as the official image's does;
+#                                       Sentinel is the same binary (`redis-server FILE
+#                                       --sentinel`), so no redis-sentinel package
 #   prom/prometheus:v2.42.0             Debian's prometheus 2.42.0; user nobody, /prometheus
 #   oliver006/redis_exporter:v1.45.0    Debian's prometheus-redis-exporter 1.45.0
 #
