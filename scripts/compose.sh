@@ -204,6 +204,16 @@ failover() { # check step 5
   # What Sentinel did, and when: +tilt (a starved event loop; Sentinel then waits 30 s before
   # acting) explains a slow failover on a busy machine.
   compose logs --no-color sentinel-1 2>/dev/null | grep -E '[+-](sdown|odown|tilt|switch-master) ' | sed 's/^/  /' || true
+  # The whole load is bounded too: with appends failing for good, 1200 messages of 100 attempts
+  # each, 16 at a time, would run for hours. 20 s of sending, the outage, then the retries' tail.
+  local limit=$((SECONDS + 120))
+  while kill -0 "$load" 2>/dev/null && ((SECONDS < limit)); do sleep 1; done
+  if kill -0 "$load" 2>/dev/null; then
+    "$ENGINE" ps -q --filter "label=$LABEL" --filter label=com.docker.compose.service=load |
+      xargs -r "$ENGINE" kill >/dev/null 2>&1 || true
+    wait "$load" 2>/dev/null || true
+    die "the load did not finish within 120 s of the promotion: appends did not come back"
+  fi
   local rc=0
   wait "$load" || rc=$?
   python3 - "$STATE/failover.json" "$STATE/failover.log" "$FAILOVER_BOUND" <<'PY' ||
