@@ -1,9 +1,11 @@
 //! Group commit of the default `lua` strategy: appends in flight together share one script
-//! call, and still each get their own id, dense and ascending, and their own answer.
+//! call, and still each get their own id, dense and ascending, and their own answer; and the
+//! `watch` strategy's appends of one process queue instead of aborting one another.
 
 use std::collections::HashMap;
 
 use futures_util::future::join_all;
+use guestbook_backend::store::AppendStrategy;
 
 use crate::helpers::{TestApp, http, post, read_all};
 
@@ -66,4 +68,45 @@ async fn sixty_four_appends_in_flight_get_dense_ascending_ids_and_their_own_answ
         metrics.contains("op=\"append_batch_script\""),
         "appends in flight together shared a script call"
     );
+}
+
+/// The `watch` strategy queues a process's own appends: 64 in flight on one backend, with
+/// the defaults, all succeed and none aborts another (it used to answer 503 after its attempts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_watch_appends_in_flight_on_one_backend_never_conflict() {
+    // Arrange
+    let redis = crate::helpers::RedisServer::start().await;
+    let settings = crate::helpers::settings(&redis, AppendStrategy::Watch);
+    let app = TestApp::spawn(settings).await;
+    let client = http();
+
+    // Act
+    let sends = (0..IN_FLIGHT).map(|i| {
+        let (client, base) = (client.clone(), app.base.clone());
+        async move { post(&client, &base, "watch", &format!("w{i}"), None).await }
+    });
+    let statuses: Vec<u16> = join_all(sends)
+        .await
+        .into_iter()
+        .map(|answer| answer.expect("answered").0)
+        .collect();
+
+    // Assert
+    assert!(statuses.iter().all(|status| *status == 201), "{statuses:?}");
+    let conflicts = app
+        .metrics()
+        .await
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("guestbook_watch_conflicts_total ")?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(0.0);
+    assert_eq!(
+        conflicts, 0.0,
+        "writers of one process never abort each other"
+    );
+    assert_eq!(read_all(&client, &app.base).await.len(), IN_FLIGHT);
 }
