@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Appends per second and p50/p99 of each safe append strategy, beside redis-benchmark running
-# the same Lua script (EVALSHA) and a plain RPUSH against the same Redis, in the same run.
+# the same Lua script (EVALSHA) and a plain RPUSH against the same Redis, and beside the least
+# an axum handler can do per append (guestbook-bare-append: one RPUSH on a multiplexed
+# connection), in the same run. The report prints the default strategy's ratio to each at 64
+# in flight against the goals.
 #
 # It starts a private redis-server and guestbook-backend instances on 127.0.0.1, drives
 # POST /api/messages with wrk (scripts/wrk/post-message.lua), and stops everything it started
@@ -18,6 +21,7 @@
 #   RB_CLIENTS   [64]                RB_REQUESTS [200000]   (redis-benchmark)
 #   MAX_MESSAGES [10000]             WRK_TIMEOUT [10s]
 #   BIN          [target/release/guestbook-backend]
+#   BARE_BIN     [target/release/guestbook-bare-append]   BARE [1] 0 = skip the bare handler
 #   BENCHMARKS_MD  file whose generated sections are rewritten; by default BENCHMARKS.md for a
 #                  run of the full default matrix and nothing for a partial run; "" = never.
 #
@@ -48,6 +52,8 @@ RB_REQUESTS=${RB_REQUESTS:-200000}
 MAX_MESSAGES=${MAX_MESSAGES:-10000}
 WRK_TIMEOUT=${WRK_TIMEOUT:-10s}
 BIN=${BIN:-target/release/guestbook-backend}
+BARE_BIN=${BARE_BIN:-target/release/guestbook-bare-append}
+BARE=${BARE:-1}
 
 OUT_DIR=target/bench
 LOG_DIR=$OUT_DIR/logs
@@ -74,6 +80,7 @@ for tool in wrk redis-server redis-cli redis-benchmark curl python3; do
     die "$tool is not on PATH (Debian: apt-get install -y wrk redis-server curl python3)"
 done
 [[ -x $BIN ]] || die "$BIN not found; build it first: make build (or run make bench)"
+[[ $BARE == 0 || -x $BARE_BIN ]] || die "$BARE_BIN not found; build it first: make build"
 [[ $REDIS_PORT != 6379 ]] || die "REDIS_PORT=6379 is the machine's shared Redis; pick another port"
 
 # --- processes we started, and only those, are stopped on exit --------------------------
@@ -222,6 +229,23 @@ measure() { # strategy, count, conns
     --requested "$conns" --in-flight "$in_flight" --threads "$threads" --env "$env" \
     -- "${cmd[@]}" >>"$JSONL"
 }
+
+# --- the bare handler: one RPUSH per POST, one instance ---------------------------------------
+if [[ $BARE != 0 ]]; then
+  port_in_use "$BASE_PORT" && die "port $BASE_PORT is in use; set BASE_PORT to a free range"
+  "$BARE_BIN" --listen "127.0.0.1:$BASE_PORT" --redis "redis://127.0.0.1:$REDIS_PORT" \
+    >>"$LOG_DIR/bare-append.log" 2>&1 &
+  BACKEND_PIDS+=("$!")
+  wait_http "http://127.0.0.1:$BASE_PORT/liveness" "${BACKEND_PIDS[0]}"
+  if [[ $WARMUP != 0 ]]; then
+    BENCH_PORTS=$BASE_PORT wrk -t1 -c4 -d"${WARMUP}s" -s "$WRK_SCRIPT" \
+      "http://127.0.0.1:$BASE_PORT/api/messages" >/dev/null
+  fi
+  for conns in $CONNECTIONS; do
+    measure bare 1 "$conns"
+  done
+  stop_backends
+fi
 
 for strategy in $STRATEGIES; do
   for count in $INSTANCES; do

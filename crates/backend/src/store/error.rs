@@ -6,7 +6,8 @@ use crate::faults::InjectedFailure;
 
 /// A failed store operation. Every variant but [`StoreError::Corrupt`] and
 /// [`StoreError::Redis`] is transient: the caller may retry (with the same idempotency key).
-#[derive(Debug, thiserror::Error)]
+/// Clone: a batched append's error is the answer of every append in the batch.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Redis could not be reached or the connection broke.
     #[error("Redis is unavailable")]

@@ -11,6 +11,7 @@ mod exactly_once;
 mod failover;
 mod faults;
 mod fencing;
+mod group_commit;
 mod idempotency;
 mod openapi;
 mod outages;

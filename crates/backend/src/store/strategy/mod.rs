@@ -2,7 +2,7 @@
 //!
 //! | strategy | round trips | under contention | safe |
 //! |---|---|---|---|
-//! | [`lua`] | 1 (EVALSHA) | nothing to contend: Redis serialises scripts | yes |
+//! | [`lua`] | 1 (EVALSHA), shared by a [`batch`] | nothing to contend: Redis serialises scripts | yes |
 //! | [`watch`] | 2 per attempt | every concurrent writer aborts all others; retries | yes |
 //! | [`lock`] | 4 + waiting | one writer at a time, cluster-wide; fenced | yes |
 //! | [`naive`] | 3–4 | last writer wins: messages vanish | **no** |
@@ -13,6 +13,7 @@
 //! So every safe strategy assigns the id in the same atomic step that appends it, and the
 //! watch strategy must WATCH the sequence, which is what makes it collapse under load.
 
+pub mod batch;
 pub mod lock;
 pub mod lua;
 pub mod naive;
@@ -72,8 +73,8 @@ pub(crate) struct Ctx {
 /// The append strategy in use, owning what it needs: the watch strategy its pool of
 /// dedicated connections, the lock strategy its local queue.
 pub(crate) enum Appender {
-    /// See [`lua`].
-    Lua,
+    /// See [`lua`]; appends waiting together share a call ([`batch`]).
+    Lua(batch::Batcher),
     /// See [`watch`].
     Watch(watch::Watch),
     /// See [`lock`].
@@ -86,7 +87,7 @@ impl Appender {
     /// The strategy `APPEND_STRATEGY` names, with its resources.
     pub(crate) fn new(args: &RedisArgs) -> Self {
         match args.append_strategy {
-            AppendStrategy::Lua => Self::Lua,
+            AppendStrategy::Lua => Self::Lua(batch::Batcher::default()),
             AppendStrategy::Watch => Self::Watch(watch::Watch::new(
                 args.redis_pool_size,
                 args.redis_timeout(),
@@ -99,7 +100,7 @@ impl Appender {
     /// Which strategy this is.
     pub(crate) fn strategy(&self) -> AppendStrategy {
         match self {
-            Self::Lua => AppendStrategy::Lua,
+            Self::Lua(_) => AppendStrategy::Lua,
             Self::Watch(_) => AppendStrategy::Watch,
             Self::Lock(_) => AppendStrategy::Lock,
             Self::Naive => AppendStrategy::Naive,
@@ -114,7 +115,7 @@ impl Appender {
         request: AppendRequest,
     ) -> Result<Written, StoreError> {
         match self {
-            Self::Lua => lua::append(ctx, links, &request).await,
+            Self::Lua(batcher) => batcher.append(ctx, links, request).await,
             Self::Watch(watch) => {
                 detached(
                     watch
@@ -213,6 +214,28 @@ pub(crate) fn script_reply(value: redis::Value) -> Result<(i64, Option<String>),
         ),
     };
     Ok((status, payload))
+}
+
+/// Parses the flat reply `{status_1, payload_1, ..., status_n, payload_n}` of a batch script.
+pub(crate) fn script_reply_items(value: redis::Value) -> Result<Vec<(i64, String)>, StoreError> {
+    let redis::Value::Array(items) = value else {
+        return Err(StoreError::Corrupt(format!(
+            "unexpected batch reply {value:?}"
+        )));
+    };
+    let mut items = items.into_iter();
+    let mut pairs = Vec::with_capacity(items.len() / 2);
+    while let Some(status) = items.next() {
+        let (redis::Value::Int(status), Some(payload)) = (status, items.next()) else {
+            return Err(StoreError::Corrupt(
+                "a batch reply without its pairs".into(),
+            ));
+        };
+        let payload = redis::from_redis_value::<String>(payload)
+            .map_err(|err| StoreError::Corrupt(format!("batch payload: {err}")))?;
+        pairs.push((status, payload));
+    }
+    Ok(pairs)
 }
 
 #[cfg(test)]

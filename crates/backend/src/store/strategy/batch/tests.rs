@@ -1,0 +1,175 @@
+//! The batch script against a real redis-server: one batch, each append's own answer.
+
+use super::*;
+use crate::domain::{IdempotencyRecord, NewMessage};
+use crate::faults::Faults;
+use crate::store::hop::Hop;
+use crate::store::keys::Keys;
+use crate::store::metrics::StoreMetrics;
+use crate::store::strategy::AppendLimits;
+use crate::store::{AppendOutcome, replay};
+use guestbook_testkit::RedisServer;
+
+struct Fixture {
+    _redis: RedisServer,
+    conn: redis::aio::MultiplexedConnection,
+    ctx: Arc<Ctx>,
+    links: Arc<PrimaryLinks>,
+}
+
+async fn fixture() -> Fixture {
+    let redis = RedisServer::start().await;
+    let settings = crate::Settings::for_tests(&redis.url());
+    let args = &settings.redis;
+    let keys = Keys::new(&args.guestbook_name);
+    let metrics = StoreMetrics::register(&mut prometheus_client::registry::Registry::default());
+    let links = Arc::new(PrimaryLinks::new(&redis.url(), args, &keys).expect("links"));
+    let hop = Hop::new(
+        Arc::new(Faults::default()),
+        args.redis_timeout(),
+        metrics.clone(),
+    );
+    let limits = AppendLimits::new(args);
+    let ctx = Arc::new(Ctx {
+        hop,
+        keys,
+        limits,
+        metrics,
+    });
+    let conn = redis.connection().await;
+    Fixture {
+        _redis: redis,
+        conn,
+        ctx,
+        links,
+    }
+}
+
+fn message(text: &str) -> NewMessage {
+    NewMessage::new("batch", text).expect("a valid message")
+}
+
+fn request(ctx: &Ctx, message: &NewMessage, key: Option<&str>) -> AppendRequest {
+    let at = "2026-01-01T00:00:00Z";
+    AppendRequest {
+        tail: message.json_tail_at(at),
+        record: key.map(|key| {
+            let suffix = IdempotencyRecord::suffix(at, message);
+            (ctx.keys.idempotency(key), suffix)
+        }),
+        known: 0,
+    }
+}
+
+/// Sends `appends` as one batch and judges each answer as the store does.
+async fn one_batch(f: &Fixture, appends: &[(NewMessage, Option<&str>)]) -> Vec<String> {
+    let mut jobs = Vec::new();
+    let mut answers = Vec::new();
+    for (message, key) in appends {
+        let (reply, answer) = oneshot::channel();
+        let request = request(&f.ctx, message, *key);
+        let links = Arc::clone(&f.links);
+        jobs.push(Job {
+            links,
+            request,
+            reply,
+        });
+        answers.push(answer);
+    }
+    commit_on(&f.ctx, &f.links, jobs).await;
+    let mut verdicts = Vec::new();
+    for ((message, _), answer) in appends.iter().zip(answers) {
+        verdicts.push(match answer.await.expect("answered") {
+            Ok(Written::Created(raw)) => format!("created {}", raw.id),
+            Ok(Written::Recorded(record)) => match replay(&record, message) {
+                Ok(AppendOutcome::Replayed(raw)) => format!("replayed {}", raw.id),
+                Ok(other) => format!("{other:?}"),
+                Err(err) => format!("error {err}"),
+            },
+            Err(err) => format!("error {}", err.label()),
+        });
+    }
+    verdicts
+}
+
+async fn log_ids(f: &Fixture) -> Vec<u64> {
+    let mut conn = f.conn.clone();
+    let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(&f.ctx.keys.log)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .expect("XRANGE");
+    let messages = crate::store::entry::entries_to_messages(entries).expect("entries");
+    messages.iter().map(|message| message.id).collect()
+}
+
+#[tokio::test]
+async fn each_append_of_a_batch_gets_its_own_answer_and_ids_stay_dense() {
+    let f = fixture().await;
+    let first = message("first");
+    assert_eq!(
+        one_batch(&f, &[(first.clone(), Some("old"))]).await,
+        ["created 1"]
+    );
+
+    let verdicts = one_batch(
+        &f,
+        &[
+            (message("new"), None),
+            (first, Some("old")),
+            (message("another body"), Some("old")),
+            (message("keyed"), Some("new")),
+            (message("keyed"), Some("new")),
+            (message("keyed, changed"), Some("new")),
+            (message("last"), None),
+        ],
+    )
+    .await;
+
+    assert_eq!(
+        verdicts,
+        [
+            "created 2",
+            "replayed 1",
+            "KeyReused",
+            "created 3",
+            "replayed 3",
+            "KeyReused",
+            "created 4"
+        ]
+    );
+    assert_eq!(log_ids(&f).await, [1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn a_failing_first_log_write_fails_the_whole_batch_and_writes_nothing() {
+    let f = fixture().await;
+    let mut conn = f.conn.clone();
+    let _: () = redis::cmd("SET")
+        .arg(&f.ctx.keys.log)
+        .arg("not a stream")
+        .query_async(&mut conn)
+        .await
+        .expect("SET");
+    let verdicts = one_batch(
+        &f,
+        &[
+            (message("a"), Some("a")),
+            (message("b"), None),
+            (message("c"), Some("c")),
+        ],
+    )
+    .await;
+    assert_eq!(verdicts, ["error redis", "error redis", "error redis"]);
+    let keys = &f.ctx.keys;
+    for key in [keys.seq.clone(), keys.term.clone(), keys.idempotency("a")] {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("EXISTS");
+        assert!(!exists, "wrote {key}");
+    }
+}
