@@ -24,6 +24,10 @@ pub enum StoreError {
         /// Attempts made.
         attempts: u32,
     },
+    /// The append waited its whole time limit behind this process's other appends (the
+    /// `watch` strategy's local queue) and was never sent: nothing was written.
+    #[error("append queued behind this process's others for {0:?}; nothing was sent")]
+    Queued(Duration),
     /// The lock strategy could not get the lock in time.
     #[error("lock not acquired within {0:?}")]
     LockTimeout(Duration),
@@ -84,6 +88,7 @@ impl StoreError {
             Self::Injected(_)
                 | Self::Contention { .. }
                 | Self::LockTimeout(_)
+                | Self::Queued(_)
                 | Self::Fenced { .. }
                 | Self::Pool(_)
                 | Self::NoPrimary
@@ -98,6 +103,7 @@ impl StoreError {
             Self::Injected(_) => "injected",
             Self::Contention { .. } => "contention",
             Self::LockTimeout(_) => "lock_timeout",
+            Self::Queued(_) => "queued",
             Self::Fenced { .. } => "fenced",
             Self::Pool(_) => "pool",
             Self::NotReplicated { .. } => "not_replicated",

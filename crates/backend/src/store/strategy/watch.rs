@@ -93,7 +93,8 @@ impl Watch {
         let pool = self.pool_for(&links.url)?;
         let limit = ctx.hop.timeout();
         let Ok(_turn) = tokio::time::timeout(limit, self.local.lock()).await else {
-            return Err(StoreError::Timeout(limit));
+            // Nothing reached Redis: a retry without a key cannot store the message twice.
+            return Err(StoreError::Queued(limit));
         };
         attempts(&ctx, &pool, &request).await
     }
