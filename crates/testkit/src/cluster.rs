@@ -1,0 +1,484 @@
+//! A real Redis Cluster per test: N primaries with R replicas each, every node a
+//! `redis-server --cluster-enabled yes` on a free loopback port, killed when dropped.
+//!
+//! Ports are picked below 55535 because each node also listens on its port + 10000 (the
+//! cluster bus), and both must be free. Slots are split evenly between the primaries with
+//! `CLUSTER ADDSLOTSRANGE`, the nodes meet through the first one, replicas attach with
+//! `CLUSTER REPLICATE`, and the cluster is handed out once every node says `cluster_state:ok`.
+//!
+//! `cluster-node-timeout` is low (1 s, see [`NODE_TIMEOUT_MS`]) so that a killed primary's
+//! replica is promoted within a few seconds, keeping failover tests short; production
+//! clusters use more.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::process::{stop, wait_until};
+
+/// `cluster-node-timeout` of every test node, in milliseconds.
+pub const NODE_TIMEOUT_MS: u64 = 1_000;
+/// Slots in a Redis Cluster.
+const SLOTS: u16 = 16_384;
+
+/// One node of a [`RedisCluster`].
+struct Node {
+    child: Option<Child>,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+/// A Redis Cluster started for one test.
+pub struct RedisCluster {
+    nodes: Vec<Node>,
+}
+
+/// A free loopback port below 55535 whose cluster-bus twin (port + 10000) is free too.
+fn free_cluster_port() -> u16 {
+    for _ in 0..1_000 {
+        let port = fastrand::u16(20_000..45_000);
+        let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+    panic!("no free loopback port pair (port, port + 10000) below 55535");
+}
+
+impl RedisCluster {
+    /// Starts `primaries` primaries (at least 3, as Redis Cluster's failover needs a majority)
+    /// with `replicas` replicas each, and waits until the cluster is ok everywhere.
+    /// Nodes 0..primaries are the primaries; replica `r` of primary `p` is node
+    /// `primaries + p * replicas + r`.
+    pub async fn start(primaries: usize, replicas: usize) -> Self {
+        assert!(primaries >= 1, "a cluster needs a primary");
+        let mut cluster = Self { nodes: Vec::new() };
+        for _ in 0..primaries * (1 + replicas) {
+            cluster.nodes.push(Node::spawn().await);
+        }
+        for (index, range) in slot_ranges(primaries).into_iter().enumerate() {
+            let _: () = cluster
+                .cmd(
+                    index,
+                    redis::cmd("CLUSTER")
+                        .arg("ADDSLOTSRANGE")
+                        .arg(range.0)
+                        .arg(range.1),
+                )
+                .await
+                .expect("CLUSTER ADDSLOTSRANGE");
+        }
+        let first = cluster.nodes[0].port;
+        for index in 1..cluster.nodes.len() {
+            let _: () = cluster
+                .cmd(
+                    index,
+                    redis::cmd("CLUSTER")
+                        .arg("MEET")
+                        .arg("127.0.0.1")
+                        .arg(first),
+                )
+                .await
+                .expect("CLUSTER MEET");
+        }
+        let total = cluster.nodes.len();
+        cluster
+            .wait_everywhere("every node to know every other", |nodes| {
+                nodes
+                    .lines()
+                    .filter(|line| !line.contains("handshake"))
+                    .count()
+                    == total
+            })
+            .await;
+        for primary in 0..primaries {
+            let id = cluster.node_id(primary).await;
+            for replica in 0..replicas {
+                let index = primaries + primary * replicas + replica;
+                let _: () = cluster
+                    .cmd(index, redis::cmd("CLUSTER").arg("REPLICATE").arg(&id))
+                    .await
+                    .expect("CLUSTER REPLICATE");
+            }
+        }
+        cluster.wait_until_ok().await;
+        for index in primaries..total {
+            cluster.wait_for_link(index).await;
+        }
+        cluster
+    }
+
+    /// Waits until every live node reports `cluster_state:ok`.
+    pub async fn wait_until_ok(&self) {
+        let live: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.is_running(i))
+            .collect();
+        wait_until(
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            "the cluster never reached cluster_state:ok on every node",
+            || async {
+                for &index in &live {
+                    let info: Option<String> = self
+                        .cmd(index, redis::cmd("CLUSTER").arg("INFO"))
+                        .await
+                        .ok();
+                    if !info.is_some_and(|info| info.contains("cluster_state:ok")) {
+                        return false;
+                    }
+                }
+                true
+            },
+        )
+        .await;
+    }
+
+    async fn wait_everywhere(&self, what: &str, ready: impl Fn(&str) -> bool) {
+        wait_until(
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            what,
+            || async {
+                for index in 0..self.nodes.len() {
+                    let nodes: Option<String> = self
+                        .cmd(index, redis::cmd("CLUSTER").arg("NODES"))
+                        .await
+                        .ok();
+                    if !nodes.is_some_and(|nodes| ready(&nodes)) {
+                        return false;
+                    }
+                }
+                true
+            },
+        )
+        .await;
+    }
+
+    async fn wait_for_link(&self, index: usize) {
+        let what = format!("cluster replica node {index} never linked to its primary");
+        wait_until(
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            &what,
+            || async {
+                self.info(index, "replication")
+                    .await
+                    .is_some_and(|info| info.contains("master_link_status:up"))
+            },
+        )
+        .await;
+    }
+
+    /// Node `index`'s `host:port`.
+    pub fn address(&self, index: usize) -> String {
+        format!("127.0.0.1:{}", self.nodes[index].port)
+    }
+
+    /// Node `index`'s `redis://` URL.
+    pub fn url(&self, index: usize) -> String {
+        format!("redis://{}", self.address(index))
+    }
+
+    /// Every node's port, in node order.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|node| node.port).collect()
+    }
+
+    /// How many nodes the cluster was started with.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Never true: a cluster has at least one node.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// True until node `index` is killed.
+    pub fn is_running(&self, index: usize) -> bool {
+        self.nodes[index].child.is_some()
+    }
+
+    /// One command on node `index`.
+    pub async fn cmd<T: redis::FromRedisValue>(
+        &self,
+        index: usize,
+        command: &mut redis::Cmd,
+    ) -> redis::RedisResult<T> {
+        let client = redis::Client::open(self.url(index))?;
+        let asked = async {
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            command.query_async(&mut conn).await
+        };
+        tokio::time::timeout(Duration::from_secs(5), asked)
+            .await
+            .unwrap_or_else(|_| Err((redis::ErrorKind::Io, "no answer within 5 s").into()))
+    }
+
+    /// `INFO section` of node `index`, if it answers.
+    pub async fn info(&self, index: usize, section: &str) -> Option<String> {
+        self.cmd(index, redis::cmd("INFO").arg(section)).await.ok()
+    }
+
+    /// Node `index`'s cluster id.
+    pub async fn node_id(&self, index: usize) -> String {
+        self.cmd(index, redis::cmd("CLUSTER").arg("MYID"))
+            .await
+            .expect("CLUSTER MYID")
+    }
+
+    /// The slot of `key` (its hash tag's, if it has one).
+    pub async fn slot_of(&self, key: &str) -> u16 {
+        let live = (0..self.nodes.len())
+            .find(|&i| self.is_running(i))
+            .expect("a live node");
+        self.cmd(live, redis::cmd("CLUSTER").arg("KEYSLOT").arg(key))
+            .await
+            .expect("CLUSTER KEYSLOT")
+    }
+
+    /// The node (index) a live node says serves `slot` as primary, if any.
+    pub async fn owner_of_slot(&self, slot: u16) -> Option<usize> {
+        for index in (0..self.nodes.len()).filter(|&i| self.is_running(i)) {
+            let Ok(nodes) = self
+                .cmd::<String>(index, redis::cmd("CLUSTER").arg("NODES"))
+                .await
+            else {
+                continue;
+            };
+            for line in nodes.lines() {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let serves = fields
+                    .get(2)
+                    .is_some_and(|flags| flags.contains("master") && !flags.contains("fail"))
+                    && fields.iter().skip(8).any(|range| in_range(range, slot));
+                if serves {
+                    let port = fields[1].split(['@', ',']).next()?.rsplit(':').next()?;
+                    let port: u16 = port.parse().ok()?;
+                    return self.nodes.iter().position(|node| node.port == port);
+                }
+            }
+        }
+        None
+    }
+
+    /// The replicas (indices) of node `primary`, as it reports them.
+    pub async fn replicas_of(&self, primary: usize) -> Vec<usize> {
+        let id = self.node_id(primary).await;
+        let nodes: String = self
+            .cmd(primary, redis::cmd("CLUSTER").arg("NODES"))
+            .await
+            .expect("CLUSTER NODES");
+        nodes
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                (fields.get(3) == Some(&id.as_str())).then_some(())?;
+                let port: u16 = fields[1]
+                    .split('@')
+                    .next()?
+                    .rsplit(':')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                self.nodes.iter().position(|node| node.port == port)
+            })
+            .collect()
+    }
+
+    /// kill -9 of node `index`, then waits for the process to be gone.
+    pub fn kill(&mut self, index: usize) {
+        stop(&mut self.nodes[index].child);
+    }
+
+    /// The PID of node `index`, while it runs.
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.nodes[index].child.as_ref().map(Child::id)
+    }
+
+    /// A manual failover (`CLUSTER FAILOVER`, or `FORCE` when its primary is down) run on the
+    /// replica `replica`; waits until it is a primary and the cluster is ok again.
+    pub async fn failover(&self, replica: usize, force: bool) {
+        let mut command = redis::cmd("CLUSTER");
+        command.arg("FAILOVER");
+        if force {
+            command.arg("FORCE");
+        }
+        let _: () = self
+            .cmd(replica, &mut command)
+            .await
+            .expect("CLUSTER FAILOVER");
+        self.wait_for_promotion(replica).await;
+    }
+
+    /// Waits until node `index` reports itself a primary and the cluster is ok again.
+    pub async fn wait_for_promotion(&self, index: usize) {
+        let what = format!("cluster node {index} was never promoted");
+        wait_until(
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            &what,
+            || async {
+                self.info(index, "replication")
+                    .await
+                    .is_some_and(|info| info.contains("role:master"))
+            },
+        )
+        .await;
+        self.wait_until_ok().await;
+    }
+
+    /// Moves `slot`, with its keys, from primary `from` to primary `to` (the resharding steps
+    /// `redis-cli --cluster reshard` takes), and tells every live primary.
+    pub async fn move_slot(&self, slot: u16, from: usize, to: usize) {
+        let (from_id, to_id) = (self.node_id(from).await, self.node_id(to).await);
+        let setslot = |state: &str, id: &str| {
+            let mut command = redis::cmd("CLUSTER");
+            command.arg("SETSLOT").arg(slot).arg(state).arg(id);
+            command
+        };
+        let _: () = self
+            .cmd(to, &mut setslot("IMPORTING", &from_id))
+            .await
+            .expect("IMPORTING");
+        let _: () = self
+            .cmd(from, &mut setslot("MIGRATING", &to_id))
+            .await
+            .expect("MIGRATING");
+        loop {
+            let keys: Vec<String> = self
+                .cmd(
+                    from,
+                    redis::cmd("CLUSTER")
+                        .arg("GETKEYSINSLOT")
+                        .arg(slot)
+                        .arg(100),
+                )
+                .await
+                .expect("GETKEYSINSLOT");
+            if keys.is_empty() {
+                break;
+            }
+            let _: () = self
+                .cmd(
+                    from,
+                    redis::cmd("MIGRATE")
+                        .arg("127.0.0.1")
+                        .arg(self.nodes[to].port)
+                        .arg("")
+                        .arg(0)
+                        .arg(5_000)
+                        .arg("KEYS")
+                        .arg(&keys),
+                )
+                .await
+                .expect("MIGRATE");
+        }
+        for index in [to, from] {
+            let _: () = self
+                .cmd(index, &mut setslot("NODE", &to_id))
+                .await
+                .expect("SETSLOT NODE");
+        }
+        self.wait_until_ok().await;
+    }
+}
+
+impl Node {
+    async fn spawn() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory for a cluster node");
+        let port = free_cluster_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+            .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        let node = Self {
+            child: Some(child),
+            port,
+            _dir: dir,
+        };
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("valid URL");
+        let what = format!("cluster node did not start on port {port}");
+        wait_until(
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            &what,
+            || async {
+                match client.get_multiplexed_async_connection().await {
+                    Ok(mut conn) => redis::cmd("PING")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .is_ok(),
+                    Err(_) => false,
+                }
+            },
+        )
+        .await;
+        node
+    }
+}
+
+/// Even shares of the slots, one range per primary.
+fn slot_ranges(primaries: usize) -> Vec<(u16, u16)> {
+    let n = u32::try_from(primaries).expect("a few primaries");
+    (0..n)
+        .map(|i| {
+            let low = u32::from(SLOTS) * i / n;
+            let high = u32::from(SLOTS) * (i + 1) / n - 1;
+            (low as u16, high as u16)
+        })
+        .collect()
+}
+
+/// True when a `CLUSTER NODES` slot field (`5`, `0-5460`) holds `slot`.
+fn in_range(field: &str, slot: u16) -> bool {
+    let parse = |s: &str| s.parse::<u16>().ok();
+    match field.split_once('-') {
+        Some((low, high)) => {
+            matches!((parse(low), parse(high)), (Some(l), Some(h)) if (l..=h).contains(&slot))
+        }
+        None => parse(field) == Some(slot),
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            stop(&mut node.child);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slots_are_split_without_gaps() {
+        assert_eq!(slot_ranges(3), [(0, 5460), (5461, 10921), (10922, 16383)]);
+        assert!(in_range("0-5460", 7) && !in_range("0-5460", 5461) && in_range("12", 12));
+    }
+
+    #[tokio::test]
+    async fn a_cluster_serves_every_slot_and_promotes_a_replica_of_a_killed_primary() {
+        let mut cluster = RedisCluster::start(3, 1).await;
+        let slot = cluster.slot_of("{guestbook:default}").await;
+        let owner = cluster.owner_of_slot(slot).await.expect("an owner");
+        let replicas = cluster.replicas_of(owner).await;
+        assert_eq!(replicas.len(), 1, "one replica per primary");
+        cluster.kill(owner);
+        cluster.wait_for_promotion(replicas[0]).await;
+        assert_eq!(cluster.owner_of_slot(slot).await, Some(replicas[0]));
+    }
+}
