@@ -25,7 +25,7 @@ const SLOTS: u16 = 16_384;
 struct Node {
     child: Option<Child>,
     port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// A Redis Cluster started for one test.
@@ -291,6 +291,15 @@ impl RedisCluster {
         stop(&mut self.nodes[index].child);
     }
 
+    /// Starts a killed node again, same port and identity, with no data (nothing is persisted):
+    /// like a restarted pod, it learns that its slots moved on and rejoins as a replica of the
+    /// node promoted in its place. Waits until it has linked to that primary.
+    pub async fn restart(&mut self, index: usize) {
+        stop(&mut self.nodes[index].child);
+        self.nodes[index].launch().await;
+        self.wait_for_link(index).await;
+    }
+
     /// The PID of node `index`, while it runs.
     pub fn pid(&self, index: usize) -> Option<u32> {
         self.nodes[index].child.as_ref().map(Child::id)
@@ -387,7 +396,19 @@ impl RedisCluster {
 impl Node {
     async fn spawn() -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory for a cluster node");
-        let port = free_cluster_port();
+        let mut node = Self {
+            child: None,
+            port: free_cluster_port(),
+            dir,
+        };
+        node.launch().await;
+        node
+    }
+
+    /// Starts the process on the node's port and directory (its `nodes.conf` keeps its
+    /// identity), and waits until it answers.
+    async fn launch(&mut self) {
+        let port = self.port;
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args([
@@ -398,16 +419,12 @@ impl Node {
             ])
             .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
             .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(dir.path())
+            .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
-        let node = Self {
-            child: Some(child),
-            port,
-            _dir: dir,
-        };
+        self.child = Some(child);
         let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("valid URL");
         let what = format!("cluster node did not start on port {port}");
         wait_until(
@@ -425,7 +442,6 @@ impl Node {
             },
         )
         .await;
-        node
     }
 }
 
@@ -480,5 +496,11 @@ mod tests {
         cluster.kill(owner);
         cluster.wait_for_promotion(replicas[0]).await;
         assert_eq!(cluster.owner_of_slot(slot).await, Some(replicas[0]));
+        cluster.restart(owner).await;
+        assert_eq!(
+            cluster.replicas_of(replicas[0]).await,
+            [owner],
+            "rejoins as a replica"
+        );
     }
 }

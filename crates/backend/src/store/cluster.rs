@@ -258,11 +258,13 @@ pub(crate) fn slot_of(key: &str) -> u16 {
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -273,7 +275,10 @@ mod tests {
     fn the_slot_is_redis_clusters_crc16() {
         // The reference value from the Redis Cluster specification.
         assert_eq!(slot_of("123456789"), 0x31C3 % SLOTS);
-        assert_eq!(slot_of("{guestbook:default}:seq"), slot_of("guestbook:default"));
+        assert_eq!(
+            slot_of("{guestbook:default}:seq"),
+            slot_of("guestbook:default")
+        );
         assert_eq!(slot_of("{}x"), slot_of("{}x"));
         assert_ne!(slot_of("{}a"), slot_of("{}b"));
     }

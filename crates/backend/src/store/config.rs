@@ -318,13 +318,22 @@ mod tests {
 
     #[test]
     fn cluster_nodes_exclude_sentinels_and_a_replica_url() {
-        let redis = parse(&["--redis-cluster-nodes", "127.0.0.1:7000,127.0.0.1:7001"]).expect("valid");
-        assert_eq!(redis.cluster_addresses(), ["127.0.0.1:7000", "127.0.0.1:7001"]);
+        let redis =
+            parse(&["--redis-cluster-nodes", "127.0.0.1:7000,127.0.0.1:7001"]).expect("valid");
+        assert_eq!(
+            redis.cluster_addresses(),
+            ["127.0.0.1:7000", "127.0.0.1:7001"]
+        );
         assert!(parse(&["--redis-cluster-nodes", "a"]).is_err());
         let both = ["--redis-cluster-nodes", "a:1", "--redis-sentinels", "b:2"];
         let refused = parse(&both).expect_err("refused");
         assert!(refused.contains("REDIS_CLUSTER_NODES") && refused.contains("REDIS_SENTINELS"));
-        let both = ["--redis-cluster-nodes", "a:1", "--redis-replica-url", "redis://b:2"];
+        let both = [
+            "--redis-cluster-nodes",
+            "a:1",
+            "--redis-replica-url",
+            "redis://b:2",
+        ];
         let refused = parse(&both).expect_err("refused");
         assert!(refused.contains("REDIS_REPLICA_URL"), "{refused}");
     }

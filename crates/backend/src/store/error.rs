@@ -57,7 +57,9 @@ pub enum StoreError {
     #[error("the guestbook's slot is served by {0} (MOVED)")]
     Moved(String),
     /// `REDIS_URL` names one node of a Redis Cluster, which redirects the guestbook's keys.
-    #[error("REDIS_URL points at a Redis Cluster node; set REDIS_CLUSTER_NODES (it answered MOVED to {0})")]
+    #[error(
+        "REDIS_URL points at a Redis Cluster node; set REDIS_CLUSTER_NODES (it answered MOVED to {0})"
+    )]
     ClusterNode(String),
     /// Redis holds something this program did not write.
     #[error("unexpected data in Redis: {0}")]

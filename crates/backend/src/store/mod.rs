@@ -61,10 +61,10 @@ pub use metrics::StoreMetrics;
 use crate::domain::message::format_created_at;
 use crate::domain::{IdempotencyKey, IdempotencyRecord, NewMessage, Replay, judge};
 use crate::faults::Faults;
+use cluster::Cluster;
 use hop::Hop;
 use metrics::AppendLabels;
 use primary::{CurrentPrimary, PrimaryLinks, manager_config};
-use cluster::Cluster;
 use sentinel::Sentinel;
 use strategy::{AppendLimits, AppendRequest, Appender, Ctx, Written};
 
@@ -125,12 +125,12 @@ impl Inner {
         let (Err(StoreError::Moved(to)), Some(cluster)) = (outcome, &self.cluster) else {
             return false;
         };
-        let followed = cluster.moved_to(to).and_then(|url| {
-            match self.primary.get() {
+        let followed = cluster
+            .moved_to(to)
+            .and_then(|url| match self.primary.get() {
                 Ok(links) if links.url == url => Ok(()),
                 _ => self.switch_primary(&url),
-            }
-        });
+            });
         followed.is_ok()
     }
 }

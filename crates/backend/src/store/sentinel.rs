@@ -80,8 +80,8 @@ impl Sentinel {
 /// `template` (`REDIS_URL`) with its host and port replaced, its credentials, TLS and database
 /// kept: the URL of a primary Sentinel or the cluster named.
 pub(crate) fn url_with_address(template: &str, host: &str, port: u16) -> Result<String, String> {
-    let mut url =
-        redis::parse_redis_url(template).ok_or_else(|| "REDIS_URL is not a Redis URL".to_owned())?;
+    let mut url = redis::parse_redis_url(template)
+        .ok_or_else(|| "REDIS_URL is not a Redis URL".to_owned())?;
     // Sentinel and the cluster name an IPv6 node bare (`::1`); a URL needs it in brackets.
     let host = if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]")
