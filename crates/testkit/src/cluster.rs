@@ -300,6 +300,26 @@ impl RedisCluster {
         self.wait_for_link(index).await;
     }
 
+    /// SIGSTOP of node `index`: it keeps its sockets open and answers nothing (a replica so
+    /// paused falls behind its primary).
+    pub fn pause(&self, index: usize) {
+        self.signal(index, "-STOP");
+    }
+
+    /// SIGCONT of node `index`.
+    pub fn resume(&self, index: usize) {
+        self.signal(index, "-CONT");
+    }
+
+    fn signal(&self, index: usize, signal: &str) {
+        let pid = self.pid(index).expect("the node is running");
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
     /// The PID of node `index`, while it runs.
     pub fn pid(&self, index: usize) -> Option<u32> {
         self.nodes[index].child.as_ref().map(Child::id)
