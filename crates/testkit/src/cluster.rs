@@ -10,39 +10,24 @@
 //! replica is promoted within a few seconds, keeping failover tests short; production
 //! clusters use more.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+mod node;
+mod topology;
+
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use crate::process::{stop, wait_until};
+use node::Node;
+use topology::slot_ranges;
 
 /// `cluster-node-timeout` of every test node, in milliseconds.
 pub const NODE_TIMEOUT_MS: u64 = 1_000;
 /// Slots in a Redis Cluster.
 const SLOTS: u16 = 16_384;
 
-/// One node of a [`RedisCluster`].
-struct Node {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
 /// A Redis Cluster started for one test.
 pub struct RedisCluster {
     nodes: Vec<Node>,
-}
-
-/// A free loopback port below 55535 whose cluster-bus twin (port + 10000) is free too.
-fn free_cluster_port() -> u16 {
-    for _ in 0..1_000 {
-        let port = fastrand::u16(20_000..45_000);
-        let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
-        if free(port) && free(port + 10_000) {
-            return port;
-        }
-    }
-    panic!("no free loopback port pair (port, port + 10000) below 55535");
 }
 
 impl RedisCluster {
@@ -227,65 +212,6 @@ impl RedisCluster {
             .expect("CLUSTER MYID")
     }
 
-    /// The slot of `key` (its hash tag's, if it has one).
-    pub async fn slot_of(&self, key: &str) -> u16 {
-        let live = (0..self.nodes.len())
-            .find(|&i| self.is_running(i))
-            .expect("a live node");
-        self.cmd(live, redis::cmd("CLUSTER").arg("KEYSLOT").arg(key))
-            .await
-            .expect("CLUSTER KEYSLOT")
-    }
-
-    /// The node (index) a live node says serves `slot` as primary, if any.
-    pub async fn owner_of_slot(&self, slot: u16) -> Option<usize> {
-        for index in (0..self.nodes.len()).filter(|&i| self.is_running(i)) {
-            let Ok(nodes) = self
-                .cmd::<String>(index, redis::cmd("CLUSTER").arg("NODES"))
-                .await
-            else {
-                continue;
-            };
-            for line in nodes.lines() {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                let serves = fields
-                    .get(2)
-                    .is_some_and(|flags| flags.contains("master") && !flags.contains("fail"))
-                    && fields.iter().skip(8).any(|range| in_range(range, slot));
-                if serves {
-                    let port = fields[1].split(['@', ',']).next()?.rsplit(':').next()?;
-                    let port: u16 = port.parse().ok()?;
-                    return self.nodes.iter().position(|node| node.port == port);
-                }
-            }
-        }
-        None
-    }
-
-    /// The replicas (indices) of node `primary`, as it reports them.
-    pub async fn replicas_of(&self, primary: usize) -> Vec<usize> {
-        let id = self.node_id(primary).await;
-        let nodes: String = self
-            .cmd(primary, redis::cmd("CLUSTER").arg("NODES"))
-            .await
-            .expect("CLUSTER NODES");
-        nodes
-            .lines()
-            .filter_map(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                (fields.get(3) == Some(&id.as_str())).then_some(())?;
-                let port: u16 = fields[1]
-                    .split('@')
-                    .next()?
-                    .rsplit(':')
-                    .next()?
-                    .parse()
-                    .ok()?;
-                self.nodes.iter().position(|node| node.port == port)
-            })
-            .collect()
-    }
-
     /// kill -9 of node `index`, then waits for the process to be gone.
     pub fn kill(&mut self, index: usize) {
         stop(&mut self.nodes[index].child);
@@ -324,168 +250,6 @@ impl RedisCluster {
     pub fn pid(&self, index: usize) -> Option<u32> {
         self.nodes[index].child.as_ref().map(Child::id)
     }
-
-    /// A manual failover (`CLUSTER FAILOVER`, or `FORCE` when its primary is down) run on the
-    /// replica `replica`; waits until it is a primary and the cluster is ok again.
-    pub async fn failover(&self, replica: usize, force: bool) {
-        let mut command = redis::cmd("CLUSTER");
-        command.arg("FAILOVER");
-        if force {
-            command.arg("FORCE");
-        }
-        let _: () = self
-            .cmd(replica, &mut command)
-            .await
-            .expect("CLUSTER FAILOVER");
-        self.wait_for_promotion(replica).await;
-    }
-
-    /// Waits until node `index` reports itself a primary and the cluster is ok again.
-    pub async fn wait_for_promotion(&self, index: usize) {
-        let what = format!("cluster node {index} was never promoted");
-        wait_until(
-            Duration::from_secs(30),
-            Duration::from_millis(50),
-            &what,
-            || async {
-                self.info(index, "replication")
-                    .await
-                    .is_some_and(|info| info.contains("role:master"))
-            },
-        )
-        .await;
-        self.wait_until_ok().await;
-    }
-
-    /// Moves `slot`, with its keys, from primary `from` to primary `to` (the resharding steps
-    /// `redis-cli --cluster reshard` takes), and tells every live primary.
-    pub async fn move_slot(&self, slot: u16, from: usize, to: usize) {
-        let (from_id, to_id) = (self.node_id(from).await, self.node_id(to).await);
-        let setslot = |state: &str, id: &str| {
-            let mut command = redis::cmd("CLUSTER");
-            command.arg("SETSLOT").arg(slot).arg(state).arg(id);
-            command
-        };
-        let _: () = self
-            .cmd(to, &mut setslot("IMPORTING", &from_id))
-            .await
-            .expect("IMPORTING");
-        let _: () = self
-            .cmd(from, &mut setslot("MIGRATING", &to_id))
-            .await
-            .expect("MIGRATING");
-        loop {
-            let keys: Vec<String> = self
-                .cmd(
-                    from,
-                    redis::cmd("CLUSTER")
-                        .arg("GETKEYSINSLOT")
-                        .arg(slot)
-                        .arg(100),
-                )
-                .await
-                .expect("GETKEYSINSLOT");
-            if keys.is_empty() {
-                break;
-            }
-            let _: () = self
-                .cmd(
-                    from,
-                    redis::cmd("MIGRATE")
-                        .arg("127.0.0.1")
-                        .arg(self.nodes[to].port)
-                        .arg("")
-                        .arg(0)
-                        .arg(5_000)
-                        .arg("KEYS")
-                        .arg(&keys),
-                )
-                .await
-                .expect("MIGRATE");
-        }
-        for index in [to, from] {
-            let _: () = self
-                .cmd(index, &mut setslot("NODE", &to_id))
-                .await
-                .expect("SETSLOT NODE");
-        }
-        self.wait_until_ok().await;
-    }
-}
-
-impl Node {
-    async fn spawn() -> Self {
-        let dir = tempfile::tempdir().expect("a temporary directory for a cluster node");
-        let mut node = Self {
-            child: None,
-            port: free_cluster_port(),
-            dir,
-        };
-        node.launch().await;
-        node
-    }
-
-    /// Starts the process on the node's port and directory (its `nodes.conf` keeps its
-    /// identity), and waits until it answers.
-    async fn launch(&mut self) {
-        let port = self.port;
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-            ])
-            .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server)");
-        self.child = Some(child);
-        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("valid URL");
-        let what = format!("cluster node did not start on port {port}");
-        wait_until(
-            Duration::from_secs(10),
-            Duration::from_millis(20),
-            &what,
-            || async {
-                match client.get_multiplexed_async_connection().await {
-                    Ok(mut conn) => redis::cmd("PING")
-                        .query_async::<String>(&mut conn)
-                        .await
-                        .is_ok(),
-                    Err(_) => false,
-                }
-            },
-        )
-        .await;
-    }
-}
-
-/// Even shares of the slots, one range per primary.
-fn slot_ranges(primaries: usize) -> Vec<(u16, u16)> {
-    let n = u32::try_from(primaries).expect("a few primaries");
-    (0..n)
-        .map(|i| {
-            let low = u32::from(SLOTS) * i / n;
-            let high = u32::from(SLOTS) * (i + 1) / n - 1;
-            (low as u16, high as u16)
-        })
-        .collect()
-}
-
-/// True when a `CLUSTER NODES` slot field (`5`, `0-5460`) holds `slot`.
-fn in_range(field: &str, slot: u16) -> bool {
-    let parse = |s: &str| s.parse::<u16>().ok();
-    match field.split_once('-') {
-        Some((low, high)) => {
-            matches!((parse(low), parse(high)), (Some(l), Some(h)) if (l..=h).contains(&slot))
-        }
-        None => parse(field) == Some(slot),
-    }
 }
 
 impl Drop for RedisCluster {
@@ -498,6 +262,7 @@ impl Drop for RedisCluster {
 
 #[cfg(test)]
 mod tests {
+    use super::topology::in_range;
     use super::*;
 
     #[test]
