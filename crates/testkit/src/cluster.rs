@@ -9,6 +9,9 @@
 //! `cluster-node-timeout` is low (1 s, see [`NODE_TIMEOUT_MS`]) so that a killed primary's
 //! replica is promoted within a few seconds, keeping failover tests short; production
 //! clusters use more.
+//!
+//! - `node`: one node's process and its port pair.
+//! - `topology`: who serves a slot, whose replicas are whose, failovers, moving a slot.
 
 mod node;
 mod topology;
