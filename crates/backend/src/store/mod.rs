@@ -261,8 +261,12 @@ impl Store {
             }),
             known: inner.highest_seen.load(Ordering::Acquire),
         };
-        let mut outcome = self.append_on_one_primary(message, request.clone()).await;
-        if inner.follow_moved(&outcome) {
+        // Kept for a retry after MOVED, which only a cluster answers.
+        let retry = inner.cluster.as_ref().map(|_| request.clone());
+        let mut outcome = self.append_on_one_primary(message, request).await;
+        if let Some(request) = retry
+            && inner.follow_moved(&outcome)
+        {
             outcome = self.append_on_one_primary(message, request).await;
         }
         let label = match &outcome {
