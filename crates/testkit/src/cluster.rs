@@ -290,5 +290,11 @@ mod tests {
             [owner],
             "rejoins as a replica"
         );
+        cluster.failover(owner, false).await;
+        assert_eq!(
+            cluster.owner_of_slot(slot).await,
+            Some(owner),
+            "a manual failover back"
+        );
     }
 }
