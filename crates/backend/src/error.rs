@@ -114,7 +114,7 @@ impl ApiError {
             Self::Store(err) => {
                 tracing::warn!(error = %err, cause = %cause_chain(self), "store unavailable");
                 // The reason (timeout, contention, ...) helps operators and leaks nothing.
-                format!("temporarily unavailable: {}", err.label())
+                format!("temporarily unavailable: {}", err.reason())
             }
             Self::AppendUncertain(err) => {
                 tracing::warn!(error = %err, cause = %cause_chain(self), "append outcome unknown");

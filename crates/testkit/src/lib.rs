@@ -3,6 +3,7 @@
 //!
 //! - [`redis_server`]: [`RedisServer`], plain, durable, TLS with an ACL user, a replica or on IPv6.
 //! - [`sentinel`]: [`SentinelServer`], a Sentinel watching one test primary.
+//! - [`cluster`]: [`RedisCluster`], a Redis Cluster of N primaries with R replicas each.
 //! - [`certificates`]: [`TestCertificates`], a throwaway CA and a certificate for 127.0.0.1;
 //!   [`install_ring_provider`] for reqwest clients.
 //! - [`tls_proxy`]: [`TlsProxy`], a TLS-terminating proxy made with such a certificate.
@@ -13,6 +14,7 @@
 
 pub mod balancer;
 pub mod certificates;
+pub mod cluster;
 pub mod ports;
 mod process;
 pub mod redis_server;
@@ -20,6 +22,7 @@ pub mod sentinel;
 pub mod tls_proxy;
 
 pub use certificates::{TestCertificates, install_ring_provider};
+pub use cluster::RedisCluster;
 pub use ports::free_port;
 pub use redis_server::RedisServer;
 pub use sentinel::SentinelServer;

@@ -23,7 +23,7 @@ pub fn routes() -> Router<AppState> {
     path = "/health/dependencies",
     tag = "probes",
     responses(
-        (status = 200, description = "`redis_primary` (`up` with `address` and `latency_ms`, or `down` with `address` and `error`), `redis_waits` (the windowed p99 and p99.9 of the time a request waited on Redis, in milliseconds, and how many requests waited, over `window_secs`), `live_updates` (`following` or `reconnecting`, `last_id`), `append_strategy`", body = Object),
+        (status = 200, description = "`redis_primary` (`up` with `address` and `latency_ms`, or `down` with `address` and `error`), `redis_waits` (the windowed p99 and p99.9 of the time a request waited on Redis, in milliseconds, and how many requests waited, over `window_secs`), `live_updates` (`following` or `reconnecting`, `last_id`), `append_strategy`; with REDIS_CLUSTER_NODES, `redis_cluster` (every node the cluster describes: `address`, `role` (`primary` or `replica`), `reachable`, `serves_guestbook`)", body = Object),
     )
 )]
 pub(crate) async fn dependencies(State(app): State<AppState>) -> Json<Value> {
@@ -35,7 +35,7 @@ pub(crate) async fn dependencies(State(app): State<AppState>) -> Json<Value> {
         Err(err) => json!({"status": "down", "address": address, "error": err.to_string()}),
     };
     let waits = app.pressure.dependency_waits();
-    Json(json!({
+    let mut view = json!({
         "redis_primary": primary,
         "redis_waits": {
             "p99_ms": waits.p99 * 1e3,
@@ -48,5 +48,9 @@ pub(crate) async fn dependencies(State(app): State<AppState>) -> Json<Value> {
             "last_id": app.feed.last_id(),
         },
         "append_strategy": app.store.strategy().as_str(),
-    }))
+    });
+    if let Some(nodes) = app.store.cluster_nodes() {
+        view["redis_cluster"] = json!(nodes);
+    }
+    Json(view)
 }

@@ -87,6 +87,13 @@ pub struct RedisArgs {
     #[arg(long, env = "REDIS_SENTINELS")]
     pub redis_sentinels: Option<String>,
 
+    /// Redis Cluster seed nodes (`host:port`, comma-separated). When set, the backend finds the
+    /// node serving the guestbook's slot and follows it across resharding and failovers;
+    /// REDIS_URL's credentials and TLS apply to every node (its host and port are not used).
+    /// Cannot be combined with REDIS_SENTINELS or REDIS_REPLICA_URL.
+    #[arg(long, env = "REDIS_CLUSTER_NODES")]
+    pub redis_cluster_nodes: Option<String>,
+
     /// The primary's name in Sentinel's configuration.
     #[arg(long, env = "REDIS_MASTER_NAME", default_value = "mymaster")]
     pub redis_master_name: String,
@@ -129,14 +136,12 @@ pub struct RedisArgs {
 impl RedisArgs {
     /// `REDIS_SENTINELS` split into addresses (empty: no Sentinel).
     pub fn sentinel_addresses(&self) -> Vec<String> {
-        self.redis_sentinels
-            .as_deref()
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|address| !address.is_empty())
-            .map(str::to_owned)
-            .collect()
+        addresses(self.redis_sentinels.as_deref())
+    }
+
+    /// `REDIS_CLUSTER_NODES` split into addresses (empty: not a cluster).
+    pub fn cluster_addresses(&self) -> Vec<String> {
+        addresses(self.redis_cluster_nodes.as_deref())
     }
 
     /// The per-call Redis time limit.
@@ -157,12 +162,28 @@ impl RedisArgs {
             redis::Client::open(url.as_str())
                 .map_err(|err| format!("REDIS_REPLICA_URL is not a Redis URL: {err}"))?;
         }
-        for address in self.sentinel_addresses() {
-            let valid = address.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-            });
-            if !valid {
-                return Err(format!("REDIS_SENTINELS: {address:?} is not host:port"));
+        let lists = [
+            ("REDIS_SENTINELS", self.sentinel_addresses()),
+            ("REDIS_CLUSTER_NODES", self.cluster_addresses()),
+        ];
+        for (name, list) in lists {
+            for address in list {
+                let valid = address.rsplit_once(':').is_some_and(|(host, port)| {
+                    !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+                });
+                if !valid {
+                    return Err(format!("{name}: {address:?} is not host:port"));
+                }
+            }
+        }
+        // A cluster has its own replicas and failover; Sentinel and a separate read replica
+        // would each name a different server for the same guestbook.
+        if !self.cluster_addresses().is_empty() {
+            if !self.sentinel_addresses().is_empty() {
+                return Err("REDIS_CLUSTER_NODES and REDIS_SENTINELS cannot both be set".into());
+            }
+            if self.redis_replica_url.is_some() {
+                return Err("REDIS_CLUSTER_NODES and REDIS_REPLICA_URL cannot both be set".into());
             }
         }
         if self.redis_master_name.trim().is_empty() {
@@ -213,6 +234,16 @@ impl RedisArgs {
     }
 }
 
+/// A comma-separated list of addresses, trimmed, empty entries dropped.
+fn addresses(list: Option<&str>) -> Vec<String> {
+    list.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|address| !address.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 impl std::fmt::Debug for RedisArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisArgs")
@@ -222,6 +253,7 @@ impl std::fmt::Debug for RedisArgs {
                 &self.redis_replica_url.as_deref().map(redact::url),
             )
             .field("redis_sentinels", &self.redis_sentinels)
+            .field("redis_cluster_nodes", &self.redis_cluster_nodes)
             .field("redis_master_name", &self.redis_master_name)
             .field("redis_min_replicas_ack", &self.redis_min_replicas_ack)
             .field("redis_wait_timeout_ms", &self.redis_wait_timeout_ms)
@@ -282,5 +314,27 @@ mod tests {
         let redis = parse(&["--redis-sentinels", " a:1, b:2 ,"]).expect("valid");
         assert_eq!(redis.sentinel_addresses(), ["a:1", "b:2"]);
         assert!(parse(&["--redis-sentinels", "a"]).is_err());
+    }
+
+    #[test]
+    fn cluster_nodes_exclude_sentinels_and_a_replica_url() {
+        let redis =
+            parse(&["--redis-cluster-nodes", "127.0.0.1:7000,127.0.0.1:7001"]).expect("valid");
+        assert_eq!(
+            redis.cluster_addresses(),
+            ["127.0.0.1:7000", "127.0.0.1:7001"]
+        );
+        assert!(parse(&["--redis-cluster-nodes", "a"]).is_err());
+        let both = ["--redis-cluster-nodes", "a:1", "--redis-sentinels", "b:2"];
+        let refused = parse(&both).expect_err("refused");
+        assert!(refused.contains("REDIS_CLUSTER_NODES") && refused.contains("REDIS_SENTINELS"));
+        let both = [
+            "--redis-cluster-nodes",
+            "a:1",
+            "--redis-replica-url",
+            "redis://b:2",
+        ];
+        let refused = parse(&both).expect_err("refused");
+        assert!(refused.contains("REDIS_REPLICA_URL"), "{refused}");
     }
 }

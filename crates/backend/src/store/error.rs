@@ -57,6 +57,15 @@ pub enum StoreError {
     /// Sentinel has not named a primary yet (or none of the sentinels answered).
     #[error("no Redis primary known yet")]
     NoPrimary,
+    /// Redis Cluster answered `MOVED`: the guestbook's slot is served by the node named (the
+    /// command was not executed).
+    #[error("the guestbook's slot is served by {0} (MOVED)")]
+    Moved(String),
+    /// `REDIS_URL` names one node of a Redis Cluster, which redirects the guestbook's keys.
+    #[error(
+        "REDIS_URL points at a Redis Cluster node; set REDIS_CLUSTER_NODES (it answered MOVED to {0})"
+    )]
+    ClusterNode(String),
     /// Redis holds something this program did not write.
     #[error("unexpected data in Redis: {0}")]
     Corrupt(String),
@@ -92,7 +101,18 @@ impl StoreError {
                 | Self::Fenced { .. }
                 | Self::Pool(_)
                 | Self::NoPrimary
+                | Self::Moved(_)
+                | Self::ClusterNode(_)
         )
+    }
+
+    /// Why a request answered 503, for its body: the label, or for a misconfiguration the
+    /// operator must fix, the whole message (it names the setting; it leaks nothing).
+    pub fn reason(&self) -> String {
+        match self {
+            Self::ClusterNode(_) => self.to_string(),
+            other => other.label().to_owned(),
+        }
     }
 
     /// A short label for metrics.
@@ -109,6 +129,8 @@ impl StoreError {
             Self::NotReplicated { .. } => "not_replicated",
             Self::NoPrimary => "no_primary",
             Self::ReplicationCheck(_) => "replication_check",
+            Self::Moved(_) => "moved",
+            Self::ClusterNode(_) => "cluster_node",
             Self::Corrupt(_) => "corrupt",
             Self::TaskFailed(_) => "task_failed",
             Self::Redis(_) => "redis",
@@ -119,6 +141,11 @@ impl StoreError {
 impl From<redis::RedisError> for StoreError {
     fn from(err: redis::RedisError) -> Self {
         use redis::{ErrorKind, RetryMethod};
+        if err.code() == Some("MOVED")
+            && let Some((host, port)) = err.redirect_node()
+        {
+            return Self::Moved(format!("{host}:{port}"));
+        }
         // redis-rs says which errors a retry can cure: connection loss, a reply cut off by a
         // dying server (a parse error), LOADING, TRYAGAIN... Only "no retry" is permanent.
         let retryable = !matches!(err.retry_method(), RetryMethod::NoRetry);

@@ -3,6 +3,9 @@
 //! [`StoreError::Timeout`], so a paused or unreachable Redis turns into a prompt 503 rather
 //! than a hung request; its time (injected delay included) counts as waiting on Redis, so a slow
 //! Redis does not make the pod look saturated ([`guestbook_common::dependency`]).
+//!
+//! Outside cluster mode a `MOVED` reply can only mean that `REDIS_URL` names a Redis Cluster
+//! node: it becomes [`StoreError::ClusterNode`], which says so in the log and the 503's body.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,6 +23,8 @@ pub struct Hop {
     faults: Arc<Faults>,
     timeout: Duration,
     metrics: StoreMetrics,
+    /// `REDIS_CLUSTER_NODES` is set: `MOVED` is the store's to follow.
+    cluster: bool,
 }
 
 impl Hop {
@@ -29,7 +34,13 @@ impl Hop {
             faults,
             timeout,
             metrics,
+            cluster: false,
         }
+    }
+
+    /// The same hop in cluster mode (`MOVED` is passed on to be followed, not a misconfiguration).
+    pub fn in_cluster(self, cluster: bool) -> Self {
+        Self { cluster, ..self }
     }
 
     /// The per-call time limit.
@@ -50,6 +61,8 @@ impl Hop {
             call.await.map_err(StoreError::from)
         };
         let outcome = match dependency::timed(tokio::time::timeout(self.timeout, guarded)).await {
+            // Logged where it is answered, with the rest of the request's failure.
+            Ok(Err(StoreError::Moved(to))) if !self.cluster => Err(StoreError::ClusterNode(to)),
             Ok(outcome) => outcome,
             Err(_) => Err(StoreError::Timeout(self.timeout)),
         };

@@ -21,12 +21,14 @@
 //! - [`strategy`]: the four append strategies as values owning their resources ([`AppendStrategy`]).
 //! - `log`: reading and clearing the log (`naive` reads and clears its own way).
 //! - [`hop`]: the one door to Redis (time limit, injected faults, dependency clock, metrics).
-//! - `primary`, `sentinel`, `pool`, `replication`: the primary's connections, following it
-//!   through Sentinel, dedicated connections, and the `WAIT` that confirms an append.
+//! - `primary`, `sentinel`, `cluster`, `pool`, `replication`: the primary's connections,
+//!   following it through Sentinel or to the Redis Cluster node serving the guestbook's slot,
+//!   dedicated connections, and the `WAIT` that confirms an append.
 //! - [`keys`], [`sequence`], [`metrics`], [`error`]: key names, ids across failovers, metrics,
 //!   and what can go wrong.
 //! - [`feed`]: this process's tail of the log, for live updates.
 
+mod cluster;
 pub mod config;
 pub mod entry;
 pub mod error;
@@ -49,6 +51,7 @@ use std::time::{Duration, Instant};
 use guestbook_common::dependency;
 use redis::aio::ConnectionManager;
 
+pub use cluster::ClusterNode;
 pub use config::{AppendStrategy, RedisArgs};
 pub use entry::{MAX_PAGE, Page, RawMessage};
 pub use error::StoreError;
@@ -58,6 +61,7 @@ pub use metrics::StoreMetrics;
 use crate::domain::message::format_created_at;
 use crate::domain::{IdempotencyKey, IdempotencyRecord, NewMessage, Replay, judge};
 use crate::faults::Faults;
+use cluster::Cluster;
 use hop::Hop;
 use metrics::AppendLabels;
 use primary::{CurrentPrimary, PrimaryLinks, manager_config};
@@ -88,6 +92,8 @@ struct Inner {
     replica: Option<ConnectionManager>,
     /// `REDIS_SENTINELS`: where to ask for the primary.
     sentinel: Option<Sentinel>,
+    /// `REDIS_CLUSTER_NODES`: where to ask which node serves the guestbook's slot.
+    cluster: Option<Cluster>,
     /// What rebuilding the primary's links needs.
     args: RedisArgs,
     /// The door to Redis, the key names, the limits and the metrics, shared with the strategies.
@@ -112,12 +118,28 @@ impl Inner {
         self.primary.set(links);
         Ok(())
     }
+
+    /// After a `MOVED` in cluster mode: points every connection at the node it named.
+    /// Returns whether the failed call may be retried (a `MOVED` command was not executed).
+    fn follow_moved(&self, outcome: &Result<impl Sized, StoreError>) -> bool {
+        let (Err(StoreError::Moved(to)), Some(cluster)) = (outcome, &self.cluster) else {
+            return false;
+        };
+        let followed = cluster
+            .moved_to(to)
+            .and_then(|url| match self.primary.get() {
+                Ok(links) if links.url == url => Ok(()),
+                _ => self.switch_primary(&url),
+            });
+        followed.is_ok()
+    }
 }
 
 impl Store {
     /// Builds the store. Connects lazily: a backend whose Redis is down still starts, stays
     /// live and ready (seed 004), and answers data requests with 503 until Redis returns.
-    /// With `REDIS_SENTINELS` no primary is known until [`Store::follow_sentinels`] asks.
+    /// With `REDIS_SENTINELS` or `REDIS_CLUSTER_NODES` no primary is known until
+    /// [`Store::follow_sentinels`] asks.
     pub fn new(
         settings: &RedisArgs,
         faults: Arc<Faults>,
@@ -129,8 +151,9 @@ impl Store {
         let timeout = settings.redis_timeout();
         let keys = Keys::new(&settings.guestbook_name);
         let sentinel = Sentinel::from_settings(settings);
+        let cluster = Cluster::from_settings(settings, &keys.seq);
         let primary = CurrentPrimary::default();
-        if sentinel.is_none() {
+        if sentinel.is_none() && cluster.is_none() {
             primary.set(PrimaryLinks::new(&settings.redis_url, settings, &keys)?);
         }
         let replica = match &settings.redis_replica_url {
@@ -144,7 +167,7 @@ impl Store {
             None => None,
         };
         let ctx = Arc::new(Ctx {
-            hop: Hop::new(faults, timeout, metrics.clone()),
+            hop: Hop::new(faults, timeout, metrics.clone()).in_cluster(cluster.is_some()),
             keys,
             limits: AppendLimits::new(settings),
             metrics,
@@ -154,6 +177,7 @@ impl Store {
                 primary,
                 replica,
                 sentinel,
+                cluster,
                 args: settings.clone(),
                 ctx,
                 appender: Appender::new(settings),
@@ -162,13 +186,23 @@ impl Store {
         })
     }
 
-    /// Asks the sentinels for the primary until `stop`, switching when they name another;
-    /// returns at once without `REDIS_SENTINELS`.
+    /// Asks the sentinels (or the cluster's nodes) for the primary until `stop`, switching
+    /// when they name another; returns at once without `REDIS_SENTINELS` or
+    /// `REDIS_CLUSTER_NODES`.
     pub async fn follow_sentinels(&self, stop: tokio_util::sync::CancellationToken) {
-        let Some(sentinel) = &self.inner.sentinel else {
-            return;
-        };
-        sentinel::follow(sentinel, |url| self.inner.switch_primary(url), stop).await;
+        let inner = &*self.inner;
+        let switch = |url: &str| inner.switch_primary(url);
+        if let Some(cluster) = &inner.cluster {
+            let current = || inner.primary.get().ok().map(|links| links.url.clone());
+            cluster::follow(cluster, switch, current, stop).await;
+        } else if let Some(sentinel) = &inner.sentinel {
+            sentinel::follow(sentinel, switch, stop).await;
+        }
+    }
+
+    /// The cluster's nodes as last described, in cluster mode.
+    pub fn cluster_nodes(&self) -> Option<Vec<ClusterNode>> {
+        self.inner.cluster.as_ref().map(Cluster::nodes)
     }
 
     /// The primary in use (`host:port`), if one is known.
@@ -227,7 +261,14 @@ impl Store {
             }),
             known: inner.highest_seen.load(Ordering::Acquire),
         };
-        let outcome = self.append_on_one_primary(message, request).await;
+        // Kept for a retry after MOVED, which only a cluster answers.
+        let retry = inner.cluster.as_ref().map(|_| request.clone());
+        let mut outcome = self.append_on_one_primary(message, request).await;
+        if let Some(request) = retry
+            && inner.follow_moved(&outcome)
+        {
+            outcome = self.append_on_one_primary(message, request).await;
+        }
         let label = match &outcome {
             Ok(AppendOutcome::Created(_)) => "created",
             Ok(AppendOutcome::Replayed(_)) => "replayed",
@@ -283,6 +324,18 @@ impl Store {
     }
 
     async fn read(&self, page: Page, prefer_replica: bool) -> Result<Vec<RawMessage>, StoreError> {
+        let read = self.read_once(page, prefer_replica).await;
+        if self.inner.follow_moved(&read) {
+            return self.read_once(page, prefer_replica).await;
+        }
+        read
+    }
+
+    async fn read_once(
+        &self,
+        page: Page,
+        prefer_replica: bool,
+    ) -> Result<Vec<RawMessage>, StoreError> {
         let page = Page {
             limit: page.limit.clamp(1, MAX_PAGE),
             ..page

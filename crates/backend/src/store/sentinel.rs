@@ -73,20 +73,26 @@ impl Sentinel {
     }
 
     fn url_for(&self, host: &str, port: u16) -> Result<String, String> {
-        let mut url = redis::parse_redis_url(&self.template)
-            .ok_or_else(|| "REDIS_URL is not a Redis URL".to_owned())?;
-        // Sentinel names an IPv6 primary bare (`::1`); a URL needs it in brackets.
-        let host = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]")
-        } else {
-            host.to_owned()
-        };
-        url.set_host(Some(&host))
-            .map_err(|err| format!("sentinel named host {host:?}: {err}"))?;
-        url.set_port(Some(port))
-            .map_err(|()| format!("sentinel named port {port} for a URL without a host"))?;
-        Ok(url.to_string())
+        url_with_address(&self.template, host, port)
     }
+}
+
+/// `template` (`REDIS_URL`) with its host and port replaced, its credentials, TLS and database
+/// kept: the URL of a primary Sentinel or the cluster named.
+pub(crate) fn url_with_address(template: &str, host: &str, port: u16) -> Result<String, String> {
+    let mut url = redis::parse_redis_url(template)
+        .ok_or_else(|| "REDIS_URL is not a Redis URL".to_owned())?;
+    // Sentinel and the cluster name an IPv6 node bare (`::1`); a URL needs it in brackets.
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    url.set_host(Some(&host))
+        .map_err(|err| format!("named host {host:?}: {err}"))?;
+    url.set_port(Some(port))
+        .map_err(|()| format!("named port {port} for a URL without a host"))?;
+    Ok(url.to_string())
 }
 
 /// Polls the sentinels until `stop`, calling `switch` with each newly named primary's URL.

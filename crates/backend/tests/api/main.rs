@@ -5,6 +5,8 @@ mod helpers;
 
 mod admin;
 mod cancellation;
+mod cluster;
+mod cluster_failover;
 mod connections;
 mod cross_site;
 mod exactly_once;
