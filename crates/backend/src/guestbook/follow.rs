@@ -92,6 +92,10 @@ impl<H> Follower<H> {
     async fn next_frame(&mut self) -> Option<Bytes> {
         loop {
             if let Some(frame) = self.pending.pop_front() {
+                if self.pending.is_empty() {
+                    // Room for a page (up to MAX_PAGE frames) is not kept by an idle follower.
+                    self.pending = VecDeque::new();
+                }
                 return Some(frame);
             }
             if self.catching_up {
