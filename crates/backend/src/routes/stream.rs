@@ -2,7 +2,7 @@
 //!
 //! Streams are capped in all (`MAX_STREAM_CLIENTS`, 503) and per client address
 //! (`MAX_STREAMS_PER_CLIENT`, 429), so one address cannot take every slot; the slot is held by
-//! the subscriber's pump and freed when it ends.
+//! the response's body and freed when the body is dropped (the stream ends or the peer goes).
 //!
 //! A subscriber resumes from `Last-Event-ID` (sent by browsers on reconnect) or `?after=ID`
 //! (for the first connection); [`crate::guestbook::Guestbook::follow`] does the rest.
