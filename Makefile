@@ -97,6 +97,7 @@ bench: build ## every benchmark; a full run rewrites BENCHMARKS.md
 	python3 scripts/bench_idempotency_memory.py
 	python3 scripts/bench_append_script.py
 	python3 scripts/bench_stream.py
+	python3 scripts/bench_memory.py
 
 chaos: build ## the chaos scenarios and the fleet fault matrix in full (~8 min); rewrites RELIABILITY.md's tables, plots in docs/chaos/
 	python3 scripts/chaos/harness.py --bin-dir target/release --out target/chaos \

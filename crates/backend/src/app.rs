@@ -105,7 +105,7 @@ impl AppState {
         let slow_max_wait = (settings.service.pressure.shedding && settings.slow_max_wait_ms > 0)
             .then(|| std::time::Duration::from_millis(settings.slow_max_wait_ms));
         let streams = StreamLimit::new(
-            settings.max_stream_clients,
+            settings.stream_cap(),
             settings.max_streams_per_client,
             &mut registry,
         );

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 use guestbook_common::cli::{Validate, parse_bool, within};
-use guestbook_common::redact;
 use guestbook_common::service::{ServiceArgs, validate_rate_limit};
+use guestbook_common::{redact, stream_limit};
 
 use crate::store::RedisArgs;
 
@@ -29,11 +29,11 @@ pub struct Settings {
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
-    /// Live-update (Server-Sent Events) connections allowed at once, from every client together.
-    #[arg(long, env = "MAX_STREAM_CLIENTS", default_value_t = 1_024)]
+    /// Live-update (Server-Sent Events) connections allowed at once, from every client together. Each costs about 16 KiB; under a cgroup memory limit, a cap whose streams do not fit beside 32 MiB for the rest of the process is lowered to one that does, with a warning at start.
+    #[arg(long, env = "MAX_STREAM_CLIENTS", default_value_t = 10_000)]
     pub max_stream_clients: usize,
 
-    /// Live-update connections one client address (an IPv4 address or an IPv6 /64) may hold at once, at most MAX_STREAM_CLIENTS. Every browser behind a guestbook-client arrives from the client's address, so keep it at least the client's MAX_STREAM_CLIENTS (256 by default): 256 lets four client instances share the 1024 while no single address holds more than a quarter.
+    /// Live-update connections one client address (an IPv4 address or an IPv6 /64) may hold at once, at most MAX_STREAM_CLIENTS. Every browser behind a guestbook-client arrives from the client's address, so keep it at least the client's MAX_STREAM_CLIENTS (256 by default): 256 lets client instances share the 10000 while no single address holds more than one fortieth.
     #[arg(long, env = "MAX_STREAMS_PER_CLIENT", default_value_t = 256)]
     pub max_streams_per_client: usize,
     /// Seconds between keep-alive comments on a live-update stream: below common proxy idle
@@ -73,7 +73,36 @@ pub struct Settings {
     pub service: ServiceArgs,
 }
 
+/// Resident bytes one live-update stream costs the backend, rounded up from what
+/// `scripts/bench_stream.py` measures at 10,000 streams: what bounds MAX_STREAM_CLIENTS under a
+/// memory limit.
+pub const STREAM_BYTES: u64 = 16 * 1024;
+
+/// Memory kept for everything but the streams under a memory limit: a busy backend's goal is
+/// under 30 MiB resident (see `scripts/bench_memory.py`).
+pub const RESERVED_BYTES: u64 = 32 * 1024 * 1024;
+
 impl Settings {
+    /// MAX_STREAM_CLIENTS bounded by this process's cgroup memory limit, if it has one.
+    pub fn stream_cap(&self) -> usize {
+        self.stream_cap_within(stream_limit::memory_limit())
+    }
+
+    /// MAX_STREAM_CLIENTS bounded by a memory limit of `limit` bytes; logs why when lowered.
+    pub fn stream_cap_within(&self, limit: Option<u64>) -> usize {
+        let fitted = stream_limit::fit_to_memory(
+            "MAX_STREAM_CLIENTS",
+            self.max_stream_clients,
+            STREAM_BYTES,
+            RESERVED_BYTES,
+            limit,
+        );
+        if let Some(why) = &fitted.lowered {
+            tracing::warn!("{why}");
+        }
+        fitted.cap
+    }
+
     /// Settings with every default and the given Redis URL: the starting point of tests.
     pub fn for_tests(redis_url: &str) -> Self {
         let mut settings = Self::parse_from(["guestbook-backend"]);
@@ -209,6 +238,35 @@ mod tests {
     fn by_default_one_address_holds_less_than_every_stream() {
         let defaults = parse(&[]).unwrap();
         assert!(defaults.max_streams_per_client < defaults.max_stream_clients);
+    }
+
+    #[test]
+    fn the_default_stream_cap_is_ten_thousand_and_fits_a_256_mib_pod() {
+        let defaults = parse(&[]).unwrap();
+        assert_eq!(defaults.max_stream_clients, 10_000);
+        assert_eq!(defaults.stream_cap_within(Some(256 << 20)), 10_000);
+        assert_eq!(defaults.stream_cap_within(None), 10_000);
+    }
+
+    #[test]
+    fn a_stream_cap_that_cannot_fit_the_memory_limit_is_lowered_with_the_reason() {
+        let settings = parse(&["--max-stream-clients", "50000"]).unwrap();
+        // 128 MiB less 32 MiB reserved, in 16 KiB streams.
+        assert_eq!(settings.stream_cap_within(Some(128 << 20)), 6_144);
+        let fitted = stream_limit::fit_to_memory(
+            "MAX_STREAM_CLIENTS",
+            settings.max_stream_clients,
+            STREAM_BYTES,
+            RESERVED_BYTES,
+            Some(128 << 20),
+        );
+        assert_eq!(
+            fitted.lowered.as_deref(),
+            Some(
+                "MAX_STREAM_CLIENTS=50000 lowered to 6144: 50000 streams of 16384 bytes each do \
+                 not fit in the memory limit of 128 MiB beside 32 MiB for the rest of the process"
+            )
+        );
     }
 
     #[test]

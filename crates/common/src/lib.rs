@@ -21,7 +21,8 @@
 //! - [`client_addr`]: who one client is for per-client limits (an IPv4 address, an IPv6 /64).
 //! - [`rate_limit`]: per-client token buckets on writes (429 with `Retry-After`).
 //! - [`same_origin`]: refuses cross-site state changes (`Origin`, `Sec-Fetch-Site`) with 403.
-//! - [`stream_limit`]: caps on concurrent live-update streams, global and per client.
+//! - [`stream_limit`]: caps on concurrent live-update streams, global (bounded by the cgroup
+//!   memory limit) and per client.
 //! - [`limits`]: the request header size limit (431).
 //! - [`redact`]: passwords out of URLs before they are logged or shown.
 //! - [`bulkhead`]: bounded capacity with a predicted queue wait, refused at once when too long.

@@ -12,6 +12,11 @@
 //! `live_streams_refused_total{reason}`; `live_streams_open` shows the streams open now. Only
 //! the 503 is the service's own capacity refusing, so only it counts towards the refused share
 //! that fails readiness ([`crate::pressure`]).
+//!
+//! The global cap is also bounded by memory ([`fit_to_memory`]): under a cgroup memory limit
+//! ([`memory_limit`]) a cap whose streams could not all fit beside the rest of the process is
+//! lowered to one that does, with a log line, rather than letting the kernel kill the pod
+//! with every stream in it once enough readers arrive.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -35,6 +40,69 @@ use crate::pressure::Shed;
 /// Seconds a refused client is told to wait: a slot frees only when some stream ends, so
 /// asking again within a second is rarely worth it.
 pub const RETRY_AFTER_SECS: u32 = 5;
+
+/// A cgroup memory limit at or above this is no limit (cgroup v1 writes "unlimited" as a
+/// page-rounded `i64::MAX`).
+const NO_LIMIT: u64 = 1 << 60;
+
+/// This process's cgroup memory limit in bytes, if it has one: cgroup v2 `memory.max`, else
+/// v1 `memory.limit_in_bytes`, as a container sees its own cgroup at `/sys/fs/cgroup`.
+pub fn memory_limit() -> Option<u64> {
+    [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|path| std::fs::read_to_string(path).ok())
+    .and_then(|text| parse_memory_limit(&text))
+}
+
+/// A cgroup limit file's value: a byte count, or none for `max` or a v1 "unlimited".
+fn parse_memory_limit(text: &str) -> Option<u64> {
+    text.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|&bytes| bytes < NO_LIMIT)
+}
+
+/// A stream cap after [`fit_to_memory`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fitted {
+    /// The cap to enforce.
+    pub cap: usize,
+    /// Why it was lowered, as the one line to log; `None` when the asked cap fits.
+    pub lowered: Option<String>,
+}
+
+/// `cap` streams of `bytes_each` resident bytes, lowered when they cannot fit in `limit` (the
+/// cgroup memory limit, if any) beside `reserved` bytes for the rest of the process. At least
+/// one stream is always allowed.
+pub fn fit_to_memory(
+    setting: &str,
+    cap: usize,
+    bytes_each: u64,
+    reserved: u64,
+    limit: Option<u64>,
+) -> Fitted {
+    let Some(limit) = limit else {
+        return Fitted { cap, lowered: None };
+    };
+    let room = limit.saturating_sub(reserved) / bytes_each.max(1);
+    let fits = usize::try_from(room).unwrap_or(usize::MAX).max(1);
+    if cap <= fits {
+        return Fitted { cap, lowered: None };
+    }
+    const MIB: u64 = 1024 * 1024;
+    Fitted {
+        cap: fits,
+        lowered: Some(format!(
+            "{setting}={cap} lowered to {fits}: {cap} streams of {bytes_each} bytes each do not fit \
+             in the memory limit of {} MiB beside {} MiB for the rest of the process",
+            limit / MIB,
+            reserved / MIB
+        )),
+    }
+}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
@@ -262,6 +330,46 @@ mod tests {
         assert_eq!(limit.open(key(1)), (0, 0));
         assert!(limit.lock().by_client.is_empty(), "no entry kept for it");
         assert!(limit.try_acquire(key(1)).is_ok());
+    }
+
+    #[test]
+    fn cgroup_limits_read_as_bytes_and_unlimited_as_none() {
+        assert_eq!(parse_memory_limit("268435456\n"), Some(268_435_456));
+        assert_eq!(parse_memory_limit("max\n"), None);
+        assert_eq!(parse_memory_limit("9223372036854771712\n"), None);
+    }
+
+    #[test]
+    fn a_cap_that_fits_the_memory_limit_or_no_limit_is_kept() {
+        const MIB: u64 = 1024 * 1024;
+        let kept = Fitted {
+            cap: 10_000,
+            lowered: None,
+        };
+        assert_eq!(fit_to_memory("CAP", 10_000, 16_384, 32 * MIB, None), kept);
+        assert_eq!(
+            fit_to_memory("CAP", 10_000, 16_384, 32 * MIB, Some(256 * MIB)),
+            kept
+        );
+    }
+
+    #[test]
+    fn a_cap_that_cannot_fit_is_lowered_to_what_fits_with_the_reason() {
+        const MIB: u64 = 1024 * 1024;
+        let fitted = fit_to_memory("CAP", 10_000, 16_384, 32 * MIB, Some(64 * MIB));
+        assert_eq!(fitted.cap, 2_048);
+        assert_eq!(
+            fitted.lowered.as_deref(),
+            Some(
+                "CAP=10000 lowered to 2048: 10000 streams of 16384 bytes each do not fit in the \
+                 memory limit of 64 MiB beside 32 MiB for the rest of the process"
+            )
+        );
+        assert_eq!(
+            fit_to_memory("CAP", 10, 16_384, 32 * MIB, Some(16 * MIB)).cap,
+            1,
+            "one stream is always allowed"
+        );
     }
 
     #[tokio::test]

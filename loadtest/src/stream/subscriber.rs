@@ -3,19 +3,24 @@
 //! the `id:` of each `message` event with the time it was read.
 //!
 //! hyper's connection API, as in the `http` mode: one task, one connection, no pool, so the
-//! tool costs little per subscriber and every socket is closed when its task ends.
+//! tool costs little per subscriber and every socket is closed when its task ends. The task
+//! drives the connection itself and reads its body, so an event wakes one task, not the
+//! connection's and then the reader's; the read timeout is one timer per subscriber, moved only
+//! when it fires, not a timer set and cancelled per event. With ten thousand subscribers, the
+//! tool must not be the delay it measures.
 
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::Connection;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpSocket;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::stream::tally::Received;
 
@@ -65,11 +70,19 @@ pub enum Opened {
     Failed(&'static str),
 }
 
+/// One subscriber's HTTP/1.1 connection, driven by the subscriber's own task.
+type Driven = Pin<Box<Connection<TokioIo<TcpStream>, Empty<Bytes>>>>;
+
 /// A stream whose head has been answered 200.
-#[derive(Debug)]
 pub struct Open {
     body: Incoming,
-    connection: JoinHandle<()>,
+    connection: Driven,
+}
+
+impl std::fmt::Debug for Open {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Open").finish_non_exhaustive()
+    }
 }
 
 /// Connects from `source` and asks for the stream, within the dial's connect timeout.
@@ -87,10 +100,8 @@ impl Open {
         start: Instant,
         finish: watch::Receiver<Finish>,
     ) -> Received {
-        let received = read(self.body, dial, start, finish).await;
-        // The body is gone; ending the connection's task closes the socket now, not at exit.
-        self.connection.abort();
-        received
+        // The connection is dropped with the body when this returns: the socket closes now.
+        read(self.body, self.connection, dial, start, finish).await
     }
 }
 
@@ -111,21 +122,16 @@ async fn open(dial: &Dial, source: IpAddr) -> Result<Open, Opened> {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|_| Opened::Failed("connect"))?;
-    let connection = tokio::spawn(async move {
-        // Ends when the peer closes or the task is aborted; either is normal here.
-        let _ = connection.await;
-    });
+    let mut connection: Driven = Box::pin(connection);
     let request = Request::get(STREAM_PATH)
         .header(http::header::HOST, &dial.host)
         .header(http::header::ACCEPT, "text/event-stream")
         .body(Empty::<Bytes>::new())
         .map_err(|_| Opened::Failed("request"))?;
-    let response = match sender.send_request(request).await {
-        Ok(response) => response,
-        Err(_) => {
-            connection.abort();
-            return Err(Opened::Failed("io"));
-        }
+    // The connection is driven here until the answer's head, then by `read`.
+    let response = tokio::select! {
+        response = sender.send_request(request) => response.map_err(|_| Opened::Failed("io"))?,
+        _ = connection.as_mut() => return Err(Opened::Failed("io")),
     };
     let status = response.status().as_u16();
     if status == 200 {
@@ -134,12 +140,11 @@ async fn open(dial: &Dial, source: IpAddr) -> Result<Open, Opened> {
             connection,
         });
     }
-    let body = Limited::new(response.into_body(), REFUSAL_BODY_LIMIT)
-        .collect()
-        .await
-        .map(|body| body.to_bytes())
-        .unwrap_or_default();
-    connection.abort();
+    let refusal = Limited::new(response.into_body(), REFUSAL_BODY_LIMIT).collect();
+    let body = tokio::select! {
+        body = refusal => body.map(|body| body.to_bytes()).unwrap_or_default(),
+        _ = connection.as_mut() => Bytes::new(),
+    };
     let code = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|body| body.get("code")?.as_str().map(str::to_owned));
@@ -148,12 +153,17 @@ async fn open(dial: &Dial, source: IpAddr) -> Result<Open, Opened> {
 
 async fn read(
     mut body: Incoming,
+    mut connection: Driven,
     dial: &Dial,
     start: Instant,
     mut finish: watch::Receiver<Finish>,
 ) -> Received {
     let mut received = Received::default();
     let mut parser = EventParser::default();
+    let mut last_read = tokio::time::Instant::now();
+    let quiet = tokio::time::sleep(dial.read_timeout);
+    tokio::pin!(quiet);
+    let mut connection_done = false;
     loop {
         let newest = received.events.last().map(|&(id, _)| id);
         match *finish.borrow_and_update() {
@@ -162,23 +172,40 @@ async fn read(
             Finish::Running | Finish::After(_) => {}
         }
         let frame = tokio::select! {
+            // The connection first: it reads the socket and hands the body its frame, which
+            // the next branch then takes in the same wake-up.
+            biased;
+            _ = connection.as_mut(), if !connection_done => {
+                // The body now ends or fails on its own.
+                connection_done = true;
+                continue;
+            }
+            frame = body.frame() => frame,
             changed = finish.changed() => {
                 if changed.is_err() {
                     break;
                 }
                 continue;
             }
-            frame = tokio::time::timeout(dial.read_timeout, body.frame()) => frame,
+            () = &mut quiet => {
+                let due = last_read + dial.read_timeout;
+                if tokio::time::Instant::now() >= due {
+                    received.ended_early = Some("read-timeout");
+                    break;
+                }
+                quiet.as_mut().reset(due);
+                continue;
+            }
         };
         let data = match frame {
-            Err(_) => Err("read-timeout"),
-            Ok(None) => Err("closed"),
-            Ok(Some(Err(_))) => Err("io"),
-            Ok(Some(Ok(frame))) => Ok(frame.into_data().unwrap_or_default()),
+            None => Err("closed"),
+            Some(Err(_)) => Err("io"),
+            Some(Ok(frame)) => Ok(frame.into_data().unwrap_or_default()),
         };
         match data {
             Ok(data) => {
                 let at = start.elapsed();
+                last_read = tokio::time::Instant::now();
                 parser.feed(&data, |id| received.events.push((id, at)));
             }
             Err(kind) => {

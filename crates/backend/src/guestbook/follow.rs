@@ -7,150 +7,149 @@
 //!
 //! A catch-up reads no further than the feed's ceiling (what the tail has passed on): with
 //! `REDIS_MIN_REPLICAS_ACK` that keeps unconfirmed appends out of every stream.
+//!
+//! A follower is a stream polled by the connection that writes it, not a task of its own:
+//! with ten thousand followers, a message wakes ten thousand connections once each instead of
+//! a pump and then its connection, and an idle follower costs no task and no channel. Live
+//! messages arrive already encoded ([`Event`]), the same bytes for every follower.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::sync::broadcast;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::guestbook::Guestbook;
-use crate::store::feed::Feed;
-use crate::store::{MAX_PAGE, Page, RawMessage, Store};
+use crate::store::feed::{Event, Feed};
+use crate::store::{MAX_PAGE, Page, Store};
 
-/// Messages buffered per follower before back-pressure reaches the pump.
-const FOLLOWER_BUFFER: usize = 64;
+/// The keep-alive comment: also keeps the connection under the server's idle timeout, and
+/// finds a peer that went away while the stream was quiet.
+const KEEP_ALIVE: &[u8] = b":\n\n";
 
 impl Guestbook {
     /// Every message after `after` (or, without it, every message from now on), then each
-    /// new one, without a gap or a duplicate, until `stop` completes or the stream is dropped.
+    /// new one, as `text/event-stream` frames without a gap or a duplicate, with a keep-alive
+    /// comment every `keep_alive`, until `stop` completes or the stream is dropped.
     ///
     /// The subscription is taken here, before this returns, so nothing appended from now on
-    /// can be missed; `hold` (a stream slot) is kept until the follower's task ends.
+    /// can be missed; `hold` (a stream slot) is kept until the stream is dropped.
     pub fn follow<S, H>(
         &self,
         after: Option<u64>,
         stop: S,
         hold: H,
-    ) -> ReceiverStream<Arc<RawMessage>>
+        keep_alive: Duration,
+    ) -> impl Stream<Item = Bytes> + Send + 'static
     where
         S: Future<Output = ()> + Send + 'static,
         H: Send + 'static,
     {
-        start(self.store.clone(), self.feed.clone(), after, stop, hold)
-    }
-}
-
-/// Subscribes now, and starts the pump that feeds the returned stream.
-fn start(
-    store: Store,
-    feed: Feed,
-    after: Option<u64>,
-    stop: impl Future<Output = ()> + Send + 'static,
-    hold: impl Send + 'static,
-) -> ReceiverStream<Arc<RawMessage>> {
-    let (live, newest) = feed.subscribe();
-    let (sender, receiver) = mpsc::channel(FOLLOWER_BUFFER);
-    let gone = sender.clone();
-    let pump = Pump {
-        store,
-        feed,
-        sender,
-    };
-    tokio::spawn(async move {
-        // Held for the follower's lifetime: bounds concurrent streams.
-        let _hold = hold;
-        tokio::select! {
-            () = stop => {}
-            () = gone.closed() => {}
-            () = pump.run(live, after, newest) => {}
-        }
-    });
-    ReceiverStream::new(receiver)
-}
-
-/// Moves messages from Redis and the feed to one follower.
-struct Pump {
-    store: Store,
-    feed: Feed,
-    sender: mpsc::Sender<Arc<RawMessage>>,
-}
-
-impl Pump {
-    async fn run(
-        self,
-        mut feed: broadcast::Receiver<Arc<RawMessage>>,
-        resume_after: Option<u64>,
-        newest: u64,
-    ) {
-        // Without a resume point, start at what the feed had already passed on.
-        let mut last_sent = match resume_after {
-            Some(after) => match self.catch_up(after).await {
-                Some(last) => last,
-                None => return,
-            },
-            None => newest,
+        let (live, newest) = self.feed.subscribe();
+        let mut ticks = tokio::time::interval_at(Instant::now() + keep_alive, keep_alive);
+        // A late tick is not made up for: one comment per quiet period is enough.
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let follower = Follower {
+            store: self.store.clone(),
+            feed: self.feed.clone(),
+            live,
+            // Without a resume point, start at what the feed had already passed on.
+            last_sent: after.unwrap_or(newest),
+            catching_up: after.is_some(),
+            pending: VecDeque::new(),
+            ticks,
+            _hold: hold,
         };
+        futures_util::stream::unfold(follower, |mut follower| async move {
+            let frame = follower.next_frame().await?;
+            Some((frame, follower))
+        })
+        .take_until(stop)
+    }
+}
+
+/// One follower's place in the log.
+struct Follower<H> {
+    store: Store,
+    feed: Feed,
+    live: broadcast::Receiver<Event>,
+    /// The newest id sent (or queued in `pending`).
+    last_sent: u64,
+    /// True while messages after `last_sent` are to be read from Redis, not the feed.
+    catching_up: bool,
+    /// One page of a catch-up, encoded, not yet sent: at most [`MAX_PAGE`] frames.
+    pending: VecDeque<Bytes>,
+    ticks: Interval,
+    /// Held for the follower's lifetime: bounds concurrent streams.
+    _hold: H,
+}
+
+impl<H> Follower<H> {
+    /// The next frame to write, or `None` when the stream ends (the feed closed, or a
+    /// catch-up failed: the client reconnects with `Last-Event-ID`).
+    async fn next_frame(&mut self) -> Option<Bytes> {
         loop {
-            match feed.recv().await {
-                Ok(message) => {
-                    if message.id > last_sent {
-                        let id = message.id;
-                        if !self.send(message).await {
-                            return;
+            if let Some(frame) = self.pending.pop_front() {
+                if self.pending.is_empty() {
+                    // Room for a page (up to MAX_PAGE frames) is not kept by an idle follower.
+                    self.pending = VecDeque::new();
+                }
+                return Some(frame);
+            }
+            if self.catching_up {
+                self.catch_up_one_page().await?;
+                continue;
+            }
+            tokio::select! {
+                biased;
+                received = self.live.recv() => match received {
+                    Ok(event) => {
+                        if event.id > self.last_sent {
+                            self.last_sent = event.id;
+                            return Some(event.frame);
                         }
-                        last_sent = id;
                     }
-                }
-                Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                    tracing::debug!(
-                        skipped,
-                        "live-update subscriber lagged; catching up from Redis"
-                    );
-                    match self.catch_up(last_sent).await {
-                        Some(last) => last_sent = last,
-                        None => return,
+                    Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                        tracing::debug!(
+                            skipped,
+                            "live-update subscriber lagged; catching up from Redis"
+                        );
+                        self.catching_up = true;
                     }
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = self.ticks.tick() => return Some(Bytes::from_static(KEEP_ALIVE)),
             }
         }
     }
 
-    /// Sends what the feed has passed on after `after`, from Redis; returns the last id sent,
-    /// or `None` when the follower is gone or Redis failed (the client reconnects with
-    /// `Last-Event-ID`). Nothing beyond the feed's ceiling: that arrives through the channel.
-    async fn catch_up(&self, mut after: u64) -> Option<u64> {
+    /// Queues the next page of what the feed has passed on after `last_sent`, from Redis;
+    /// clears `catching_up` once nothing is left below the feed's ceiling. `None` when Redis
+    /// failed. Nothing beyond the ceiling: that arrives through the channel.
+    async fn catch_up_one_page(&mut self) -> Option<()> {
         let ceiling = self.feed.ceiling().await;
-        loop {
-            if after >= ceiling {
-                return Some(after);
-            }
-            let page = Page {
-                before: Some(ceiling.saturating_add(1)),
-                ..Page::after(after, MAX_PAGE)
-            };
-            let page = match self.store.list_from_primary(page).await {
-                Ok(page) => page,
-                Err(err) => {
-                    tracing::warn!(error = %err, "live-update catch-up failed; ending the stream");
-                    return None;
-                }
-            };
-            let full = page.len() == MAX_PAGE;
-            for message in page {
-                let id = message.id;
-                if !self.send(Arc::new(message)).await {
-                    return None;
-                }
-                after = id;
-            }
-            if !full {
-                return Some(after);
-            }
+        if self.last_sent >= ceiling {
+            self.catching_up = false;
+            return Some(());
         }
-    }
-
-    async fn send(&self, message: Arc<RawMessage>) -> bool {
-        self.sender.send(message).await.is_ok()
+        let page = Page {
+            before: Some(ceiling.saturating_add(1)),
+            ..Page::after(self.last_sent, MAX_PAGE)
+        };
+        let page = match self.store.list_from_primary(page).await {
+            Ok(page) => page,
+            Err(err) => {
+                tracing::warn!(error = %err, "live-update catch-up failed; ending the stream");
+                return None;
+            }
+        };
+        self.catching_up = page.len() == MAX_PAGE;
+        for message in page {
+            self.last_sent = message.id;
+            self.pending.push_back(Event::encode(&message).frame);
+        }
+        Some(())
     }
 }

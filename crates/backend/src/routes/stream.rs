@@ -2,17 +2,18 @@
 //!
 //! Streams are capped in all (`MAX_STREAM_CLIENTS`, 503) and per client address
 //! (`MAX_STREAMS_PER_CLIENT`, 429), so one address cannot take every slot; the slot is held by
-//! the subscriber's pump and freed when it ends.
+//! the response's body and freed when the body is dropped (the stream ends or the peer goes).
 //!
 //! A subscriber resumes from `Last-Event-ID` (sent by browsers on reconnect) or `?after=ID`
 //! (for the first connection); [`crate::guestbook::Guestbook::follow`] does the rest.
 
 use std::convert::Infallible;
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::{Stream, StreamExt};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
+use futures_util::StreamExt;
 use guestbook_common::stream_limit::Peer;
 use serde::Deserialize;
 
@@ -51,7 +52,7 @@ pub(crate) async fn stream(
     Peer(client): Peer,
     headers: HeaderMap,
     ValidQuery(query): ValidQuery<StreamQuery>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let slot = app.streams.try_acquire(client)?;
     let last_event_id = headers
         .get("last-event-id")
@@ -65,16 +66,19 @@ pub(crate) async fn stream(
         .transpose()?;
     let resume_after =
         check_id("Last-Event-ID", last_event_id)?.or(check_id("after", query.after)?);
-    let messages = app
-        .guestbook
-        .follow(resume_after, app.lifecycle.draining(), slot);
-    let events = messages.map(|message| {
-        Ok(Event::default()
-            .event("message")
-            .id(message.id.to_string())
-            .data(&message.json))
-    });
-    // The comments also keep the connection under the server's idle timeout.
-    let keep_alive = KeepAlive::new().interval(app.stream_keep_alive);
-    Ok(Sse::new(events).keep_alive(keep_alive))
+    // The frames come encoded (see `Guestbook::follow`): the body writes them as they are.
+    let frames = app.guestbook.follow(
+        resume_after,
+        app.lifecycle.draining(),
+        slot,
+        app.stream_keep_alive,
+    );
+    let mut response = Response::new(Body::from_stream(frames.map(Ok::<_, Infallible>)));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
 }

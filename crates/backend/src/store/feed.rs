@@ -5,6 +5,10 @@
 //! subscribers through a bounded broadcast channel. Whichever replica a message was posted to,
 //! every replica's tail reads it from Redis, so every subscriber sees it.
 //!
+//! The tail encodes each message as its Server-Sent Event once ([`Event`]); every subscriber
+//! is handed the same shared bytes, so ten thousand subscribers cost one serialisation, not
+//! ten thousand.
+//!
 //! Why a stream and not Pub/Sub: Pub/Sub forgets what it published while a subscriber was
 //! disconnected; the log remembers, so a subscriber that falls behind (or reconnects with
 //! `Last-Event-ID`) catches up from Redis with `XRANGE` and misses nothing.
@@ -23,6 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use redis::AsyncConnectionConfig;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
@@ -46,6 +51,37 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Pause between confirmation attempts while replicas have not confirmed a batch.
 const CONFIRM_PAUSE: Duration = Duration::from_millis(100);
 
+/// One message as the `text/event-stream` frame every subscriber writes as is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The message id.
+    pub id: u64,
+    /// `event: message`, `id:`, one `data:` line per line of the JSON, and the blank line.
+    pub frame: Bytes,
+}
+
+impl Event {
+    /// Encodes `message` once.
+    pub fn encode(message: &RawMessage) -> Self {
+        let id = message.id.to_string();
+        let mut frame = Vec::with_capacity(message.json.len() + id.len() + 32);
+        frame.extend_from_slice(b"event: message\nid: ");
+        frame.extend_from_slice(id.as_bytes());
+        frame.push(b'\n');
+        // Serialised JSON holds no raw line break, but a `data:` line must never hold one.
+        for line in message.json.split('\n') {
+            frame.extend_from_slice(b"data: ");
+            frame.extend_from_slice(line.trim_end_matches('\r').as_bytes());
+            frame.push(b'\n');
+        }
+        frame.push(b'\n');
+        Self {
+            id: message.id,
+            frame: Bytes::from(frame),
+        }
+    }
+}
+
 /// The process's view of the log's tail.
 #[derive(Clone)]
 pub struct Feed {
@@ -53,7 +89,7 @@ pub struct Feed {
 }
 
 struct FeedInner {
-    sender: broadcast::Sender<Arc<RawMessage>>,
+    sender: broadcast::Sender<Event>,
     last_id: AtomicU64,
     following: AtomicBool,
     /// True once the tail has fixed where it starts: before that, `last_id` means nothing.
@@ -88,7 +124,7 @@ impl Feed {
 
     /// Subscribes to new messages, and returns the id of the last message already passed on:
     /// everything after it will arrive through the receiver (or, after lagging, from Redis).
-    pub fn subscribe(&self) -> (broadcast::Receiver<Arc<RawMessage>>, u64) {
+    pub fn subscribe(&self) -> (broadcast::Receiver<Event>, u64) {
         let receiver = self.inner.sender.subscribe();
         (receiver, self.inner.last_id.load(Ordering::Acquire))
     }
@@ -234,8 +270,8 @@ impl Feed {
             for message in batch {
                 *start = Some(message.id);
                 self.inner.last_id.fetch_max(message.id, Ordering::AcqRel);
-                // No subscribers is fine: nothing to deliver.
-                let _ = self.inner.sender.send(Arc::new(message));
+                // No subscribers is fine: nothing to deliver. Encoded here, once for all.
+                let _ = self.inner.sender.send(Event::encode(&message));
             }
         }
     }
@@ -257,5 +293,36 @@ impl Feed {
                 Err(err) => return Err(err),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_encoded_as_one_complete_message_event() {
+        let message = RawMessage {
+            id: 42,
+            json: r#"{"id":42,"text":"hi"}"#.to_owned(),
+        };
+        let event = Event::encode(&message);
+        assert_eq!(event.id, 42);
+        assert_eq!(
+            event.frame,
+            "event: message\nid: 42\ndata: {\"id\":42,\"text\":\"hi\"}\n\n"
+        );
+    }
+
+    #[test]
+    fn a_line_break_in_the_data_starts_another_data_line() {
+        let message = RawMessage {
+            id: 1,
+            json: "a\r\nb".to_owned(),
+        };
+        assert_eq!(
+            Event::encode(&message).frame,
+            "event: message\nid: 1\ndata: a\ndata: b\n\n"
+        );
     }
 }
