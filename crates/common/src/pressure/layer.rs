@@ -195,6 +195,7 @@ where
 #[cfg(test)]
 mod tests {
     use std::task::Waker;
+    use std::time::Duration;
 
     use axum::Router;
     use axum::body::Body;
@@ -211,13 +212,10 @@ mod tests {
             .route("/hang", get(std::future::pending::<&'static str>))
             .route("/ok", get(|| async { "ok" }))
             .route(
-                "/clock",
+                "/wait",
                 get(|| async {
-                    if crate::dependency::current().is_some() {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::INTERNAL_SERVER_ERROR
-                    }
+                    crate::dependency::timed(tokio::time::sleep(Duration::from_millis(50))).await;
+                    "waited"
                 }),
             )
             .layer(GuardLayer::new(Arc::clone(pressure)))
@@ -244,11 +242,16 @@ mod tests {
         assert_eq!(pressure.peak_in_flight.load(Ordering::Relaxed), 1);
     }
 
-    #[tokio::test]
-    async fn a_served_request_runs_inside_its_dependency_clock() {
+    #[tokio::test(start_paused = true)]
+    async fn a_served_request_runs_inside_the_dependency_clock_it_is_recorded_with() {
         let pressure = Pressure::new(args(), Lifecycle::new(), &mut Registry::default());
-        let Ok(response) = hanging(&pressure).oneshot(get_request("/clock")).await;
+        let Ok(response) = hanging(&pressure).oneshot(get_request("/wait")).await;
         assert_eq!(response.status(), StatusCode::OK);
+        pressure.tick();
+        // The 50 ms the handler spent in `timed` were seen by the clock the guard recorded.
+        let waits = pressure.dependency_waits();
+        assert_eq!(waits.samples, 1);
+        assert!(waits.p99 >= 0.049, "{waits:?}");
     }
 
     #[tokio::test]
