@@ -295,12 +295,11 @@ pub fn app(state: AppState, frontend: crate::ui_files::Source<'_>) -> Router {
         .merge(guestbook_common::openapi::routes(Arc::from(
             crate::openapi::json(),
         )));
-    let edge = axum::middleware::from_fn(security_headers::add);
     service::wrap(
         crate::ui_files::fallback(router, frontend),
         metrics,
         shedder,
-        edge,
+        security_headers::SecurityHeadersLayer,
     )
     .with_state(state)
 }

@@ -6,7 +6,7 @@
 //! shedding that act on the total take every replica out of its Service when a shared
 //! dependency is slow, and keep it out while no traffic refreshes the window: seed 004's
 //! deep-health-check cascade, by latency instead of by probe. Scaling out on the total adds
-//! load to the slow dependency. So [`crate::pressure::guard`] gives each request a
+//! load to the slow dependency. So [`crate::pressure::GuardLayer`] gives each request a
 //! [`DependencyClock`] (a task-local), every dependency call runs inside [`timed`] or
 //! [`WaitLayer`], and the guard records `own = total − waited`.
 //!
@@ -66,6 +66,11 @@ impl DependencyClock {
     /// Runs `work` with this clock as the task's current one.
     pub async fn scope<F: Future>(self, work: F) -> F::Output {
         CLOCK.scope(self, work).await
+    }
+
+    /// [`Self::scope`] as a named future, for a hand-written middleware future to hold.
+    pub fn scoped<F: Future>(self, work: F) -> tokio::task::futures::TaskLocalFuture<Self, F> {
+        CLOCK.scope(self, work)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Running> {

@@ -1,23 +1,26 @@
 //! Prometheus metrics: the shared registry, the HTTP request histogram and `/metrics`.
 //!
 //! Requests are labelled by route template (`MatchedPath`), never the raw URI: a raw path
-//! would let any caller create unbounded label sets.
+//! would let any caller create unbounded label sets. `track`: the layer that records them.
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{FromRef, MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+mod track;
+
+pub use track::{Track, TrackFuture, TrackLayer};
 
 /// Latency buckets in seconds: dense between 50 ms and 2 s, where the HPA (300 ms),
 /// readiness (400 ms) and shedding (800 ms) thresholds of seed 001 sit.
@@ -27,23 +30,89 @@ pub const LATENCY_BUCKETS: [f64; 22] = [
 ];
 
 /// Labels of one HTTP request observation.
+///
+/// The values are shared, not copied: a `String` per label per request was a visible share
+/// of `/fetch`'s CPU (issue 17), while the family only needs owned labels for a new series.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     /// HTTP method.
-    pub method: String,
+    pub method: MethodLabel,
     /// Route template, or `unmatched`.
-    pub route: String,
+    pub route: RouteLabel,
     /// Response status code.
     pub status: u16,
+}
+
+/// A request's method as a label value (a standard method is copied without allocating).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct MethodLabel(pub Method);
+
+impl EncodeLabelValue for MethodLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.0.as_str(), encoder)
+    }
+}
+
+/// A request's route template as a label value: the router's own shared string, never the raw
+/// path (which would let any caller create unbounded label sets).
+#[derive(Debug, Clone)]
+pub enum RouteLabel {
+    /// The template of the route that matched.
+    Template(MatchedPath),
+    /// No route matched.
+    Unmatched,
+}
+
+impl RouteLabel {
+    /// The template of `request`'s route, or `unmatched`.
+    pub fn of(request: &Request) -> Self {
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or(Self::Unmatched, |path| Self::Template(path.clone()))
+    }
+
+    /// The label value.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Template(path) => path.as_str(),
+            Self::Unmatched => "unmatched",
+        }
+    }
+}
+
+impl PartialEq for RouteLabel {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for RouteLabel {}
+
+impl Hash for RouteLabel {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl EncodeLabelValue for RouteLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
 }
 
 /// The registry plus the HTTP metrics every service records.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
+    http: Arc<HttpMetrics>,
+    connections: ConnectionMetrics,
+}
+
+/// What [`TrackLayer`] records, shared by every request future.
+struct HttpMetrics {
     requests: Family<HttpLabels, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
-    connections: ConnectionMetrics,
 }
 
 /// Labels of a connection refused at the cap.
@@ -117,8 +186,10 @@ impl Metrics {
         let connections = ConnectionMetrics::register(&mut registry);
         Self {
             registry: Arc::new(registry),
-            requests,
-            in_flight,
+            http: Arc::new(HttpMetrics {
+                requests,
+                in_flight,
+            }),
             connections,
         }
     }
@@ -133,10 +204,6 @@ impl Metrics {
         let mut out = String::with_capacity(16 * 1024);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
-    }
-
-    fn observe(&self, labels: &HttpLabels, seconds: f64) {
-        self.requests.get_or_create(labels).observe(seconds);
     }
 }
 
@@ -180,43 +247,5 @@ pub(crate) async fn render(State(metrics): State<Metrics>) -> Response {
             tracing::error!(error = %err, "metrics encoding failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
-    }
-}
-
-/// Middleware recording every request's duration; add it with `Router::layer` so the route
-/// template is known.
-pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().as_str().to_owned();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let response = {
-        let _in_flight = InFlight::enter(&metrics.in_flight);
-        next.run(request).await
-    };
-    let labels = HttpLabels {
-        method,
-        route,
-        status: response.status().as_u16(),
-    };
-    metrics.observe(&labels, started.elapsed().as_secs_f64());
-    response
-}
-
-/// Keeps the in-flight gauge right when a request future is dropped (client gone).
-struct InFlight<'a>(&'a Gauge);
-
-impl<'a> InFlight<'a> {
-    fn enter(gauge: &'a Gauge) -> Self {
-        gauge.inc();
-        Self(gauge)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }

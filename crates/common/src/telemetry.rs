@@ -8,8 +8,10 @@
 use std::io::IsTerminal;
 
 use axum::extract::MatchedPath;
-use http::{HeaderName, Request};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use http::{HeaderName, HeaderValue, Request};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::{
     DefaultOnBodyChunk, DefaultOnEos, DefaultOnRequest, DefaultOnResponse, HttpMakeClassifier,
     TraceLayer,
@@ -53,8 +55,22 @@ pub fn init(format: LogFormat) {
 }
 
 /// Assigns an `x-request-id` to requests that lack one.
-pub fn set_request_id_layer() -> SetRequestIdLayer<MakeRequestUuid> {
-    SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid)
+pub fn set_request_id_layer() -> SetRequestIdLayer<MakeUuid> {
+    SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeUuid)
+}
+
+/// A random (v4) UUID per request, as tower-http's `MakeRequestUuid` makes, written into a
+/// buffer on the stack: that one formats a `String` and parses it again, an allocation and
+/// two passes per request on every route (issue 17).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MakeUuid;
+
+impl MakeRequestId for MakeUuid {
+    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
+        let mut buffer = uuid::Uuid::encode_buffer();
+        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
+        HeaderValue::from_str(id).ok().map(RequestId::new)
+    }
 }
 
 /// Copies the request's `x-request-id` onto the response.
@@ -98,4 +114,22 @@ fn request_span(request: &Request<axum::body::Body>) -> tracing::Span {
         .and_then(|value| value.to_str().ok())
         .unwrap_or("-");
     tracing::info_span!("request", method = %request.method(), route, request_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_id_is_a_lowercase_v4_uuid_and_new_each_time() {
+        let request = Request::new(());
+        let mut make = MakeUuid;
+        let first = make.make_request_id(&request).expect("an id");
+        let second = make.make_request_id(&request).expect("an id");
+        let text = first.header_value().to_str().expect("ASCII");
+        let parsed = uuid::Uuid::parse_str(text).expect("a UUID");
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_eq!(text, parsed.hyphenated().to_string());
+        assert_ne!(first.header_value(), second.header_value());
+    }
 }

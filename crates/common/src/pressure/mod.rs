@@ -10,7 +10,7 @@
 //! # Own time, not total time
 //! Both hold only if the p99.9 measures the pod. A request's latency is its own work plus its
 //! waits on a dependency (Redis for the backend, the backend for the client): the
-//! [`guard`] gives each request a [`DependencyClock`](crate::dependency::DependencyClock), every dependency call adds its time to
+//! [`GuardLayer`] gives each request a [`DependencyClock`](crate::dependency::DependencyClock), every dependency call adds its time to
 //! it (see [`crate::dependency`]), and the window that drives readiness, shedding and the HPA
 //! gauge records `own = total − waited`. A slow Redis therefore answers fast 503s from pods
 //! that stay ready (there is nothing to gain by moving traffic between replicas of one Redis,
@@ -64,9 +64,9 @@
 //! - `controller`: the pure policy: readiness with hysteresis, the shed reason, the adaptive
 //!   limit; readings in, decisions out.
 //! - `metrics`: every metric this module publishes, registered in one place.
-//! - [`layer`]: the axum [`guard`] that asks for admission and answers [`Shed`] with 503.
+//! - [`layer`]: the tower [`GuardLayer`] that asks for admission and answers [`Shed`] with 503.
 //!
-//! A request goes through [`guard`], which asks for admission (the controller's decision on the
+//! A request goes through [`GuardLayer`], which asks for admission (the controller's decision on the
 //! last tick's reason and limit) and records the served request's own time into the
 //! windows and the recent counts. Every [`TICK`], [`Pressure::run`] reads the windows, the
 //! counts, the runtime probe and memory, asks the controller for readiness, the shed reason and
@@ -92,7 +92,7 @@ use crate::lifecycle::Lifecycle;
 use crate::window::{LatencyWindow, WindowSnapshot};
 pub use controller::Reason;
 use controller::{Controller, NO_LIMIT, RECOVER_RATIO, Unready};
-pub use layer::{Shed, guard};
+pub use layer::{Guard, GuardLayer, Shed};
 use metrics::Gauges;
 pub use settings::PressureArgs;
 use signals::{Counts, Recent};

@@ -19,20 +19,30 @@
 //! any other work; and the edge layer is outside metrics so that a refusal from any layer below
 //! still carries the security headers.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::response::IntoResponse;
+use axum::response::Response;
 use axum::routing::Route;
-use tower::{Layer, Service};
+use tower::{Layer, Service, ServiceBuilder};
 
-use crate::metrics::{self, Metrics};
-use crate::pressure::{self, Pressure};
-use crate::{limits, telemetry};
+use crate::limits::{HeaderLimit, HeaderLimitLayer};
+use crate::metrics::{Metrics, Track, TrackLayer};
+use crate::pressure::{Guard, GuardLayer, Pressure};
+use crate::telemetry;
+
+/// What the `edge` layer wraps: metrics, pressure and the header limit around a route.
+pub type Inner = Track<Guard<HeaderLimit<Route>>>;
 
 /// Wraps `routes` in the fixed order above, with `edge` as step 4 (`tower::layer::util::Identity`
 /// for none).
+///
+/// The steps are one tower stack given to `Router::layer` once: each `Router::layer` call adds
+/// a route level that clones a boxed service and boxes a future on every request, and each
+/// `from_fn` middleware another of each. With seven such levels they were the largest cost of
+/// the client's `/fetch` beyond a bare proxy (issue 17).
 pub fn wrap<S, L>(
     routes: Router<S>,
     metrics: Metrics,
@@ -41,24 +51,19 @@ pub fn wrap<S, L>(
 ) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
-    L: Layer<Route> + Clone + Send + Sync + 'static,
-    L::Service: Service<Request> + Clone + Send + Sync + 'static,
-    <L::Service as Service<Request>>::Response: IntoResponse + 'static,
-    <L::Service as Service<Request>>::Error: Into<std::convert::Infallible> + 'static,
+    L: Layer<Inner> + Clone + Send + Sync + 'static,
+    L::Service:
+        Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
     <L::Service as Service<Request>>::Future: Send + 'static,
 {
-    routes
-        .layer(axum::middleware::from_fn(limits::headers))
-        .layer(axum::middleware::from_fn_with_state(
-            pressure,
-            pressure::guard,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            metrics,
-            metrics::track,
-        ))
-        .layer(edge)
-        .layer(telemetry::trace_layer())
-        .layer(telemetry::propagate_request_id_layer())
-        .layer(telemetry::set_request_id_layer())
+    routes.layer(
+        ServiceBuilder::new()
+            .layer(telemetry::set_request_id_layer())
+            .layer(telemetry::propagate_request_id_layer())
+            .layer(telemetry::trace_layer())
+            .layer(edge)
+            .layer(TrackLayer::new(metrics))
+            .layer(GuardLayer::new(pressure))
+            .layer(HeaderLimitLayer),
+    )
 }
