@@ -148,7 +148,7 @@ def main():
     hwm = results["hwm_bytes"]
     lines = [
         f"Measured {datetime.date.today().isoformat()} by `python3 scripts/bench_memory.py` on {os.cpu_count()} cores "
-        "shared by both services, their Redis and the load tool (and, during this run, other builds and tests). "
+        "shared by both services, their Redis and the load tool. "
         f"One release backend and one release client over a private `redis-server`, default settings; the load "
         f"tool's open loop at {rate:,} req/s for {duration} s per row, {connections} connections. Peak RSS: the "
         f"highest VmRSS sampled every {int(SAMPLE_EVERY * 1000)} ms during the row; VmHWM: the kernel's peak over "

@@ -142,8 +142,8 @@ def main():
         json.dump(runs, out, indent=2)
     lines = [
         f"Measured {datetime.date.today().isoformat()} by `python3 scripts/bench_stream.py` on "
-        f"{os.cpu_count()} cores shared by the backend, its Redis and the load tool (and, during this run, "
-        "other builds and tests: the delays are noisy). One release backend over a private `redis-server`, "
+        f"{os.cpu_count()} cores shared by the backend, its Redis and the load tool. "
+        "One release backend over a private `redis-server`, "
         f"MAX_STREAM_CLIENTS at its default (10,000) or the subscriber count if higher; the subscribers connect from {sources} loopback "
         f"addresses; once all are open, {rate} messages/s for {duration} s, each with an Idempotency-Key. "
         "A miss is an acknowledged message an open subscriber never read. Fan-out delays in ms (p50 / p99 / max), "
