@@ -101,18 +101,15 @@ impl Cluster {
     pub(crate) async fn primary_url(&self) -> Result<String, String> {
         let known = read(&self.known).clone();
         let answers = join_all(known.iter().map(|address| self.ask(address))).await;
-        let mut best: Option<Claim> = None;
+        let mut claims = Vec::with_capacity(answers.len());
         let mut last_error = "no cluster node answered".to_owned();
         for (address, answer) in known.iter().zip(answers) {
             match answer {
-                Ok(claim) if best.as_ref().is_none_or(|best| claim.epoch > best.epoch) => {
-                    best = Some(claim);
-                }
-                Ok(_) => {}
+                Ok(claim) => claims.push(claim),
                 Err(err) => last_error = format!("cluster node {address}: {err}"),
             }
         }
-        let claim = best.ok_or(last_error)?;
+        let claim = newest(claims).ok_or(last_error)?;
         {
             let mut known = write(&self.known);
             for node in &claim.nodes {
@@ -173,6 +170,18 @@ pub(crate) async fn follow(
             () = cluster.wake.notified() => {}
         }
     }
+}
+
+/// The claim with the highest config epoch: a node that has not yet heard of a failover, or an
+/// old primary restarted with its stale view, names the primary it knew with an older epoch. On
+/// a tie the first answer stands.
+fn newest(claims: impl IntoIterator<Item = Claim>) -> Option<Claim> {
+    claims
+        .into_iter()
+        .fold(None, |best: Option<Claim>, claim| match best {
+            Some(best) if best.epoch >= claim.epoch => Some(best),
+            _ => Some(claim),
+        })
 }
 
 /// Reads `CLUSTER NODES` (one line per node: id, `ip:port@bus[,hostname]`, flags, primary
@@ -299,6 +308,33 @@ d 127.0.0.1:7002@17002 slave c 0 0 7 connected
         assert!(!claim.nodes[1].reachable);
         assert_eq!(claim.nodes[3].role, "replica");
         assert!(parse_nodes(text, "127.0.0.1:7000", 16000).is_none());
+    }
+
+    #[test]
+    fn the_claim_with_the_newest_config_epoch_wins_in_any_order() {
+        // Node a has not heard of the failover yet: it still names 7001 (epoch 2); node b
+        // knows 7004 took the slot over (epoch 7).
+        let stale = "\
+a 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+b 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-10922
+";
+        let fresh = "\
+b 127.0.0.1:7004@17004 myself,master - 0 0 7 connected 5461-10922
+c 127.0.0.1:7001@17001 master,fail - 0 0 2 disconnected
+";
+        let claims = || {
+            (
+                parse_nodes(stale, "127.0.0.1:7000", 7000).expect("a stale claim"),
+                parse_nodes(fresh, "127.0.0.1:7004", 7000).expect("a fresh claim"),
+            )
+        };
+        let (old, new) = claims();
+        let winner = newest([old, new]).expect("a winner");
+        assert_eq!(winner.owner, "127.0.0.1:7004");
+        let (old, new) = claims();
+        let winner = newest([new, old]).expect("a winner");
+        assert_eq!(winner.owner, "127.0.0.1:7004");
+        assert!(newest([]).is_none());
     }
 
     #[test]
