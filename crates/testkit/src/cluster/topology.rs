@@ -96,6 +96,48 @@ impl RedisCluster {
         )
         .await;
         self.wait_until_ok().await;
+        // The promoted node knows first; the others learn it by gossip. Until every live node
+        // names it a primary, a question asked of another node can still name the old one.
+        let what = format!("not every live node names cluster node {index} a primary");
+        wait_until(
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            &what,
+            || self.every_view_names_primary(index),
+        )
+        .await;
+    }
+
+    /// True when every live node's `CLUSTER NODES` lists node `index` as a primary in good
+    /// standing.
+    async fn every_view_names_primary(&self, index: usize) -> bool {
+        let port = self.nodes[index].port;
+        for asked in (0..self.nodes.len()).filter(|&i| self.is_running(i)) {
+            let Ok(nodes) = self
+                .cmd::<String>(asked, redis::cmd("CLUSTER").arg("NODES"))
+                .await
+            else {
+                return false;
+            };
+            let named = nodes.lines().any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let at_port = fields.get(1).is_some_and(|address| {
+                    address
+                        .split(['@', ','])
+                        .next()
+                        .and_then(|address| address.rsplit(':').next())
+                        .is_some_and(|found| found == port.to_string())
+                });
+                at_port
+                    && fields
+                        .get(2)
+                        .is_some_and(|flags| flags.contains("master") && !flags.contains("fail"))
+            });
+            if !named {
+                return false;
+            }
+        }
+        true
     }
 
     /// Moves `slot`, with its keys, from primary `from` to primary `to` (the resharding steps
