@@ -144,14 +144,20 @@ impl RedisCluster {
 
     async fn wait_for_link(&self, index: usize) {
         let what = format!("cluster replica node {index} never linked to its primary");
+        self.wait_for_replication(index, "master_link_status:up", &what)
+            .await;
+    }
+
+    /// Waits (up to 30 s) until node `index`'s `INFO replication` contains `needle`.
+    pub(crate) async fn wait_for_replication(&self, index: usize, needle: &str, what: &str) {
         wait_until(
             Duration::from_secs(30),
             Duration::from_millis(50),
-            &what,
+            what,
             || async {
                 self.info(index, "replication")
                     .await
-                    .is_some_and(|info| info.contains("master_link_status:up"))
+                    .is_some_and(|info| info.contains(needle))
             },
         )
         .await;

@@ -222,21 +222,7 @@ impl RedisServer {
         self.child = Some(child);
         let client = self.client();
         let what = format!("redis-server did not start on port {}", self.port);
-        wait_until(
-            Duration::from_secs(10),
-            Duration::from_millis(20),
-            &what,
-            || async {
-                match client.get_multiplexed_async_connection().await {
-                    Ok(mut conn) => redis::cmd("PING")
-                        .query_async::<String>(&mut conn)
-                        .await
-                        .is_ok(),
-                    Err(_) => false,
-                }
-            },
-        )
-        .await;
+        answers_ping(&client, &what).await;
     }
 
     /// `redis://127.0.0.1:PORT` (`redis://[::1]:PORT` on IPv6), or
@@ -295,4 +281,23 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         stop(&mut self.child);
     }
+}
+
+/// Waits (up to 10 s) until the server behind `client` answers PING; panics with `what`.
+pub(crate) async fn answers_ping(client: &redis::Client, what: &str) {
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        what,
+        || async {
+            match client.get_multiplexed_async_connection().await {
+                Ok(mut conn) => redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            }
+        },
+    )
+    .await;
 }

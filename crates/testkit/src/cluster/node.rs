@@ -3,10 +3,9 @@
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use super::NODE_TIMEOUT_MS;
-use crate::process::wait_until;
+use crate::redis_server::answers_ping;
 
 /// One node of a [`RedisCluster`].
 pub(super) struct Node {
@@ -61,20 +60,6 @@ impl Node {
         self.child = Some(child);
         let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("valid URL");
         let what = format!("cluster node did not start on port {port}");
-        wait_until(
-            Duration::from_secs(10),
-            Duration::from_millis(20),
-            &what,
-            || async {
-                match client.get_multiplexed_async_connection().await {
-                    Ok(mut conn) => redis::cmd("PING")
-                        .query_async::<String>(&mut conn)
-                        .await
-                        .is_ok(),
-                    Err(_) => false,
-                }
-            },
-        )
-        .await;
+        answers_ping(&client, &what).await;
     }
 }

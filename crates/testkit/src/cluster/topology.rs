@@ -84,17 +84,7 @@ impl RedisCluster {
     /// Waits until node `index` reports itself a primary and the cluster is ok again.
     pub async fn wait_for_promotion(&self, index: usize) {
         let what = format!("cluster node {index} was never promoted");
-        wait_until(
-            Duration::from_secs(30),
-            Duration::from_millis(50),
-            &what,
-            || async {
-                self.info(index, "replication")
-                    .await
-                    .is_some_and(|info| info.contains("role:master"))
-            },
-        )
-        .await;
+        self.wait_for_replication(index, "role:master", &what).await;
         self.wait_until_ok().await;
         // The promoted node knows first; the others learn it by gossip. Until every live node
         // names it a primary, a question asked of another node can still name the old one.
