@@ -221,13 +221,7 @@ impl RedisArgs {
         if !(1..=600_000).contains(&self.redis_timeout_ms) {
             return Err("REDIS_TIMEOUT_MS must be between 1 and 600000".into());
         }
-        let name_ok = !self.guestbook_name.is_empty()
-            && self.guestbook_name.len() <= 64
-            && self
-                .guestbook_name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !name_ok {
+        if !guestbook_api::is_valid_book_name(&self.guestbook_name) {
             return Err("GUESTBOOK_NAME must be 1-64 characters of [A-Za-z0-9_-]".into());
         }
         Ok(())
