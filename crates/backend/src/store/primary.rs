@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::store::config::RedisArgs;
+use crate::store::config::{AppendStrategy, RedisArgs};
 use crate::store::error::StoreError;
 use crate::store::pool;
 use crate::store::replication::Replication;
@@ -16,12 +16,13 @@ use crate::store::replication::Replication;
 pub(crate) struct PrimaryLinks {
     /// `host:port`, for logs and `/health/dependencies`.
     pub(crate) address: String,
-    /// The URL the links were built from (the watch strategy's pool follows it).
-    pub(crate) url: String,
     pub(crate) client: redis::Client,
     pub(crate) conn: ConnectionManager,
     /// `REDIS_MIN_REPLICAS_ACK` above 0.
     pub(crate) replication: Option<Replication>,
+    /// The `watch` strategy's `REDIS_POOL_SIZE` dedicated connections (WATCH state belongs to
+    /// a connection); connected on first use.
+    pub(crate) watch_pool: Option<deadpool_redis::Pool>,
 }
 
 /// How each connection manager behaves: every call's own timeout bounds its wait.
@@ -52,6 +53,10 @@ impl PrimaryLinks {
                 timeout,
             )),
         };
+        let watch_pool = match settings.append_strategy {
+            AppendStrategy::Watch => Some(pool::dedicated(url, settings.redis_pool_size, timeout)?),
+            _ => None,
+        };
         let address = redis::parse_redis_url(url)
             .map(|parsed| {
                 format!(
@@ -63,10 +68,10 @@ impl PrimaryLinks {
             .unwrap_or_default();
         Ok(Self {
             address,
-            url: url.to_owned(),
             client,
             conn,
             replication,
+            watch_pool,
         })
     }
 }

@@ -87,10 +87,7 @@ impl Appender {
     pub(crate) fn new(args: &RedisArgs) -> Self {
         match args.append_strategy {
             AppendStrategy::Lua => Self::Lua(batch::Batcher::default()),
-            AppendStrategy::Watch => Self::Watch(watch::Watch::new(
-                args.redis_pool_size,
-                args.redis_timeout(),
-            )),
+            AppendStrategy::Watch => Self::Watch(watch::Watch),
             AppendStrategy::Lock => Self::Lock(lock::Lock),
             AppendStrategy::Naive => Self::Naive,
         }

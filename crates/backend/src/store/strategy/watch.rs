@@ -31,13 +31,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::Mutex;
-
 use deadpool_redis::{Connection, Pool};
 
 use crate::store::entry::{RawMessage, stored_json};
 use crate::store::error::StoreError;
-use crate::store::pool;
 use crate::store::primary::PrimaryLinks;
 use crate::store::sequence::{continue_from, replication_id};
 use crate::store::strategy::{AppendRequest, Ctx, Written, full_jitter};
@@ -45,41 +42,12 @@ use crate::store::strategy::{AppendRequest, Ctx, Written, full_jitter};
 const BACKOFF_BASE: Duration = Duration::from_micros(500);
 const BACKOFF_CAP: Duration = Duration::from_millis(25);
 
-/// The watch strategy's own resource: a pool of `REDIS_POOL_SIZE` dedicated connections to
-/// the current primary, rebuilt when Sentinel names another.
-#[derive(Clone)]
-pub(crate) struct Watch {
-    pool: Arc<Mutex<Option<(String, Pool)>>>,
-    size: usize,
-    timeout: Duration,
-}
+/// The watch strategy. Its pool of dedicated connections belongs to each primary's links
+/// (`PrimaryLinks::watch_pool`), so it follows Sentinel and, in a cluster, each book's node.
+#[derive(Clone, Default)]
+pub(crate) struct Watch;
 
 impl Watch {
-    /// A strategy whose pools hold `size` connections, each connecting within `timeout`.
-    pub(crate) fn new(size: usize, timeout: Duration) -> Self {
-        Self {
-            pool: Arc::default(),
-            size,
-            timeout,
-        }
-    }
-
-    /// The pool to the primary at `url`, built on first use (and after a primary change).
-    fn pool_for(&self, url: &str) -> Result<Pool, StoreError> {
-        let mut pool = self
-            .pool
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((current, pool)) = pool.as_ref()
-            && current == url
-        {
-            return Ok(pool.clone());
-        }
-        let fresh = pool::dedicated(url, self.size, self.timeout)?;
-        *pool = Some((url.to_owned(), fresh.clone()));
-        Ok(fresh)
-    }
-
     /// Appends with optimistic retries; see the module's steps.
     pub(crate) async fn append(
         self,
@@ -87,7 +55,10 @@ impl Watch {
         links: Arc<PrimaryLinks>,
         request: AppendRequest,
     ) -> Result<Written, StoreError> {
-        let pool = self.pool_for(&links.url)?;
+        let pool = links
+            .watch_pool
+            .clone()
+            .ok_or_else(|| StoreError::TaskFailed("no pool for the watch strategy".into()))?;
         let limit = ctx.hop.timeout();
         let Ok(_turn) = tokio::time::timeout(limit, request.book.local.lock()).await else {
             // Nothing reached Redis: a retry without a key cannot store the message twice.
