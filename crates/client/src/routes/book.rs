@@ -9,17 +9,18 @@
 //! what is forwarded. A dot-segment or an encoded separator anywhere in the path is refused
 //! first, with the same 400 as any other path under `/api/` ([`crate::routes::api_paths`]).
 
-use axum::extract::{FromRequestParts, RawPathParams};
+use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use guestbook_api::{BOOK_NAME_RULE, is_valid_book_name};
 use guestbook_common::error_body::{ErrorBody, ErrorCode, respond};
 
 use crate::routes::api_paths::{is_traversal, traversal_refused};
 
-/// The route parameter that names the book.
-const PARAM: &str = "book";
+/// What comes before the name in every book route (`crate::app` routes
+/// `/api/books/{book}/...`); a path without it gets the name rule's 400.
+const PREFIX: &str = "/api/books/";
 
 /// A valid book name taken from the request path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,23 +55,16 @@ impl Book {
 impl<S: Send + Sync> FromRequestParts<S> for Book {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
-        let params = RawPathParams::from_request_parts(parts, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        // Only the book routes take this extractor, and each has the parameter; a route
-        // without it is a wiring mistake, answered as the server's fault.
-        let Some(segment) = params
-            .iter()
-            .find_map(|(name, value)| (name == PARAM).then_some(value))
-        else {
-            tracing::error!("a book route without a {{{PARAM}}} parameter");
-            return Err(respond(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorBody::new(ErrorCode::Internal, "internal error"),
-            ));
-        };
-        Self::from_path(parts.uri.path(), segment)
+    /// The segment after [`PREFIX`], taken from the raw path: axum's own path extractors
+    /// percent-decode (and answer a plain-text 400 for a segment that is not UTF-8 once
+    /// decoded), and what is checked must be what is forwarded.
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Response> {
+        let path = parts.uri.path();
+        let segment = path
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default();
+        Self::from_path(path, segment)
     }
 }
 
@@ -130,5 +124,38 @@ mod tests {
                 "{segment}: {body:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_extractor_checks_the_raw_segment_not_its_decoding() {
+        use tower::ServiceExt;
+        let router = axum::Router::new().route(
+            "/api/books/{book}/messages",
+            axum::routing::get(|book: Book| async move { book.messages_path() }),
+        );
+        let call = |uri: &'static str| {
+            let router = router.clone();
+            async move {
+                let request = axum::http::Request::get(uri)
+                    .body(axum::body::Body::empty())
+                    .expect("a valid request");
+                let answer = router.oneshot(request).await.expect("infallible");
+                let status = answer.status();
+                let body = axum::body::to_bytes(answer.into_body(), 64 * 1024)
+                    .await
+                    .expect("a small body");
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+
+        let plain = call("/api/books/A/messages").await;
+        let encoded = call("/api/books/%41/messages").await;
+        let not_utf8 = call("/api/books/%FF/messages").await;
+
+        assert_eq!(plain, (StatusCode::OK, "/api/books/A/messages".to_owned()));
+        assert_eq!(encoded.0, StatusCode::BAD_REQUEST, "{}", encoded.1);
+        assert!(encoded.1.contains(BOOK_NAME_RULE), "{}", encoded.1);
+        assert_eq!(not_utf8.0, StatusCode::BAD_REQUEST, "{}", not_utf8.1);
+        assert!(not_utf8.1.contains(BOOK_NAME_RULE), "{}", not_utf8.1);
     }
 }
