@@ -12,7 +12,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use guestbook_api::{BOOK_NAME_RULE, is_valid_book_name};
 use guestbook_common::error_body::{ErrorBody, ErrorCode, respond};
 
@@ -26,17 +26,35 @@ const PREFIX: &str = "/api/books/";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Book(String);
 
-impl Book {
-    /// The book named by `segment` (raw, as in the path) of `path`, or the 400 to answer.
-    fn from_path(path: &str, segment: &str) -> Result<Self, Response> {
-        if is_traversal(path) {
-            return Err(traversal_refused());
-        }
-        if !is_valid_book_name(segment) {
-            return Err(respond(
+/// Why a book route refused its request, before the backend was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// A dot-segment or an encoded or doubled separator in the path.
+    Traversal,
+    /// A name outside `guestbook_api::is_valid_book_name`.
+    Rule,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Traversal => traversal_refused(),
+            Self::Rule => respond(
                 StatusCode::BAD_REQUEST,
                 ErrorBody::new(ErrorCode::BadRequest, BOOK_NAME_RULE),
-            ));
+            ),
+        }
+    }
+}
+
+impl Book {
+    /// The book named by `segment` (raw, as in the path) of `path`.
+    fn from_path(path: &str, segment: &str) -> Result<Self, Refused> {
+        if is_traversal(path) {
+            return Err(Refused::Traversal);
+        }
+        if !is_valid_book_name(segment) {
+            return Err(Refused::Rule);
         }
         Ok(Self(segment.to_owned()))
     }
@@ -53,12 +71,12 @@ impl Book {
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Book {
-    type Rejection = Response;
+    type Rejection = Refused;
 
     /// The segment after [`PREFIX`], taken from the raw path: axum's own path extractors
     /// percent-decode (and answer a plain-text 400 for a segment that is not UTF-8 once
     /// decoded), and what is checked must be what is forwarded.
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Response> {
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Refused> {
         let path = parts.uri.path();
         let segment = path
             .strip_prefix(PREFIX)
@@ -73,7 +91,9 @@ mod tests {
     use super::*;
 
     async fn refusal(path: &str, segment: &str) -> (StatusCode, ErrorBody) {
-        let answer = Book::from_path(path, segment).expect_err("refused");
+        let answer = Book::from_path(path, segment)
+            .expect_err("refused")
+            .into_response();
         let status = answer.status();
         let body = axum::body::to_bytes(answer.into_body(), 64 * 1024)
             .await
