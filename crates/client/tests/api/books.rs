@@ -134,3 +134,23 @@ async fn a_name_outside_the_rule_is_told_the_rule() {
     let body: Value = serde_json::from_str(&body).unwrap_or_default();
     assert_eq!(body["error"], guestbook_api::BOOK_NAME_RULE, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_site_clear_of_a_book_is_refused_and_reaches_nothing() {
+    let Stack(_redis, backend, client, http) = stack(|_| {}).await;
+    let before = backend_requests(&http, &backend).await;
+
+    let answer = http
+        .delete(client.url("/api/books/party/messages"))
+        .header("origin", "http://evil.example")
+        .header("authorization", "Bearer anything")
+        .send()
+        .await
+        .expect("the client answers");
+    let status = answer.status().as_u16();
+    let body: Value = answer.json().await.unwrap_or_default();
+
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "cross-site request refused");
+    assert_eq!(backend_requests(&http, &backend).await, before);
+}
