@@ -212,7 +212,7 @@ fn clear_book_messages() {}
         (status = 400, description = format!("A bad query or Last-Event-ID; {BAD_BOOK}"), body = ErrorBody),
         (status = 429, description = "This browser address already has the client's MAX_STREAMS_PER_CLIENT streams open (or, passed through, the client's address has the backend's)", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "The client has its MAX_STREAM_CLIENTS streams open, the circuit is open, every BACKEND_CONCURRENCY slot is taken, the backend cannot be reached or does not answer within BACKEND_TIMEOUT_MS, or it has its MAX_STREAM_CLIENTS streams open", body = ErrorBody,
+        (status = 503, description = "The client has its MAX_STREAM_CLIENTS streams open, the circuit is open, every BACKEND_CONCURRENCY slot is taken, the backend cannot be reached or does not answer within BACKEND_TIMEOUT_MS, or it has its MAX_STREAM_CLIENTS streams open or follows its most books already", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]

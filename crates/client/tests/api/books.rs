@@ -41,8 +41,22 @@ async fn a_message_posted_to_a_book_is_in_that_book_only() {
 
     assert_eq!(texts(&party), ["in party"], "{party}");
     assert_eq!(party["messages"][0]["id"], 1, "a book's ids start at 1");
-    assert!(texts(&default).is_empty(), "{default}");
-    assert!(texts(&other).is_empty(), "{other}");
+    assert_eq!(default["messages"], json!([]), "{default}");
+    assert_eq!(
+        other["messages"],
+        json!([]),
+        "an unknown book is empty: {other}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_book_is_also_reached_by_its_name() {
+    let Stack(_redis, _backend, client, http) = stack(|_| {}).await;
+
+    post(&http, client.url("/api/messages"), "in default").await;
+    let named = get_json(&http, client.url("/api/books/default/messages")).await;
+
+    assert_eq!(texts(&named), ["in default"], "{named}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

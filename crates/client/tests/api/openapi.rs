@@ -1,6 +1,6 @@
 //! The client's OpenAPI document: identical to the checked-in `openapi/client.json`, served at
-//! `/openapi.json`, and its copy of the proxied `/api/messages` operations agrees with the
-//! backend's own document.
+//! `/openapi.json`, and its copy of the proxied `/api/messages` and `/api/books/{book}/messages`
+//! operations agrees with the backend's own document.
 
 use serde_json::Value;
 
@@ -47,6 +47,10 @@ fn the_proxied_operations_agree_with_the_backends_document() {
         ("/api/messages", "post"),
         ("/api/messages", "delete"),
         ("/api/messages/stream", "get"),
+        ("/api/books/{book}/messages", "get"),
+        ("/api/books/{book}/messages", "post"),
+        ("/api/books/{book}/messages", "delete"),
+        ("/api/books/{book}/messages/stream", "get"),
     ] {
         let ours = &client["paths"][path][method];
         let theirs = &backend["paths"][path][method];
