@@ -21,7 +21,7 @@ export function bookFromQuery(search) {
   const [name] = names;
   if (name === "") return { book: null, problem: `This address asks for a guestbook but gives no name: ${BOOK_NAME_RULE}.` };
   if (!isValidBookName(name)) {
-    return { book: null, problem: `There is no guestbook called “${shorten(name)}”: ${BOOK_NAME_RULE}.` };
+    return { book: null, problem: `“${shorten(name)}” is not a guestbook name: ${BOOK_NAME_RULE}.` };
   }
   return { book: name, problem: null };
 }
