@@ -206,7 +206,7 @@ function showBook() {
     $("messages-card").hidden = true;
     $("book-problem-text").textContent = opened.problem;
     $("book-problem").hidden = false;
-    document.title = "No such guestbook · Guestbook";
+    document.title = "Not a guestbook name · Guestbook";
     // The name as typed, to be corrected in place (an input's value is never parsed as HTML).
     bookInput.value = new URLSearchParams(window.location.search).get("book") ?? "";
   } else if (opened.book !== null) {
@@ -221,7 +221,9 @@ bookForm.addEventListener("submit", (event) => {
   event.preventDefault();
   // No name holds a space, so surrounding spaces can only be a slip.
   const name = bookInput.value.trim();
-  const problem = name === "" ? "Please enter a guestbook's name." : isValidBookName(name) ? null : `Not a guestbook name: ${BOOK_NAME_RULE}.`;
+  let problem = null;
+  if (name === "") problem = "Please enter a guestbook's name.";
+  else if (!isValidBookName(name)) problem = `Not a guestbook name: ${BOOK_NAME_RULE}.`;
   showProblem(bookInput, problem);
   if (problem) {
     bookInput.focus();
