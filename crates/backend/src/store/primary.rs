@@ -9,7 +9,6 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::store::config::RedisArgs;
 use crate::store::error::StoreError;
-use crate::store::keys::Keys;
 use crate::store::pool;
 use crate::store::replication::Replication;
 
@@ -39,7 +38,7 @@ pub(crate) fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
 impl PrimaryLinks {
     /// Links to the primary at `url`. Connects lazily: a primary that is down still yields
     /// links, and calls fail with 503 until it answers.
-    pub(crate) fn new(url: &str, settings: &RedisArgs, keys: &Keys) -> Result<Self, StoreError> {
+    pub(crate) fn new(url: &str, settings: &RedisArgs) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(StoreError::Redis)?;
         let timeout = settings.redis_timeout();
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config(timeout))
@@ -50,7 +49,6 @@ impl PrimaryLinks {
                 pool::dedicated(url, settings.redis_pool_size, timeout)?,
                 replicas,
                 Duration::from_millis(settings.redis_wait_timeout_ms),
-                keys.replication_fence.clone(),
                 timeout,
             )),
         };
@@ -99,10 +97,20 @@ impl CurrentPrimary {
     }
 
     pub(crate) fn set(&self, links: PrimaryLinks) {
+        self.set_shared(Arc::new(links));
+    }
+
+    /// The same with links shared elsewhere (cluster mode keeps each node's links).
+    pub(crate) fn set_shared(&self, links: Arc<PrimaryLinks>) {
         *self
             .links
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(links));
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(links);
+        self.notify();
+    }
+
+    /// Tells the receivers of [`CurrentPrimary::changes`] that something moved.
+    pub(crate) fn notify(&self) {
         self.changes.send_modify(|generation| *generation += 1);
     }
 

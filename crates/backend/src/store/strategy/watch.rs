@@ -15,8 +15,8 @@
 //! Every append writes the sequence, so with N writers in flight one commits and N − 1 abort
 //! per round (seed 000's measurement: ≈ 35 aborts per message at 64 in flight), and some ran
 //! out of attempts (503s at 64 in flight). So, as the `lock` strategy does, a process queues
-//! its own appends (a local FIFO mutex, waited on within the per-call time limit) and runs
-//! one at a time: writers of one process never abort each other, and only other instances
+//! its own appends to a book (a local FIFO mutex per book, waited on within the per-call
+//! time limit) and runs them one at a time: writers of one process never abort each other, and only other instances
 //! can conflict, which the attempts and their backoff absorb. It is correct, and it is here
 //! to show the cost of optimism next to [`super::lua`].
 //!
@@ -50,8 +50,6 @@ const BACKOFF_CAP: Duration = Duration::from_millis(25);
 #[derive(Clone)]
 pub(crate) struct Watch {
     pool: Arc<Mutex<Option<(String, Pool)>>>,
-    /// This process's appends, one at a time (see the module's local queue).
-    local: Arc<tokio::sync::Mutex<()>>,
     size: usize,
     timeout: Duration,
 }
@@ -61,7 +59,6 @@ impl Watch {
     pub(crate) fn new(size: usize, timeout: Duration) -> Self {
         Self {
             pool: Arc::default(),
-            local: Arc::default(),
             size,
             timeout,
         }
@@ -92,7 +89,7 @@ impl Watch {
     ) -> Result<Written, StoreError> {
         let pool = self.pool_for(&links.url)?;
         let limit = ctx.hop.timeout();
-        let Ok(_turn) = tokio::time::timeout(limit, self.local.lock()).await else {
+        let Ok(_turn) = tokio::time::timeout(limit, request.book.local.lock()).await else {
             // Nothing reached Redis: a retry without a key cannot store the message twice.
             return Err(StoreError::Queued(limit));
         };
@@ -139,7 +136,7 @@ async fn attempt_once(
     conn: &mut Connection,
     request: &AppendRequest,
 ) -> Result<Option<Written>, StoreError> {
-    let keys = &ctx.keys;
+    let keys = request.book.keys();
     let record = request.record.as_ref();
 
     // 1. One round trip: WATCH, then the reads. Without a key the last GET reads the sequence
