@@ -18,7 +18,10 @@
 #   SEED [20261128]     fixed so CI is repeatable; any integer explores other cases
 #   BACKEND_BIN [target/debug/guestbook-backend]   CLIENT_BIN [target/debug/guestbook-client]
 #
-# /api/messages/stream is excluded: its answer never ends, so every case would only time out.
+# The live-update streams (/api/messages/stream, /api/books/{book}/messages/stream) are
+# excluded: their answer never ends, so every case would only time out (or, when a message is
+# there to replay, be judged event by event against the body's `string` schema). Their
+# refusals are covered by the Rust tests.
 
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -124,7 +127,7 @@ run() {
     --seed "$SEED" \
     --workers 1 \
     --request-timeout 10 \
-    --exclude-path /api/messages/stream \
+    --exclude-path-regex '/messages/stream$' \
     --report junit --report-junit-path "$LOGS/$name-junit.xml" \
     --no-color "$@" || status=1
 }
