@@ -11,7 +11,7 @@ use guestbook_api::{Message, MessagePage, NewMessageBody};
 use guestbook_backend::store::AppendStrategy;
 use serde::Deserialize;
 
-use crate::helpers::{RedisServer, backend, json, loadtest, run_against};
+use crate::helpers::{ADMIN_TOKEN, RedisServer, backend, json, loadtest, run_against};
 
 /// The texts of every message in the book at `messages_url`, oldest first.
 async fn texts(messages_url: &str) -> Vec<String> {
@@ -42,6 +42,9 @@ async fn five_books_each_hold_their_share_and_nothing_reaches_the_default_book()
         "--concurrency",
         "20",
         "--idempotent-retries",
+        "--clear",
+        "--admin-token",
+        ADMIN_TOKEN,
         "--json",
     ])
     .await;
