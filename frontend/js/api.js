@@ -46,22 +46,22 @@ function kindOf(code, status) {
   return "invalid";
 }
 
-/** The newest messages, newest first; with `before`, the ones older than that id. */
-export function listMessages({ before, limit }) {
+/** The newest messages of the book at `base` (see book.js), newest first; with `before`, the ones older than that id. */
+export function listMessages(base, { before, limit }) {
   const query = new URLSearchParams({ order: "desc", limit: String(limit) });
   if (before !== undefined) query.set("before", String(before));
-  return call(`/api/messages?${query}`).then((body) => body.messages);
+  return call(`${base}?${query}`).then((body) => body.messages);
 }
 
-/** Messages newer than `after`, oldest first. */
-export function listNewer(after, limit) {
+/** Messages of the book at `base` newer than `after`, oldest first. */
+export function listNewer(base, after, limit) {
   const query = new URLSearchParams({ after: String(after), limit: String(limit) });
-  return call(`/api/messages?${query}`).then((body) => body.messages);
+  return call(`${base}?${query}`).then((body) => body.messages);
 }
 
-/** Posts a message; the same key with the same content never makes a second one. */
-export function postMessage(author, text, idempotencyKey) {
-  return call("/api/messages", {
+/** Posts a message to the book at `base`; the same key with the same content never makes a second one. */
+export function postMessage(base, author, text, idempotencyKey) {
+  return call(base, {
     method: "POST",
     headers: { "content-type": "application/json", "idempotency-key": idempotencyKey },
     body: JSON.stringify({ author, text }),

@@ -9,10 +9,12 @@ const MAX_RETRY_MS = 15000;
 
 export class LiveFeed {
   /**
+   * @param {string} path the book's stream, `<messages path>/stream`
    * @param {(message: object) => void} onMessage
    * @param {(state: "live" | "reconnecting" | "down") => void} onState
    */
-  constructor(onMessage, onState) {
+  constructor(path, onMessage, onState) {
+    this.path = path;
     this.onMessage = onMessage;
     this.onState = onState;
     this.lastId = 0;
@@ -29,7 +31,7 @@ export class LiveFeed {
   connect() {
     clearTimeout(this.timer);
     this.source?.close();
-    const source = new EventSource(`/api/messages/stream?after=${this.lastId}`);
+    const source = new EventSource(`${this.path}?after=${this.lastId}`);
     this.source = source;
     source.onopen = () => {
       this.retryMs = FIRST_RETRY_MS;

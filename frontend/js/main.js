@@ -1,18 +1,23 @@
-// The guestbook page: the newest messages, older ones on demand, live updates, and a form
-// whose every submission carries an Idempotency-Key, so a double click, the client's retries
-// or a flaky network never post twice.
+// The guestbook page: one book's newest messages (the default book at `/`, book NAME at
+// `/?book=NAME`), older ones on demand, live updates, and a form whose every submission
+// carries an Idempotency-Key, so a double click, the client's retries or a flaky network never
+// post twice. A name the server would refuse opens nothing: the page says why and calls nothing.
 
 import { listMessages, listNewer, postMessage, ServiceError } from "./api.js";
+import { bookAddress, bookFromQuery, messagesPath } from "./book.js";
 import { Health } from "./health.js";
 import { LiveFeed } from "./live.js";
 import { MessageList } from "./messages.js";
-import { charCount, validate } from "./validate.js";
+import { BOOK_NAME_RULE, charCount, isValidBookName, validate } from "./validate.js";
 
 const PAGE = 20;
 const ANNOUNCED = 5;
 const AUTHOR_KEY = "guestbook.author";
 
 const $ = (id) => document.getElementById(id);
+
+const opened = bookFromQuery(window.location.search);
+const base = messagesPath(opened.book);
 
 const list = new MessageList($("messages"), $("empty"));
 const health = new Health($("banner"), $("banner-text"));
@@ -85,7 +90,7 @@ async function onSubmit(event) {
   submit.disabled = true;
   setStatus("Posting…");
   try {
-    const message = await postMessage(draft.author.trim(), draft.text.trim(), draft.key);
+    const message = await postMessage(base, draft.author.trim(), draft.text.trim(), draft.key);
     list.add(message, { fresh: true });
     draft = null;
     text.value = "";
@@ -136,7 +141,7 @@ text.addEventListener("keydown", (event) => {
 async function loadOlder() {
   older.disabled = true;
   try {
-    const page = await listMessages({ before: list.oldestId, limit: PAGE });
+    const page = await listMessages(base, { before: list.oldestId, limit: PAGE });
     page.forEach((message) => list.add(message));
     older.hidden = page.length < PAGE;
     health.requestSucceeded();
@@ -150,6 +155,7 @@ async function loadOlder() {
 older.addEventListener("click", loadOlder);
 
 const feed = new LiveFeed(
+  `${base}/stream`,
   (message) => {
     if (list.add(message, { fresh: true })) announce(message);
   },
@@ -160,7 +166,7 @@ const feed = new LiveFeed(
 // so nothing posted in between is missed.
 async function start(wait = 1000) {
   try {
-    const page = await listMessages({ limit: PAGE });
+    const page = await listMessages(base, { limit: PAGE });
     page.forEach((message) => list.add(message));
     list.showEmptyIfNone();
     older.hidden = page.length < PAGE;
@@ -175,25 +181,71 @@ async function start(wait = 1000) {
 // While a failed call keeps the banner up, look again every few seconds, so the banner clears
 // once the backend answers even if nobody posts. With the circuit open the client answers at
 // once without calling the backend, so this costs the backend nothing.
-setInterval(async () => {
-  if (health.request === null || health.streamDown) return;
-  try {
-    const newer = await listNewer(list.newestId, PAGE);
-    newer.forEach((message) => list.add(message, { fresh: true }));
-    health.requestSucceeded();
-  } catch (err) {
-    health.requestFailed(err instanceof ServiceError ? err.kind : "unavailable");
-  }
-}, 3000);
-
-setInterval(() => list.refreshTimes(), 30000);
-
-try {
-  author.value = localStorage.getItem(AUTHOR_KEY) ?? "";
-} catch {
-  // See above: storage may be off.
+function watchRecovery() {
+  setInterval(async () => {
+    if (health.request === null || health.streamDown) return;
+    try {
+      const newer = await listNewer(base, list.newestId, PAGE);
+      newer.forEach((message) => list.add(message, { fresh: true }));
+      health.requestSucceeded();
+    } catch (err) {
+      health.requestFailed(err instanceof ServiceError ? err.kind : "unavailable");
+    }
+  }, 3000);
 }
-updateCounts();
-submit.disabled = false;
+
+// ---- which book -----------------------------------------------------------------------
+
+const bookForm = $("book-form");
+const bookInput = $("book");
+
+function showBook() {
+  if (opened.problem !== null) {
+    // Nothing of the book is shown or wired: no list, no form, no stream, no polling.
+    $("compose").hidden = true;
+    $("messages-card").hidden = true;
+    $("book-problem-text").textContent = opened.problem;
+    $("book-problem").hidden = false;
+    document.title = "Not a guestbook name · Guestbook";
+    // The name as typed, to be corrected in place (an input's value is never parsed as HTML).
+    bookInput.value = new URLSearchParams(window.location.search).get("book") ?? "";
+  } else if (opened.book !== null) {
+    $("title").textContent = `Guestbook: ${opened.book}`;
+    document.title = `${opened.book} · Guestbook`;
+  }
+  $("book-default").hidden = opened.book === null && opened.problem === null;
+}
+
+// Checked here so a bad name is explained beside the field; the page it would open checks again.
+bookForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  // No name holds a space, so surrounding spaces can only be a slip.
+  const name = bookInput.value.trim();
+  let problem = null;
+  if (name === "") problem = "Please enter a guestbook's name.";
+  else if (!isValidBookName(name)) problem = `Not a guestbook name: ${BOOK_NAME_RULE}.`;
+  showProblem(bookInput, problem);
+  if (problem) {
+    bookInput.focus();
+    return;
+  }
+  window.location.assign(bookAddress(name));
+});
+bookInput.addEventListener("input", () => {
+  if (bookInput.hasAttribute("aria-invalid")) showProblem(bookInput, null);
+});
+
+showBook();
+if (opened.problem === null) {
+  try {
+    author.value = localStorage.getItem(AUTHOR_KEY) ?? "";
+  } catch {
+    // See above: storage may be off.
+  }
+  updateCounts();
+  submit.disabled = false;
+  watchRecovery();
+  setInterval(() => list.refreshTimes(), 30000);
+  start();
+}
 document.documentElement.dataset.ready = "true";
-start();

@@ -9,7 +9,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
-import { allMessages, clearMessages, postMessage, startStack } from "./stack.mjs";
+import { allMessages, apiRequestsServed, clearMessages, postMessage, startStack } from "./stack.mjs";
+import { BOOK_NAME_RULE, isValidBookName } from "../../frontend/js/validate.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const SHOTS = path.join(ROOT, "target", "ui-screenshots");
@@ -36,21 +37,29 @@ beforeEach(async () => {
   await clearMessages(stack.backend.url);
 });
 
-/** A page on the guestbook whose script errors fail the test. */
-async function openPage(context = null, viewport = { width: 1280, height: 800 }) {
+/**
+ * A page on the guestbook (at `address`, relative to the client) whose script errors fail the
+ * test; `api` collects the path of every request it makes under /api, streams included.
+ */
+async function openPage(context = null, viewport = { width: 1280, height: 800 }, address = "/") {
   const owned = context === null;
   const ctx = context ?? (await browser.newContext({ viewport }));
   const page = await ctx.newPage();
   const errors = [];
+  const api = [];
+  page.on("request", (request) => {
+    const { pathname } = new URL(request.url());
+    if (pathname === "/api" || pathname.startsWith("/api/")) api.push(pathname);
+  });
   page.on("pageerror", (err) => errors.push(err.message));
   page.on("dialog", (dialog) => {
     errors.push(`a dialog opened: ${dialog.message()}`);
     dialog.dismiss();
   });
-  await page.goto(stack.clientUrl);
+  await page.goto(new URL(address, stack.clientUrl).href);
   // The script has wired the form (before that the button is disabled).
   await page.locator("html[data-ready=true]").waitFor({ state: "attached", ...SEEN });
-  return { page, errors, close: () => (owned ? ctx.close() : page.close()) };
+  return { page, errors, api, close: () => (owned ? ctx.close() : page.close()) };
 }
 
 const item = (page, text) => page.locator("#messages .message .body", { hasText: text });
@@ -173,10 +182,12 @@ describe("the guestbook page", () => {
     await close();
   });
 
-  test("keyboard only: tab to the fields, post with Ctrl+Enter", async () => {
+  test("keyboard only: skip to the fields, post with Ctrl+Enter", async () => {
     const { page, close } = await openPage();
     await page.keyboard.press("Tab");
     assert.equal(await page.evaluate(() => document.activeElement?.className), "skip");
+    // The skip link passes the header's guestbook switcher.
+    await page.keyboard.press("Enter");
     await page.keyboard.press("Tab");
     assert.equal(await page.evaluate(() => document.activeElement?.id), "author");
     await page.keyboard.type("Kim");
@@ -267,5 +278,114 @@ describe("when the backend fails", () => {
     assert.equal((await allMessages(stack.clientUrl)).length, 3);
     assert.deepEqual(errors, []);
     await close();
+  });
+});
+
+describe("books: /?book=NAME opens guestbook NAME", () => {
+  beforeEach(async () => {
+    await clearMessages(stack.backend.url, "a");
+  });
+
+  test("a message posted in ?book=a shows there, live, and not in the default book", async () => {
+    const inA = await openPage(null, undefined, "/?book=a");
+    await inA.page.locator("#empty").waitFor({ state: "visible", ...SEEN });
+    assert.equal(await inA.page.locator("h1").textContent(), "Guestbook: a");
+    assert.equal(await inA.page.title(), "a · Guestbook");
+
+    await sign(inA.page, "Ann", "Posted in book a");
+    await inA.page.getByRole("button", { name: "Post message" }).click();
+    await item(inA.page, "Posted in book a").waitFor(SEEN);
+    // Through the other backend, first to the default book: were the page's stream the
+    // default book's, that message would arrive before book a's.
+    await postMessage(stack.other.url, "Bob", "Posted in the default book");
+    await postMessage(stack.other.url, "Cy", "Also posted in book a", undefined, "a");
+    await item(inA.page, "Also posted in book a").waitFor(SEEN);
+    assert.equal(await item(inA.page, "Posted in the default book").count(), 0);
+
+    assert.deepEqual((await allMessages(stack.clientUrl, "a")).map((m) => m.text), ["Posted in book a", "Also posted in book a"]);
+    assert.deepEqual((await allMessages(stack.clientUrl)).map((m) => m.text), ["Posted in the default book"]);
+    assert.ok(inA.api.includes("/api/books/a/messages/stream"), `no stream of book a among ${inA.api}`);
+    assert.deepEqual(inA.api.filter((p) => !p.startsWith("/api/books/a/messages")), []);
+
+    const home = await openPage();
+    await item(home.page, "Posted in the default book").waitFor(SEEN);
+    assert.equal(await home.page.locator("h1").textContent(), "Guestbook");
+    assert.equal(await home.page.locator("#messages .message").count(), 1);
+    assert.deepEqual([...inA.errors, ...home.errors], []);
+    await home.close();
+    await inA.close();
+  });
+
+  test("a name the server would refuse is explained, and nothing reaches /api or the backend", async () => {
+    const before = [await apiRequestsServed(stack.clientUrl), await apiRequestsServed(stack.backend.url)];
+    const refused = ["a:b", "..", "%2e%2e", "{x}", "x".repeat(65), "a b", "é", "", '<img src=x onerror="window.__pwned = 1">'];
+    const pages = [];
+    for (const name of refused) {
+      const opened = await openPage(null, undefined, `/?${new URLSearchParams({ book: name })}`);
+      pages.push(opened);
+      const { page } = opened;
+      await page.locator("#book-problem").waitFor({ state: "visible", ...SEEN });
+      const said = await page.locator("#book-problem-text").textContent();
+      assert.ok(said.includes(BOOK_NAME_RULE), `${JSON.stringify(name)}: ${said}`);
+      if (name !== "" && name.length <= 64) assert.ok(said.includes(`“${name}”`), said);
+      assert.ok(await page.locator("#compose").isHidden());
+      assert.ok(await page.locator("#messages-card").isHidden());
+      assert.equal(await page.getByLabel("Open another guestbook").inputValue(), name);
+      assert.equal(await page.locator("h1").textContent(), "Guestbook");
+    }
+    const twice = await openPage(null, undefined, "/?book=a&book=b");
+    pages.push(twice);
+    await twice.page.getByText("names more than one guestbook").waitFor(SEEN);
+    mkdirSync(SHOTS, { recursive: true });
+    await pages[0].page.screenshot({ path: path.join(SHOTS, "guestbook-refused-book.png"), fullPage: true });
+
+    // Longer than the page's 3 s recovery poll, which must not be running either.
+    await new Promise((resolve) => setTimeout(resolve, 3500));
+    for (const { page, api, errors } of pages) {
+      assert.equal(await page.locator("img, script:not([src])").count(), 0);
+      assert.equal(await page.evaluate(() => window.__pwned), undefined);
+      assert.deepEqual(api, [], page.url());
+      assert.deepEqual(errors, []);
+    }
+    assert.deepEqual([await apiRequestsServed(stack.clientUrl), await apiRequestsServed(stack.backend.url)], before);
+    for (const { close } of pages) await close();
+  });
+
+  test("the switcher opens another book by name and refuses a bad one beside the field", async () => {
+    const { page, errors, api, close } = await openPage();
+    const field = page.getByLabel("Open another guestbook");
+    await field.fill("a:b");
+    await page.getByRole("button", { name: "Open", exact: true }).click();
+    assert.equal(await page.locator("#book-error").textContent(), `Not a guestbook name: ${BOOK_NAME_RULE}.`);
+    assert.equal(await field.getAttribute("aria-invalid"), "true");
+    assert.equal(new URL(page.url()).search, "");
+
+    await field.fill(" party-2026 ");
+    await page.getByRole("button", { name: "Open", exact: true }).click();
+    await page.waitForURL((url) => url.search === "?book=party-2026", SEEN);
+    await page.locator("html[data-ready=true]").waitFor({ state: "attached", ...SEEN });
+    assert.equal(await page.locator("h1").textContent(), "Guestbook: party-2026");
+    await page.locator("#empty").waitFor({ state: "visible", ...SEEN });
+
+    await page.getByRole("link", { name: "Back to the main guestbook" }).click();
+    await page.waitForURL((url) => url.pathname === "/" && url.search === "", SEEN);
+    await page.locator("html[data-ready=true]").waitFor({ state: "attached", ...SEEN });
+    assert.equal(await page.locator("h1").textContent(), "Guestbook");
+    assert.ok(api.some((p) => p.startsWith("/api/books/party-2026/messages")), `${api}`);
+    assert.ok(!api.some((p) => p.includes("a:b")), `${api}`);
+    assert.deepEqual(errors, []);
+    await close();
+  });
+});
+
+describe("book names in frontend/js/validate.js", () => {
+  // The cases of crates/api/src/book.rs's tests: the page and the server must agree.
+  test("plain names are valid", () => {
+    for (const name of ["default", "a", "Party-2026_b", "x".repeat(64)]) assert.ok(isValidBookName(name), name);
+  });
+
+  test("names that could change a key or a path are refused", () => {
+    const refused = ["", "x".repeat(65), "a:b", "{a}", "a*", "a?", "a[b]", "..", ".", "a/b", "a%2fb", "a b", "é", "a\\b"];
+    for (const name of [...refused, "a\n", "\na", "K\u212a", null, undefined, 7]) assert.ok(!isValidBookName(name), JSON.stringify(name));
   });
 });

@@ -138,11 +138,16 @@ export async function startStack() {
   };
 }
 
+/** Where book `book`'s messages are on `base`; the default book's when `book` is undefined. */
+function messagesUrl(base, book) {
+  return book === undefined ? `${base}/api/messages` : `${base}/api/books/${book}/messages`;
+}
+
 /** Posts a message to `base` (the client or a backend) as an API user would. */
-export async function postMessage(base, author, text, key) {
+export async function postMessage(base, author, text, key, book) {
   const headers = { "content-type": "application/json" };
   if (key) headers["idempotency-key"] = key;
-  const answer = await fetch(`${base}/api/messages`, {
+  const answer = await fetch(messagesUrl(base, book), {
     method: "POST",
     headers,
     body: JSON.stringify({ author, text }),
@@ -152,18 +157,35 @@ export async function postMessage(base, author, text, key) {
   return answer.json();
 }
 
-/** Every stored message, oldest first. */
-export async function allMessages(base) {
-  const answer = await fetch(`${base}/api/messages?limit=1000`, { signal: AbortSignal.timeout(10000) });
+/** Every stored message of `book` (the default one when undefined), oldest first. */
+export async function allMessages(base, book) {
+  const answer = await fetch(`${messagesUrl(base, book)}?limit=1000`, { signal: AbortSignal.timeout(10000) });
   if (!answer.ok) throw new Error(`GET answered ${answer.status}`);
   return (await answer.json()).messages;
 }
 
-export async function clearMessages(base) {
-  const answer = await fetch(`${base}/api/messages`, {
+export async function clearMessages(base, book) {
+  const answer = await fetch(messagesUrl(base, book), {
     method: "DELETE",
     headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
     signal: AbortSignal.timeout(10000),
   });
   if (!answer.ok) throw new Error(`DELETE answered ${answer.status}`);
+}
+
+/**
+ * How many requests `base` (the client or a backend) has answered on its /api routes (its
+ * catch-all for other /api paths included), from its `http_request_duration_seconds` counts:
+ * what a refused book name must not add to. The UI's own files are not an /api route.
+ */
+export async function apiRequestsServed(base) {
+  const answer = await fetch(`${base}/metrics`, { signal: AbortSignal.timeout(10000) });
+  if (!answer.ok) throw new Error(`GET /metrics answered ${answer.status}`);
+  let total = 0;
+  for (const line of (await answer.text()).split("\n")) {
+    if (!line.startsWith("http_request_duration_seconds_count{")) continue;
+    if (!/route="\/api[/"]/.test(line)) continue;
+    total += Number(line.slice(line.lastIndexOf(" ") + 1));
+  }
+  return total;
 }

@@ -23,7 +23,7 @@ use crate::guestbook::Guestbook;
 use crate::routes;
 use crate::routes::extract::MAX_BODY_BYTES;
 use crate::settings::Settings;
-use crate::store::feed::Feed;
+use crate::store::feed::Feeds;
 use crate::store::{Store, StoreMetrics};
 
 /// What every handler can reach. One `Arc`, because axum clones the state for every request.
@@ -42,8 +42,8 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     /// The guestbook's storage.
     pub store: Store,
-    /// This process's tail of the message log.
-    pub feed: Feed,
+    /// This process's tails of the books' logs.
+    pub feeds: Feeds,
     /// The use cases the guestbook's handlers call.
     pub guestbook: Guestbook,
     /// Live fault configuration.
@@ -109,11 +109,11 @@ impl AppState {
             settings.max_streams_per_client,
             &mut registry,
         );
-        let feed = Feed::new();
+        let feeds = Feeds::new(store.clone());
         Ok(Self(Arc::new(Shared {
-            guestbook: Guestbook::new(store.clone(), feed.clone()),
+            guestbook: Guestbook::new(store.clone(), feeds.clone()),
             store,
-            feed,
+            feeds,
             faults,
             fault_injection: settings.fault_injection,
             admin_token: settings.admin_token.as_deref().map(Arc::from),
@@ -205,12 +205,7 @@ impl Service for Application {
             settings,
         } = self.0;
         let stop_tail = CancellationToken::new();
-        let tail = tokio::spawn(
-            state
-                .feed
-                .clone()
-                .run(state.store.clone(), stop_tail.clone()),
-        );
+        let tail = tokio::spawn(state.feeds.clone().run(stop_tail.clone()));
         let refresh = tokio::spawn(Arc::clone(&state.pressure).run(stop_tail.clone()));
         let sentinels = {
             let store = state.store.clone();

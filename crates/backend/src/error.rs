@@ -14,7 +14,7 @@ use guestbook_common::error_body::{ErrorBody, ErrorCode, respond, respond_retry_
 use guestbook_common::stream_limit::StreamRefused;
 
 use crate::domain::InputError;
-use crate::guestbook::PostError;
+use crate::guestbook::{PostError, TooManyBooks};
 use crate::store::StoreError;
 
 /// Seconds a client should wait before retrying after a 503.
@@ -50,6 +50,9 @@ pub enum ApiError {
     /// 429 or 503 + Retry-After: over a cap on live-update streams (per client, or in all).
     #[error(transparent)]
     Streams(#[from] StreamRefused),
+    /// 503 + Retry-After: live updates are followed on as many books as allowed.
+    #[error(transparent)]
+    LiveBooks(#[from] TooManyBooks),
     /// 503 + Retry-After, or 500 for a non-transient store failure.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -94,6 +97,7 @@ impl ApiError {
                 ErrorCode::IdempotencyConflict,
             ),
             Self::Streams(refused) => (refused.status(), ErrorCode::TooManyStreams),
+            Self::LiveBooks(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::TooManyStreams),
             Self::Store(err) if err.is_transient() => {
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable)
             }

@@ -315,25 +315,50 @@ fn load_routes() -> Router<AppState> {
 }
 
 /// `/api/*`: the guestbook operations by exact route (matched on the raw path, so no spelling
-/// of `..` can select another), and a refusal for every other path under `/api/`.
+/// of `..` can select another), for the default book and for `/api/books/{book}`, and a
+/// refusal for every other path under `/api/`.
 fn api(state: &AppState) -> Router<AppState> {
-    let mut messages: MethodRouter<AppState> = get(proxy::list).post(proxy::create).merge(
+    let messages = guarded(
+        state,
+        get(proxy::list).post(proxy::create),
+        delete(proxy::clear),
+    );
+    let book_messages = guarded(
+        state,
+        get(proxy::book_list).post(proxy::book_create),
+        delete(proxy::book_clear),
+    );
+    Router::new()
+        .route("/api/messages", messages)
+        .route("/api/messages/stream", get(stream::stream))
+        .route("/api/books/{book}/messages", book_messages)
+        .route(
+            "/api/books/{book}/messages/stream",
+            get(stream::book_stream),
+        )
+        .route("/api", any(api_paths::refuse))
+        .route("/api/", any(api_paths::refuse))
+        .route("/api/{*rest}", any(api_paths::refuse))
+}
+
+/// `read_write` and the admin `clear` as one route, with the write rate limit when set.
+fn guarded(
+    state: &AppState,
+    read_write: MethodRouter<AppState>,
+    clear: MethodRouter<AppState>,
+) -> MethodRouter<AppState> {
+    let mut route = read_write.merge(
         // The admin clear needs the backend's bearer token as well; refusing cross-site
         // requests here costs nothing and keeps a page elsewhere from even trying.
-        delete(proxy::clear).route_layer(axum::middleware::from_fn(same_origin::guard)),
+        clear.route_layer(axum::middleware::from_fn(same_origin::guard)),
     );
     if let Some(limiter) = state.write_limiter.clone() {
-        messages = messages.route_layer(axum::middleware::from_fn_with_state(
+        route = route.route_layer(axum::middleware::from_fn_with_state(
             limiter,
             rate_limit::guard,
         ));
     }
-    Router::new()
-        .route("/api/messages", messages)
-        .route("/api/messages/stream", get(stream::stream))
-        .route("/api", any(api_paths::refuse))
-        .route("/api/", any(api_paths::refuse))
-        .route("/api/{*rest}", any(api_paths::refuse))
+    route
 }
 
 /// A bound, not yet serving client.

@@ -1,6 +1,6 @@
 //! Following the guestbook: the gap-free resume algorithm behind live updates.
 //!
-//! A follower first subscribes to the process's [`Feed`], then replays what it missed from
+//! A follower first subscribes to the process's [`Feed`] of its book, then replays what it missed from
 //! Redis, then forwards live messages, skipping any id it already sent: subscribing before
 //! replaying leaves no gap, and the id check leaves no duplicate. A follower that falls behind
 //! the feed's buffer catches up from Redis the same way.
@@ -14,6 +14,7 @@
 //! messages arrive already encoded ([`Event`]), the same bytes for every follower.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,39 +22,40 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::broadcast;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use crate::guestbook::Guestbook;
+use crate::guestbook::{Guestbook, TooManyBooks};
 use crate::store::feed::{Event, Feed};
-use crate::store::{MAX_PAGE, Page, Store};
+use crate::store::{Book, MAX_PAGE, Page, Store};
 
 /// The keep-alive comment: also keeps the connection under the server's idle timeout, and
 /// finds a peer that went away while the stream was quiet.
 const KEEP_ALIVE: &[u8] = b":\n\n";
 
 impl Guestbook {
-    /// Every message after `after` (or, without it, every message from now on), then each
-    /// new one, as `text/event-stream` frames without a gap or a duplicate, with a keep-alive
-    /// comment every `keep_alive`, until `stop` completes or the stream is dropped.
+    /// Every message of `book` after `after` (or, without it, every message from now on),
+    /// then each new one, as `text/event-stream` frames without a gap or a duplicate, with a
+    /// keep-alive comment every `keep_alive`, until `stop` completes or the stream is dropped.
     ///
     /// The subscription is taken here, before this returns, so nothing appended from now on
     /// can be missed; `hold` (a stream slot) is kept until the stream is dropped.
     pub fn follow<S, H>(
         &self,
+        book: &Arc<Book>,
         after: Option<u64>,
         stop: S,
         hold: H,
         keep_alive: Duration,
-    ) -> impl Stream<Item = Bytes> + Send + 'static
+    ) -> Result<impl Stream<Item = Bytes> + Send + 'static, TooManyBooks>
     where
         S: Future<Output = ()> + Send + 'static,
         H: Send + 'static,
     {
-        let (live, newest) = self.feed.subscribe();
+        let (feed, live, newest) = self.feeds.subscribe(book)?;
         let mut ticks = tokio::time::interval_at(Instant::now() + keep_alive, keep_alive);
         // A late tick is not made up for: one comment per quiet period is enough.
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let follower = Follower {
             store: self.store.clone(),
-            feed: self.feed.clone(),
+            feed,
             live,
             // Without a resume point, start at what the feed had already passed on.
             last_sent: after.unwrap_or(newest),
@@ -62,11 +64,13 @@ impl Guestbook {
             ticks,
             _hold: hold,
         };
-        futures_util::stream::unfold(follower, |mut follower| async move {
-            let frame = follower.next_frame().await?;
-            Some((frame, follower))
-        })
-        .take_until(stop)
+        Ok(
+            futures_util::stream::unfold(follower, |mut follower| async move {
+                let frame = follower.next_frame().await?;
+                Some((frame, follower))
+            })
+            .take_until(stop),
+        )
     }
 }
 
@@ -138,7 +142,7 @@ impl<H> Follower<H> {
             before: Some(ceiling.saturating_add(1)),
             ..Page::after(self.last_sent, MAX_PAGE)
         };
-        let page = match self.store.list_from_primary(page).await {
+        let page = match self.store.list_from_primary(self.feed.book(), page).await {
             Ok(page) => page,
             Err(err) => {
                 tracing::warn!(error = %err, "live-update catch-up failed; ending the stream");

@@ -8,9 +8,13 @@
 
 mod follow;
 
+use std::sync::Arc;
+
+pub use crate::store::feed::TooManyBooks;
+
 use crate::domain::{IdempotencyKey, NewMessage};
-use crate::store::feed::Feed;
-use crate::store::{AppendOutcome, Page, RawMessage, Store, StoreError};
+use crate::store::feed::Feeds;
+use crate::store::{AppendOutcome, Book, Page, RawMessage, Store, StoreError};
 
 /// What posting a message did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,26 +39,38 @@ pub enum PostError {
     Failed(StoreError),
 }
 
-/// The guestbook's use cases over its store and this process's tail of the log.
+/// The guestbook's use cases over its store and this process's tails of the books' logs.
+/// Every use case takes the book it is about (see [`Store::book`]).
 #[derive(Clone)]
 pub struct Guestbook {
     store: Store,
-    feed: Feed,
+    feeds: Feeds,
 }
 
 impl Guestbook {
-    /// Use cases over `store`, following new messages through `feed`.
-    pub fn new(store: Store, feed: Feed) -> Self {
-        Self { store, feed }
+    /// Use cases over `store`, following new messages through `feeds`.
+    pub fn new(store: Store, feeds: Feeds) -> Self {
+        Self { store, feeds }
     }
 
-    /// Posts `new`, exactly once per idempotency `key`.
+    /// The default book (`/api/messages`).
+    pub fn default_book(&self) -> Arc<Book> {
+        self.store.default_book()
+    }
+
+    /// The book called `name`, or `None` when the name is not a valid book name.
+    pub fn book(&self, name: &str) -> Option<Arc<Book>> {
+        guestbook_api::is_valid_book_name(name).then(|| self.store.book(name))
+    }
+
+    /// Posts `new` to `book`, exactly once per idempotency `key` (keys are the book's own).
     pub async fn post(
         &self,
+        book: &Arc<Book>,
         new: &NewMessage,
         key: Option<&IdempotencyKey>,
     ) -> Result<Posted, PostError> {
-        match self.store.append(new, key).await {
+        match self.store.append(book, new, key).await {
             Ok(AppendOutcome::Created(created)) => Ok(Posted::Created(created)),
             Ok(AppendOutcome::Replayed(first)) => Ok(Posted::Replayed(first)),
             Ok(AppendOutcome::KeyReused) => Ok(Posted::Conflict),
@@ -67,12 +83,12 @@ impl Guestbook {
 
     /// Deletes every message and idempotency record (ids are never reused); returns how many
     /// messages were removed.
-    pub async fn clear(&self) -> Result<u64, StoreError> {
-        self.store.clear().await
+    pub async fn clear(&self, book: &Book) -> Result<u64, StoreError> {
+        self.store.clear(book).await
     }
 
-    /// The messages `page` selects, as stored.
-    pub async fn page(&self, page: Page) -> Result<Vec<RawMessage>, StoreError> {
-        self.store.list(page).await
+    /// The messages of `book` that `page` selects, as stored.
+    pub async fn page(&self, book: &Book, page: Page) -> Result<Vec<RawMessage>, StoreError> {
+        self.store.list(book, page).await
     }
 }

@@ -1,13 +1,17 @@
 //! Request parsing shared by the handlers, with our error format instead of axum's plain-text
 //! rejections.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use subtle::ConstantTimeEq;
 
+use crate::app::AppState;
 use crate::error::ApiError;
+use crate::store::Book;
 
 /// Largest accepted request body (the contract: over 16 KiB is 413).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -69,6 +73,27 @@ where
             Ok(Query(value)) => Ok(Self(value)),
             Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
         }
+    }
+}
+
+/// The book a `/api/books/{book}/...` path names, validated (400 with the rule otherwise).
+pub struct InBook(pub Arc<Book>);
+
+impl FromRequestParts<AppState> for InBook {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Path(name) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::BadRequest(guestbook_api::BOOK_NAME_RULE.into()))?;
+        state
+            .guestbook
+            .book(&name)
+            .map(Self)
+            .ok_or_else(|| ApiError::BadRequest(guestbook_api::BOOK_NAME_RULE.into()))
     }
 }
 

@@ -23,7 +23,7 @@ pub fn routes() -> Router<AppState> {
     path = "/health/dependencies",
     tag = "probes",
     responses(
-        (status = 200, description = "`redis_primary` (`up` with `address` and `latency_ms`, or `down` with `address` and `error`), `redis_waits` (the windowed p99 and p99.9 of the time a request waited on Redis, in milliseconds, and how many requests waited, over `window_secs`), `live_updates` (`following` or `reconnecting`, `last_id`), `append_strategy`; with REDIS_CLUSTER_NODES, `redis_cluster` (every node the cluster describes: `address`, `role` (`primary` or `replica`), `reachable`, `serves_guestbook`)", body = Object),
+        (status = 200, description = "`redis_primary` (`up` with `address` and `latency_ms`, or `down` with `address` and `error`), `redis_waits` (the windowed p99 and p99.9 of the time a request waited on Redis, in milliseconds, and how many requests waited, over `window_secs`), `live_updates` (the default book's tail: `following` or `reconnecting`, `last_id`; `other_books`: how many other books have a live tail here), `append_strategy`; with REDIS_CLUSTER_NODES, `redis_cluster` (every node the cluster describes: `address`, `role` (`primary` or `replica`), `reachable`, `serves_guestbook` (the default book's node), `slots` (how many slots it serves))", body = Object),
     )
 )]
 pub(crate) async fn dependencies(State(app): State<AppState>) -> Json<Value> {
@@ -44,8 +44,9 @@ pub(crate) async fn dependencies(State(app): State<AppState>) -> Json<Value> {
             "window_secs": app.pressure.args().latency_window_secs,
         },
         "live_updates": {
-            "status": if app.feed.is_following() { "following" } else { "reconnecting" },
-            "last_id": app.feed.last_id(),
+            "status": if app.feeds.default_feed().is_following() { "following" } else { "reconnecting" },
+            "last_id": app.feeds.default_feed().last_id(),
+            "other_books": app.feeds.live_books(),
         },
         "append_strategy": app.store.strategy().as_str(),
     });

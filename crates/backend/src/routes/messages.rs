@@ -1,4 +1,7 @@
-//! `POST /api/messages` and `GET /api/messages`.
+//! `POST /api/messages` and `GET /api/messages`, on the default book, and the same on any book
+//! as `/api/books/{book}/messages`.
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -13,9 +16,9 @@ use guestbook_api::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, MessagePage, Order};
 use crate::domain::{IdempotencyKey, NewMessage};
 use crate::error::ApiError;
 use crate::guestbook::Posted;
-use crate::routes::extract::{LimitedBody, ValidQuery, check_id, require_json};
+use crate::routes::extract::{InBook, LimitedBody, ValidQuery, check_id, require_json};
 use crate::routes::{admin, stream};
-use crate::store::{Page, RawMessage};
+use crate::store::{Book, Page, RawMessage};
 
 /// The request header naming one logical write.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -27,6 +30,22 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/messages", get(list).post(create).delete(admin::clear))
         .route("/api/messages/stream", get(stream::stream))
+        .route(
+            "/api/books/{book}/messages",
+            get(list_in).post(create_in).delete(admin::clear_in),
+        )
+        .route("/api/books/{book}/messages/stream", get(stream::stream_in))
+}
+
+/// The path parameter of the book routes, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct BookParam {
+    /// The book (guestbook): 1-64 characters of `A-Z`, `a-z`, `0-9`, `-` and `_`. A book
+    /// exists once written to; `/api/messages` is the book `GUESTBOOK_NAME`.
+    #[param(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    book: String,
 }
 
 /// Appends a message, exactly once per `Idempotency-Key`.
@@ -56,16 +75,59 @@ pub fn routes() -> Router<AppState> {
 pub(crate) async fn create(
     State(app): State<AppState>,
     headers: HeaderMap,
+    body: LimitedBody,
+) -> Result<Response, ApiError> {
+    let book = app.guestbook.default_book();
+    post(&app, &book, &headers, body).await
+}
+
+/// Appends a message to a book, exactly once per `Idempotency-Key` (keys are the book's own).
+#[utoipa::path(
+    post,
+    path = "/api/books/{book}/messages",
+    tag = "books",
+    params(BookParam,
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "Names one logical write in this book: 1-255 visible ASCII characters", min_length = 1, max_length = 255, pattern = "^[!-~]+$"),
+    ),
+    request_body(content = guestbook_api::NewMessageBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = guestbook_api::Message),
+        (status = 200, description = "An idempotent replay", body = guestbook_api::Message,
+            headers(("Idempotent-Replayed" = String, description = "Always `true`"))),
+        (status = 400, description = "A bad book name, a body that is not JSON, or a malformed Idempotency-Key", body = guestbook_common::openapi::ErrorBody),
+        (status = 413, description = "The body is over 16 KiB", body = guestbook_common::openapi::ErrorBody),
+        (status = 415, description = "No JSON content type", body = guestbook_common::openapi::ErrorBody),
+        (status = 422, description = "Invalid values, or an Idempotency-Key reused with another body", body = guestbook_common::openapi::ErrorBody),
+        (status = 429, description = "Over the per-client write rate", body = guestbook_common::openapi::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "Redis holds data this program did not write", body = guestbook_common::openapi::ErrorBody),
+        (status = 503, description = "Redis unavailable, slow or contended; as for `POST /api/messages`", body = guestbook_common::openapi::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+pub(crate) async fn create_in(
+    State(app): State<AppState>,
+    InBook(book): InBook,
+    headers: HeaderMap,
+    body: LimitedBody,
+) -> Result<Response, ApiError> {
+    post(&app, &book, &headers, body).await
+}
+
+async fn post(
+    app: &AppState,
+    book: &Arc<Book>,
+    headers: &HeaderMap,
     LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
-    require_json(&headers)?;
+    require_json(headers)?;
     let key = headers
         .get(IDEMPOTENCY_KEY)
         .map(|value| IdempotencyKey::parse(value.as_bytes()))
         .transpose()
         .map_err(ApiError::BadRequest)?;
     let message = NewMessage::from_json(&body)?;
-    match app.guestbook.post(&message, key.as_ref()).await? {
+    match app.guestbook.post(book, &message, key.as_ref()).await? {
         Posted::Created(created) => Ok((StatusCode::CREATED, json(created.json)).into_response()),
         Posted::Replayed(first) => {
             let mut response = (StatusCode::OK, json(first.json)).into_response();
@@ -109,6 +171,35 @@ pub(crate) struct ListQuery {
 )]
 pub(crate) async fn list(
     State(app): State<AppState>,
+    query: ValidQuery<ListQuery>,
+) -> Result<Response, ApiError> {
+    let book = app.guestbook.default_book();
+    page(&app, &book, query).await
+}
+
+/// One page of a book's messages.
+#[utoipa::path(
+    get,
+    path = "/api/books/{book}/messages",
+    tag = "books",
+    params(BookParam, ListQuery),
+    responses(
+        (status = 200, description = "A page of the book's messages (empty for a book never written to)", body = MessagePage),
+        (status = 400, description = "A bad book name or query", body = guestbook_common::openapi::ErrorBody),
+        (status = 500, description = "Redis holds data this program did not write", body = guestbook_common::openapi::ErrorBody),
+    )
+)]
+pub(crate) async fn list_in(
+    State(app): State<AppState>,
+    InBook(book): InBook,
+    query: ValidQuery<ListQuery>,
+) -> Result<Response, ApiError> {
+    page(&app, &book, query).await
+}
+
+async fn page(
+    app: &AppState,
+    book: &Book,
     ValidQuery(query): ValidQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     let limit = query.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
@@ -123,7 +214,7 @@ pub(crate) async fn list(
         limit,
         newest_first: query.order == Some(Order::Desc),
     };
-    let messages = app.guestbook.page(page).await?;
+    let messages = app.guestbook.page(book, page).await?;
     Ok(json(page_json(&messages)).into_response())
 }
 

@@ -1,21 +1,23 @@
-//! Redis Cluster (`REDIS_CLUSTER_NODES`): following the node that serves the guestbook's slot.
+//! Redis Cluster (`REDIS_CLUSTER_NODES`): following the node that serves each book's slot.
 //!
-//! Every key of a guestbook shares one hash tag (`{guestbook:NAME}`, see [`super::keys`]), so
-//! the whole guestbook lives in one slot, on one primary at a time. The backend therefore
-//! treats a cluster as Sentinel treats a replicated primary: it finds the slot's primary, and
-//! every connection (the shared one, the `watch` pool, the `WAIT` connection, the live tail)
-//! goes to that node, rebuilt as a whole when the slot moves or a replica is promoted.
+//! Every key of a book (a guestbook) shares one hash tag (`{guestbook:NAME}`, see
+//! [`super::keys`]), so the whole book lives in one slot, on one primary at a time; books spread
+//! over the cluster's primaries by their slots. The backend therefore treats a cluster as
+//! Sentinel treats a replicated primary, once per node: it learns which primary serves each
+//! slot, and every connection a book uses (the shared one, the `watch` pool, the `WAIT`
+//! connection, the live tail) goes to that node; the links are rebuilt when a slot moves or a
+//! replica is promoted.
 //!
 //! Why not redis-rs's cluster client: it picks the node per command, so an append and the
 //! `WAIT` that confirms it could reach two different primaries across a failover, and the new
 //! one would vouch for an append it never received (the hole `REDIS_MIN_REPLICAS_ACK` exists
 //! to close). `SCAN` (clearing idempotency records) and `WATCH` also need the slot's own node.
 //!
-//! The slot's primary is learnt from `CLUSTER NODES`, asked of every known node (the seeds and
-//! every node they named) every [`POLL`]; when answers disagree (a node that has not heard of
-//! a failover yet) the claim with the highest config epoch wins, as in Redis itself. A `MOVED`
-//! reply is followed at once (see [`Cluster::moved_to`]); the failed call is retried once by
-//! the store, which is safe: a `MOVED` command was not executed.
+//! The slots' primaries are learnt from `CLUSTER NODES`, asked of every known node (the seeds
+//! and every node they named) every [`POLL`]; when answers disagree (a node that has not heard
+//! of a failover yet) the claim with the highest config epoch wins, slot by slot, as in Redis
+//! itself. A `MOVED` reply is followed at once (see [`Cluster::moved`]); the failed call is
+//! retried once by the store, which is safe: a `MOVED` command was not executed.
 
 use std::sync::RwLock;
 use std::time::Duration;
@@ -42,34 +44,106 @@ pub struct ClusterNode {
     pub role: &'static str,
     /// The cluster's view: linked and not flagged failing.
     pub reachable: bool,
-    /// True for the primary that serves the guestbook's slot.
+    /// True for the primary that serves the default book's slot.
     pub serves_guestbook: bool,
+    /// How many slots this process believes the node serves (primaries only).
+    pub slots: u32,
 }
 
-/// The seeds, what has been learnt from them, and the guestbook's slot.
+/// Which primary serves each slot: an index into `nodes` plus one (0: unknown) per slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Owners {
+    /// `(address, URL)` of every primary that serves a slot.
+    nodes: Vec<(String, String)>,
+    by_slot: Vec<u16>,
+}
+
+impl Default for Owners {
+    fn default() -> Self {
+        Self {
+            nodes: Vec::new(),
+            by_slot: vec![0; usize::from(SLOTS)],
+        }
+    }
+}
+
+impl Owners {
+    fn url(&self, slot: u16) -> Option<&str> {
+        let index = *self.by_slot.get(usize::from(slot))?;
+        let (_, url) = self.nodes.get(usize::from(index).checked_sub(1)?)?;
+        Some(url)
+    }
+
+    fn address(&self, slot: u16) -> Option<&str> {
+        let index = *self.by_slot.get(usize::from(slot))?;
+        let (address, _) = self.nodes.get(usize::from(index).checked_sub(1)?)?;
+        Some(address)
+    }
+
+    /// Makes `address` (at `url`) the owner of the slots `low..=high`.
+    fn assign(&mut self, low: u16, high: u16, address: &str, url: &str) {
+        let index = match self.nodes.iter().position(|(known, _)| known == address) {
+            Some(index) => index,
+            None => {
+                self.nodes.push((address.to_owned(), url.to_owned()));
+                self.nodes.len() - 1
+            }
+        };
+        let Ok(index) = u16::try_from(index + 1) else {
+            return;
+        };
+        let high = high.min(SLOTS - 1);
+        for owner in self
+            .by_slot
+            .iter_mut()
+            .take(usize::from(high) + 1)
+            .skip(usize::from(low))
+        {
+            *owner = index;
+        }
+    }
+
+    fn slots_of(&self, address: &str) -> u32 {
+        let Some(index) = self.nodes.iter().position(|(known, _)| known == address) else {
+            return 0;
+        };
+        let wanted = u16::try_from(index + 1).unwrap_or(0);
+        self.by_slot
+            .iter()
+            .filter(|owner| **owner == wanted)
+            .count() as u32
+    }
+}
+
+/// The seeds, what has been learnt from them, and which primary serves each slot.
 pub(crate) struct Cluster {
     /// Every node ever named, the seeds first.
     known: RwLock<Vec<String>>,
     /// `REDIS_URL`, whose host and port each node's address replaces.
     template: String,
     timeout: Duration,
-    slot: u16,
+    /// The default book's slot (marked in `/health/dependencies`).
+    default_slot: u16,
     /// The nodes as last described.
     view: RwLock<Vec<ClusterNode>>,
+    owners: RwLock<Owners>,
     /// Wakes the poller early (a `MOVED` was seen).
     wake: Notify,
 }
 
-/// The slot's primary as one node claims it.
+/// What one node's `CLUSTER NODES` says.
 struct Claim {
-    owner: String,
+    /// `(first slot, last slot, primary, its config epoch)` for each slot range served by a
+    /// live primary.
+    ranges: Vec<(u16, u16, String, u64)>,
+    /// The highest config epoch the node knows of: the freshest view wins `/health`.
     epoch: u64,
     nodes: Vec<ClusterNode>,
 }
 
 impl Cluster {
-    /// The cluster `REDIS_CLUSTER_NODES` names, for the slot of `key` (any key of the guestbook).
-    pub(crate) fn from_settings(settings: &RedisArgs, key: &str) -> Option<Self> {
+    /// The cluster `REDIS_CLUSTER_NODES` names; `default_key` is any key of the default book.
+    pub(crate) fn from_settings(settings: &RedisArgs, default_key: &str) -> Option<Self> {
         let seeds = settings.cluster_addresses();
         if seeds.is_empty() {
             return None;
@@ -78,27 +152,46 @@ impl Cluster {
             known: RwLock::new(seeds),
             template: settings.redis_url.clone(),
             timeout: settings.redis_timeout(),
-            slot: slot_of(key),
+            default_slot: slot_of(default_key),
             view: RwLock::default(),
+            owners: RwLock::default(),
             wake: Notify::new(),
         })
     }
 
     /// The nodes as last described (empty before the first answer).
     pub(crate) fn nodes(&self) -> Vec<ClusterNode> {
-        read(&self.view).clone()
+        let owners = read(&self.owners);
+        let default_owner = owners.address(self.default_slot);
+        read(&self.view)
+            .iter()
+            .map(|node| ClusterNode {
+                serves_guestbook: default_owner == Some(node.address.as_str()),
+                slots: owners.slots_of(&node.address),
+                ..node.clone()
+            })
+            .collect()
     }
 
-    /// The URL of the node a `MOVED` reply named, and a wake-up for the poller to confirm it.
-    pub(crate) fn moved_to(&self, address: &str) -> Result<String, StoreError> {
+    /// The URL of the primary serving `slot`, when known.
+    pub(crate) fn url_for(&self, slot: u16) -> Option<String> {
+        read(&self.owners).url(slot).map(str::to_owned)
+    }
+
+    /// After a `MOVED` reply for `slot`: the node it named serves the slot from now on (the
+    /// poller, woken, confirms it). Returns the node's URL.
+    pub(crate) fn moved(&self, slot: u16, address: &str) -> Result<String, StoreError> {
         self.wake.notify_one();
         let (host, port) = split_address(address)
             .ok_or_else(|| StoreError::Corrupt(format!("MOVED to {address:?}")))?;
-        url_with_address(&self.template, host, port).map_err(StoreError::Corrupt)
+        let url = url_with_address(&self.template, host, port).map_err(StoreError::Corrupt)?;
+        write(&self.owners).assign(slot, slot, address, &url);
+        Ok(url)
     }
 
-    /// The URL of the primary serving the slot, as the node with the newest view says.
-    pub(crate) async fn primary_url(&self) -> Result<String, String> {
+    /// Asks every known node and rebuilds the slot map from their answers; true when it
+    /// changed.
+    pub(crate) async fn refresh(&self) -> Result<bool, String> {
         let known = read(&self.known).clone();
         let answers = join_all(known.iter().map(|address| self.ask(address))).await;
         let mut claims = Vec::with_capacity(answers.len());
@@ -109,22 +202,33 @@ impl Cluster {
                 Err(err) => last_error = format!("cluster node {address}: {err}"),
             }
         }
-        let claim = newest(claims).ok_or(last_error)?;
+        if claims.is_empty() {
+            return Err(last_error);
+        }
+        let owners = owners(&claims, |address| {
+            let (host, port) = split_address(address)?;
+            url_with_address(&self.template, host, port).ok()
+        });
         {
             let mut known = write(&self.known);
-            for node in &claim.nodes {
-                if !known.contains(&node.address) {
-                    known.push(node.address.clone());
+            for claim in &claims {
+                for node in &claim.nodes {
+                    if !known.contains(&node.address) {
+                        known.push(node.address.clone());
+                    }
                 }
             }
         }
-        *write(&self.view) = claim.nodes;
-        let (host, port) = split_address(&claim.owner)
-            .ok_or_else(|| format!("the cluster named {:?}", claim.owner))?;
-        url_with_address(&self.template, host, port)
+        if let Some(freshest) = claims.into_iter().max_by_key(|claim| claim.epoch) {
+            *write(&self.view) = freshest.nodes;
+        }
+        let mut current = write(&self.owners);
+        let changed = *current != owners;
+        *current = owners;
+        Ok(changed)
     }
 
-    /// `CLUSTER NODES` of one node, read as a claim about the slot's primary.
+    /// `CLUSTER NODES` of one node, read as a claim about the slots' primaries.
     async fn ask(&self, address: &str) -> Result<Claim, String> {
         let (host, port) = split_address(address).ok_or("not host:port")?;
         let url = url_with_address(&self.template, host, port)?;
@@ -141,28 +245,18 @@ impl Cluster {
             Ok(Err(err)) => return Err(err.to_string()),
             Err(_) => return Err(format!("no answer within {:?}", self.timeout)),
         };
-        parse_nodes(&nodes, address, self.slot)
-            .ok_or_else(|| format!("names no live primary for slot {}", self.slot))
+        Ok(parse_nodes(&nodes, address))
     }
 }
 
-/// Asks the nodes until `stop` (every [`POLL`], sooner after a `MOVED`), calling `switch` with
-/// the URL of each newly named primary of the slot.
-pub(crate) async fn follow(
-    cluster: &Cluster,
-    switch: impl Fn(&str) -> Result<(), StoreError>,
-    current: impl Fn() -> Option<String>,
-    stop: CancellationToken,
-) {
+/// Asks the nodes until `stop` (every [`POLL`], sooner after a `MOVED`), calling `changed`
+/// whenever a slot changes hands.
+pub(crate) async fn follow(cluster: &Cluster, changed: impl Fn(), stop: CancellationToken) {
     loop {
-        match cluster.primary_url().await {
-            Ok(url) if current().as_deref() != Some(url.as_str()) => {
-                if let Err(err) = switch(&url) {
-                    tracing::error!(error = %err, "cannot use the primary the cluster named");
-                }
-            }
-            Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, "no cluster node named the slot's primary"),
+        match cluster.refresh().await {
+            Ok(true) => changed(),
+            Ok(false) => {}
+            Err(err) => tracing::warn!(error = %err, "no cluster node described the cluster"),
         }
         tokio::select! {
             () = stop.cancelled() => return,
@@ -172,23 +266,33 @@ pub(crate) async fn follow(
     }
 }
 
-/// The claim with the highest config epoch: a node that has not yet heard of a failover, or an
-/// old primary restarted with its stale view, names the primary it knew with an older epoch. On
-/// a tie the first answer stands.
-fn newest(claims: impl IntoIterator<Item = Claim>) -> Option<Claim> {
-    claims
-        .into_iter()
-        .fold(None, |best: Option<Claim>, claim| match best {
-            Some(best) if best.epoch >= claim.epoch => Some(best),
-            _ => Some(claim),
-        })
+/// The slot map the claims make together: slot by slot, the claim with the highest config
+/// epoch wins (a node that has not yet heard of a failover, or an old primary restarted with
+/// its stale view, names the primary it knew with an older epoch). On a tie the first answer
+/// stands. `url` makes a node's URL from its address (`None`: the node is skipped).
+fn owners(claims: &[Claim], url: impl Fn(&str) -> Option<String>) -> Owners {
+    let mut ranges: Vec<&(u16, u16, String, u64)> = claims
+        .iter()
+        .flat_map(|claim| claim.ranges.iter())
+        .collect();
+    // Stable: among equal epochs the first answer's ranges are painted last and stand.
+    ranges.reverse();
+    ranges.sort_by_key(|(_, _, _, epoch)| *epoch);
+    let mut owners = Owners::default();
+    for (low, high, address, _) in ranges {
+        if let Some(url) = url(address) {
+            owners.assign(*low, *high, address, &url);
+        }
+    }
+    owners
 }
 
 /// Reads `CLUSTER NODES` (one line per node: id, `ip:port@bus[,hostname]`, flags, primary
 /// id, ping, pong, config epoch, link state, slots...) as asked of `asked`.
-fn parse_nodes(text: &str, asked: &str, slot: u16) -> Option<Claim> {
+fn parse_nodes(text: &str, asked: &str) -> Claim {
     let mut nodes = Vec::new();
-    let mut owner = None;
+    let mut ranges = Vec::new();
+    let mut newest = 0;
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let [_, address, flags, _, _, _, epoch, link, slots @ ..] = fields.as_slice() else {
@@ -204,35 +308,40 @@ fn parse_nodes(text: &str, asked: &str, slot: u16) -> Option<Claim> {
         if flags.contains("noaddr") || flags.contains("handshake") || address.starts_with(':') {
             continue;
         }
+        let epoch: u64 = epoch.parse().unwrap_or(0);
+        newest = newest.max(epoch);
         let failing = flags.contains("fail");
         let primary = flags.contains("master");
-        let serves = primary && !failing && slots.iter().any(|range| holds(range, slot));
-        if serves {
-            owner = Some((address.clone(), epoch.parse().unwrap_or(0)));
+        if primary && !failing {
+            ranges.extend(
+                slots
+                    .iter()
+                    .filter_map(|field| slot_range(field))
+                    .map(|(low, high)| (low, high, address.clone(), epoch)),
+            );
         }
         nodes.push(ClusterNode {
             address,
             role: if primary { "primary" } else { "replica" },
             reachable: !failing && (flags.contains("myself") || *link == "connected"),
-            serves_guestbook: serves,
+            serves_guestbook: false,
+            slots: 0,
         });
     }
-    let (owner, epoch) = owner?;
-    Some(Claim {
-        owner,
-        epoch,
+    Claim {
+        ranges,
+        epoch: newest,
         nodes,
-    })
+    }
 }
 
-/// True when a slot field (`5`, `0-5460`; not `[5->-id]`, a migration in progress) holds `slot`.
-fn holds(field: &str, slot: u16) -> bool {
-    let parse = |s: &str| s.parse::<u16>().ok();
+/// A slot field (`5`, `0-5460`) as a range; `None` for `[5->-id]` (a migration in progress)
+/// and anything unreadable.
+fn slot_range(field: &str) -> Option<(u16, u16)> {
+    let parse = |s: &str| s.parse::<u16>().ok().filter(|slot| *slot < SLOTS);
     match field.split_once('-') {
-        Some((low, high)) => {
-            matches!((parse(low), parse(high)), (Some(low), Some(high)) if (low..=high).contains(&slot))
-        }
-        None => parse(field) == Some(slot),
+        Some((low, high)) => Some((parse(low)?, parse(high)?)).filter(|(low, high)| low <= high),
+        None => parse(field).map(|slot| (slot, slot)),
     }
 }
 
@@ -280,6 +389,10 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 mod tests {
     use super::*;
 
+    fn url(address: &str) -> Option<String> {
+        Some(format!("redis://{address}"))
+    }
+
     #[test]
     fn the_slot_is_redis_clusters_crc16() {
         // The reference value from the Redis Cluster specification.
@@ -295,25 +408,34 @@ mod tests {
     }
 
     #[test]
-    fn the_slots_primary_is_the_live_master_holding_it() {
+    fn each_slot_belongs_to_the_live_master_holding_it() {
         let text = "\
 a 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
-b 127.0.0.1:7001@17001 master,fail - 0 0 2 disconnected
-c 127.0.0.1:7004@17004 master - 0 0 7 connected 5461-10922
+b 127.0.0.1:7001@17001 master,fail - 0 0 2 disconnected 5461-10922
+c 127.0.0.1:7004@17004 master - 0 0 7 connected 5461-10922 16000 [16001->-abc]
 d 127.0.0.1:7002@17002 slave c 0 0 7 connected
 ";
-        let claim = parse_nodes(text, "127.0.0.1:7000", 7000).expect("an owner");
-        assert_eq!((claim.owner.as_str(), claim.epoch), ("127.0.0.1:7004", 7));
+        let claim = parse_nodes(text, "127.0.0.1:7000");
         assert_eq!(claim.nodes.len(), 4);
         assert!(!claim.nodes[1].reachable);
         assert_eq!(claim.nodes[3].role, "replica");
-        assert!(parse_nodes(text, "127.0.0.1:7000", 16000).is_none());
+        let owners = owners(&[claim], url);
+        assert_eq!(owners.address(7000), Some("127.0.0.1:7004"));
+        assert_eq!(owners.url(0), Some("redis://127.0.0.1:7000"));
+        assert_eq!(owners.address(16000), Some("127.0.0.1:7004"));
+        assert_eq!(
+            owners.address(16001),
+            None,
+            "a slot being migrated is nobody's yet"
+        );
+        assert_eq!(owners.address(12000), None);
+        assert_eq!(owners.slots_of("127.0.0.1:7000"), 5461);
     }
 
     #[test]
     fn the_claim_with_the_newest_config_epoch_wins_in_any_order() {
         // Node a has not heard of the failover yet: it still names 7001 (epoch 2); node b
-        // knows 7004 took the slot over (epoch 7).
+        // knows 7004 took the slots over (epoch 7).
         let stale = "\
 a 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
 b 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-10922
@@ -324,17 +446,28 @@ c 127.0.0.1:7001@17001 master,fail - 0 0 2 disconnected
 ";
         let claims = || {
             (
-                parse_nodes(stale, "127.0.0.1:7000", 7000).expect("a stale claim"),
-                parse_nodes(fresh, "127.0.0.1:7004", 7000).expect("a fresh claim"),
+                parse_nodes(stale, "127.0.0.1:7000"),
+                parse_nodes(fresh, "127.0.0.1:7004"),
             )
         };
         let (old, new) = claims();
-        let winner = newest([old, new]).expect("a winner");
-        assert_eq!(winner.owner, "127.0.0.1:7004");
+        let map = owners(&[old, new], url);
+        assert_eq!(map.address(7000), Some("127.0.0.1:7004"));
+        assert_eq!(map.address(100), Some("127.0.0.1:7000"));
         let (old, new) = claims();
-        let winner = newest([new, old]).expect("a winner");
-        assert_eq!(winner.owner, "127.0.0.1:7004");
-        assert!(newest([]).is_none());
+        let map = owners(&[new, old], url);
+        assert_eq!(map.address(7000), Some("127.0.0.1:7004"));
+        assert_eq!(owners(&[], url).address(7000), None);
+    }
+
+    #[test]
+    fn a_moved_slot_changes_hands_alone() {
+        let mut map = Owners::default();
+        map.assign(0, SLOTS - 1, "127.0.0.1:7000", "redis://127.0.0.1:7000");
+        map.assign(42, 42, "127.0.0.1:7001", "redis://127.0.0.1:7001");
+        assert_eq!(map.address(42), Some("127.0.0.1:7001"));
+        assert_eq!(map.address(41), Some("127.0.0.1:7000"));
+        assert_eq!(map.address(43), Some("127.0.0.1:7000"));
     }
 
     #[test]

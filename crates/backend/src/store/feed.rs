@@ -1,8 +1,11 @@
 //! Live updates that work across backend replicas.
 //!
-//! Each backend process runs one *tail*: a task with a dedicated connection that follows the
-//! message log with `XREAD BLOCK`, and hands every new message to this process's live-update
-//! subscribers through a bounded broadcast channel. Whichever replica a message was posted to,
+//! Each backend process runs one *tail* per followed book: a task with a dedicated connection
+//! that follows the book's log with `XREAD BLOCK`, and hands every new message to this
+//! process's live-update subscribers of the book through a bounded broadcast channel. The
+//! default book's tail runs for the process's life; another book's starts with its first
+//! subscriber and ends within [`BLOCK`] of its last one leaving ([`Feeds`], bounded by
+//! [`MAX_LIVE_BOOKS`]). Whichever replica a message was posted to,
 //! every replica's tail reads it from Redis, so every subscriber sees it.
 //!
 //! The tail encodes each message as its Server-Sent Event once ([`Event`]); every subscriber
@@ -19,12 +22,14 @@
 //! it takes nothing from a reader. Catch-ups read no further than what the tail has passed on
 //! ([`Feed::ceiling`]); what lies beyond arrives through the channel.
 //!
-//! When Sentinel names another primary, the tail starts over on it at once, after the last
+//! When Sentinel names another primary (or a cluster slot changes hands), the tail starts over
+//! on it at once, after the last
 //! message it passed on (ids on a new primary are above every earlier one: see
 //! [`crate::store::sequence`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,6 +38,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::Store;
+use crate::store::book::Book;
 use crate::store::entry::{RawMessage, log_entry};
 use crate::store::error::StoreError;
 use crate::store::primary::PrimaryLinks;
@@ -50,6 +56,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Pause between confirmation attempts while replicas have not confirmed a batch.
 const CONFIRM_PAUSE: Duration = Duration::from_millis(100);
+/// Books other than the default followed at once: each costs a task and a Redis connection.
+/// A subscriber to one more gets 503 until another book's last subscriber leaves.
+pub const MAX_LIVE_BOOKS: usize = 256;
 
 /// One message as the `text/event-stream` frame every subscriber writes as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,13 +91,14 @@ impl Event {
     }
 }
 
-/// The process's view of the log's tail.
+/// The process's view of one book's log tail.
 #[derive(Clone)]
 pub struct Feed {
     inner: Arc<FeedInner>,
 }
 
 struct FeedInner {
+    book: Arc<Book>,
     sender: broadcast::Sender<Event>,
     last_id: AtomicU64,
     following: AtomicBool,
@@ -96,24 +106,21 @@ struct FeedInner {
     started: watch::Sender<bool>,
 }
 
-impl Default for Feed {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// How a tail session ended without an error.
 enum Ended {
-    /// Sentinel named another primary.
+    /// Sentinel named another primary, or a cluster slot changed hands.
     PrimaryChanged,
+    /// The book's last subscriber left (not the default book's tail).
+    Idle,
 }
 
 impl Feed {
-    /// A feed with no tail running yet.
-    pub fn new() -> Self {
+    /// A feed of `book` with no tail running yet.
+    pub fn new(book: Arc<Book>) -> Self {
         let (sender, _) = broadcast::channel(CHANNEL_CAPACITY);
         Self {
             inner: Arc::new(FeedInner {
+                book,
                 sender,
                 last_id: AtomicU64::new(0),
                 following: AtomicBool::new(false),
@@ -150,15 +157,26 @@ impl Feed {
         self.last_id()
     }
 
+    /// The book this feed follows.
+    pub fn book(&self) -> &Arc<Book> {
+        &self.inner.book
+    }
+
     /// Follows the log until `stop` is cancelled, reconnecting with backoff after errors and
     /// at once when the primary changes.
     pub async fn run(self, store: Store, stop: CancellationToken) {
+        self.run_while(store, stop, || false).await;
+    }
+
+    /// The same, and ends once `idle` says so (it is asked whenever a read returns, at least
+    /// every [`BLOCK`], and between reconnections).
+    async fn run_while(self, store: Store, stop: CancellationToken, idle: impl Fn() -> bool) {
         let mut backoff = FIRST_BACKOFF;
         let mut start: Option<u64> = None;
         let mut changes = store.primary_changes();
-        while !stop.is_cancelled() {
+        while !stop.is_cancelled() && !idle() {
             changes.borrow_and_update();
-            let session = self.follow(&store, &mut start);
+            let session = self.follow(&store, &mut start, &idle);
             let ended = tokio::select! {
                 () = stop.cancelled() => break,
                 ended = session => ended,
@@ -173,6 +191,7 @@ impl Feed {
                     tracing::info!(after = ?start, "the Redis primary changed; the live tail starts over on it");
                     continue;
                 }
+                Ok(Ended::Idle) => break,
                 Err(err) => {
                     tracing::warn!(error = %err, retry_in_ms = backoff.as_millis(), "live-update tail lost Redis");
                 }
@@ -186,7 +205,12 @@ impl Feed {
         self.inner.following.store(false, Ordering::Relaxed);
     }
 
-    async fn follow(&self, store: &Store, start: &mut Option<u64>) -> Result<Ended, StoreError> {
+    async fn follow(
+        &self,
+        store: &Store,
+        start: &mut Option<u64>,
+        idle: impl Fn() -> bool,
+    ) -> Result<Ended, StoreError> {
         let limit = store.call_timeout();
         // No response timeout: XREAD BLOCK legitimately waits; we bound it ourselves below.
         let config = AsyncConnectionConfig::new()
@@ -194,12 +218,13 @@ impl Feed {
             .set_response_timeout(None);
         // Asked again on every session: with Sentinel, the primary may have moved. The same
         // links serve the reads and their confirmation.
-        let links = store.primary()?;
+        let book = &self.inner.book;
+        let links = store.links_for(book)?;
         let mut conn = links
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
-        let log = &store.keys().log;
+        let log = &book.keys().log;
         let after = match *start {
             Some(after) => after,
             None => {
@@ -217,7 +242,7 @@ impl Feed {
                     .and_then(|(id, _)| id.strip_suffix("-0"))
                     .and_then(|id| id.parse().ok())
                     .unwrap_or(0);
-                store.observe(newest);
+                book.observe(newest);
                 self.confirmed(&links).await?;
                 newest
             }
@@ -229,8 +254,15 @@ impl Feed {
         self.inner.last_id.fetch_max(after, Ordering::AcqRel);
         self.inner.started.send_replace(true);
         self.inner.following.store(true, Ordering::Relaxed);
-        tracing::info!(after, "live-update tail following the log");
+        tracing::info!(
+            after,
+            book = book.name(),
+            "live-update tail following the log"
+        );
         loop {
+            if idle() {
+                return Ok(Ended::Idle);
+            }
             let mut command = redis::cmd("XREAD");
             command
                 .arg("COUNT")
@@ -254,7 +286,7 @@ impl Feed {
                     match decoded {
                         Ok(message) => {
                             // Handed out, confirmed or not: a new term must jump past it.
-                            store.observe(message.id);
+                            book.observe(message.id);
                             batch.push(message);
                         }
                         Err(err) => {
@@ -284,7 +316,10 @@ impl Feed {
             return Ok(());
         };
         loop {
-            match replication.confirm().await {
+            match replication
+                .confirm(&self.inner.book.keys().replication_fence)
+                .await
+            {
                 Ok(()) => return Ok(()),
                 Err(StoreError::NotReplicated { acked, wanted, .. }) => {
                     tracing::debug!(acked, wanted, "live-update tail waiting for replicas");
@@ -294,6 +329,134 @@ impl Feed {
             }
         }
     }
+}
+
+/// Every book's feed in this process: the default book's, always, and the others' while
+/// they have subscribers (at most [`MAX_LIVE_BOOKS`]).
+#[derive(Clone)]
+pub struct Feeds {
+    inner: Arc<FeedsInner>,
+}
+
+struct FeedsInner {
+    store: Store,
+    default: Feed,
+    others: Mutex<HashMap<String, Feed>>,
+    /// Ends every tail (the default one's too) at shutdown.
+    stop: CancellationToken,
+}
+
+/// A subscriber to one book more than [`MAX_LIVE_BOOKS`] allows.
+#[derive(Debug, thiserror::Error)]
+#[error("live updates are being followed on {MAX_LIVE_BOOKS} books already; retry later")]
+pub struct TooManyBooks;
+
+impl Feeds {
+    /// The feeds of `store`'s books; no tail runs before [`Feeds::run`].
+    pub fn new(store: Store) -> Self {
+        Self {
+            inner: Arc::new(FeedsInner {
+                default: Feed::new(store.default_book()),
+                store,
+                others: Mutex::default(),
+                stop: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// The default book's feed.
+    pub fn default_feed(&self) -> &Feed {
+        &self.inner.default
+    }
+
+    /// Runs the default book's tail until `stop`, then ends every other book's tail too.
+    pub async fn run(self, stop: CancellationToken) {
+        let inner = &self.inner;
+        let default = inner
+            .default
+            .clone()
+            .run(inner.store.clone(), inner.stop.clone());
+        tokio::select! {
+            () = default => {}
+            () = stop.cancelled() => {}
+        }
+        inner.stop.cancel();
+    }
+
+    /// Subscribes to `book`'s new messages (see [`Feed::subscribe`]), starting its tail when
+    /// it has none.
+    pub fn subscribe(
+        &self,
+        book: &Arc<Book>,
+    ) -> Result<(Feed, broadcast::Receiver<Event>, u64), TooManyBooks> {
+        let inner = &self.inner;
+        if book.name() == inner.default.book().name() {
+            let (live, newest) = inner.default.subscribe();
+            return Ok((inner.default.clone(), live, newest));
+        }
+        let mut others = lock(&inner.others);
+        if let Some(feed) = others.get(book.name()) {
+            // Subscribed under the lock: its tail cannot find itself idle and end meanwhile.
+            let (live, newest) = feed.subscribe();
+            return Ok((feed.clone(), live, newest));
+        }
+        if others.len() >= MAX_LIVE_BOOKS {
+            return Err(TooManyBooks);
+        }
+        let feed = Feed::new(Arc::clone(book));
+        let (live, newest) = feed.subscribe();
+        others.insert(book.name().to_owned(), feed.clone());
+        drop(others);
+        let registry = Arc::clone(inner);
+        let tail = feed.clone();
+        tokio::spawn(async move {
+            let idle = || registry.retire_if_idle(&tail);
+            tail.clone()
+                .run_while(registry.store.clone(), registry.stop.clone(), idle)
+                .await;
+            // Stopped for shutdown: nobody subscribes any more, nothing to keep.
+            registry.retire(&tail);
+        });
+        Ok((feed, live, newest))
+    }
+
+    /// How many books other than the default have a tail.
+    pub fn live_books(&self) -> usize {
+        lock(&self.inner.others).len()
+    }
+}
+
+impl FeedsInner {
+    /// True (and forgotten) when `feed` has no subscriber left: checked under the registry's
+    /// lock, so no subscriber can join a tail that is ending.
+    fn retire_if_idle(&self, feed: &Feed) -> bool {
+        let mut others = lock(&self.others);
+        if feed.inner.sender.receiver_count() > 0 {
+            return false;
+        }
+        remove_if_same(&mut others, feed);
+        true
+    }
+
+    fn retire(&self, feed: &Feed) {
+        remove_if_same(&mut lock(&self.others), feed);
+    }
+}
+
+fn remove_if_same(others: &mut HashMap<String, Feed>, feed: &Feed) {
+    let name = feed.book().name();
+    if others
+        .get(name)
+        .is_some_and(|known| Arc::ptr_eq(&known.inner, &feed.inner))
+    {
+        others.remove(name);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

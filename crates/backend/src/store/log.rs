@@ -5,17 +5,21 @@
 //! replica may lag by a little, which a page tolerates; the live tail's catch-up asks for the
 //! primary (see `Store::list_from_primary`).
 
+use std::sync::Arc;
+
 use redis::aio::ConnectionManager;
 
 use crate::store::entry::{Page, RawMessage, entries_to_messages};
 use crate::store::error::StoreError;
-use crate::store::primary::{CurrentPrimary, PrimaryLinks};
+use crate::store::keys::Keys;
+use crate::store::primary::PrimaryLinks;
 use crate::store::strategy::Ctx;
 
 /// The messages `page` selects, from `replica` when given, else (or when it fails) the primary.
 pub(crate) async fn read(
     ctx: &Ctx,
-    primary: &CurrentPrimary,
+    keys: &Keys,
+    primary: impl FnOnce() -> Result<Arc<PrimaryLinks>, StoreError>,
     replica: Option<&ConnectionManager>,
     page: Page,
 ) -> Result<Vec<RawMessage>, StoreError> {
@@ -33,7 +37,7 @@ pub(crate) async fn read(
         ("XRANGE", low, high)
     };
     let mut read = redis::cmd(command);
-    read.arg(&ctx.keys.log)
+    read.arg(&keys.log)
         .arg(from)
         .arg(to)
         .arg("COUNT")
@@ -54,13 +58,13 @@ pub(crate) async fn read(
             Err(err) => return Err(err),
         }
     }
-    let mut conn = primary.get()?.conn.clone();
+    let mut conn = primary()?.conn.clone();
     let entries = ctx.hop.call("xrange", read.query_async(&mut conn)).await?;
     entries_to_messages(entries)
 }
 
 /// Deletes the log in one step; returns how many messages it held.
-pub(crate) async fn clear(ctx: &Ctx, links: &PrimaryLinks) -> Result<u64, StoreError> {
+pub(crate) async fn clear(ctx: &Ctx, keys: &Keys, links: &PrimaryLinks) -> Result<u64, StoreError> {
     let mut conn = links.conn.clone();
     let (len, _): (u64, u64) = ctx
         .hop
@@ -69,9 +73,9 @@ pub(crate) async fn clear(ctx: &Ctx, links: &PrimaryLinks) -> Result<u64, StoreE
             redis::pipe()
                 .atomic()
                 .cmd("XLEN")
-                .arg(&ctx.keys.log)
+                .arg(&keys.log)
                 .cmd("DEL")
-                .arg(&ctx.keys.log)
+                .arg(&keys.log)
                 .query_async(&mut conn),
         )
         .await?;
@@ -79,9 +83,13 @@ pub(crate) async fn clear(ctx: &Ctx, links: &PrimaryLinks) -> Result<u64, StoreE
 }
 
 /// Deletes every idempotency record, a batch of `SCAN` at a time (whatever the strategy).
-pub(crate) async fn forget_keys(ctx: &Ctx, links: &PrimaryLinks) -> Result<(), StoreError> {
+pub(crate) async fn forget_keys(
+    ctx: &Ctx,
+    keys: &Keys,
+    links: &PrimaryLinks,
+) -> Result<(), StoreError> {
     let mut conn = links.conn.clone();
-    let pattern = ctx.keys.idempotency_pattern();
+    let pattern = keys.idempotency_pattern();
     let mut cursor: u64 = 0;
     loop {
         let (next, keys): (u64, Vec<String>) = ctx

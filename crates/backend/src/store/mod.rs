@@ -1,6 +1,6 @@
 //! The guestbook's storage in Redis.
 //!
-//! Messages live in one Redis stream per guestbook (the *log*), whose entry ids are
+//! Messages live in one Redis stream per guestbook (a *book*, see [`book`]; the *log*), whose entry ids are
 //! `<message id>-0`: ascending ids, range reads by id (`XRANGE`), a retention cap
 //! (`MAXLEN`), and a tail every backend replica can follow (`XREAD BLOCK`, see [`feed`]).
 //!
@@ -24,10 +24,12 @@
 //! - `primary`, `sentinel`, `cluster`, `pool`, `replication`: the primary's connections,
 //!   following it through Sentinel or to the Redis Cluster node serving the guestbook's slot,
 //!   dedicated connections, and the `WAIT` that confirms an append.
+//! - [`book`]: the books this process serves, their keys and what it remembers of each.
 //! - [`keys`], [`sequence`], [`metrics`], [`error`]: key names, ids across failovers, metrics,
 //!   and what can go wrong.
 //! - [`feed`]: this process's tail of the log, for live updates.
 
+pub mod book;
 mod cluster;
 pub mod config;
 pub mod entry;
@@ -44,13 +46,14 @@ mod sentinel;
 pub mod sequence;
 pub mod strategy;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use guestbook_common::dependency;
 use redis::aio::ConnectionManager;
 
+pub use book::Book;
 pub use cluster::ClusterNode;
 pub use config::{AppendStrategy, RedisArgs};
 pub use entry::{MAX_PAGE, Page, RawMessage};
@@ -61,6 +64,7 @@ pub use metrics::StoreMetrics;
 use crate::domain::message::format_created_at;
 use crate::domain::{IdempotencyKey, IdempotencyRecord, NewMessage, Replay, judge};
 use crate::faults::Faults;
+use book::Books;
 use cluster::Cluster;
 use hop::Hop;
 use metrics::AppendLabels;
@@ -86,52 +90,90 @@ pub struct Store {
 }
 
 struct Inner {
-    /// The primary's connections; replaced when Sentinel names another primary.
+    /// The primary's connections; replaced when Sentinel names another primary. In cluster
+    /// mode, the links of the node serving the default book (and its counter of changes
+    /// moves whenever any slot changes hands).
     primary: CurrentPrimary,
+    /// In cluster mode: the links of each node serving a book, by URL.
+    nodes: Mutex<HashMap<String, Arc<PrimaryLinks>>>,
+    /// The default book and the others met so far.
+    books: Books,
     /// `REDIS_REPLICA_URL`: where reads go first.
     replica: Option<ConnectionManager>,
     /// `REDIS_SENTINELS`: where to ask for the primary.
     sentinel: Option<Sentinel>,
-    /// `REDIS_CLUSTER_NODES`: where to ask which node serves the guestbook's slot.
+    /// `REDIS_CLUSTER_NODES`: where to ask which node serves each book's slot.
     cluster: Option<Cluster>,
     /// What rebuilding the primary's links needs.
     args: RedisArgs,
-    /// The door to Redis, the key names, the limits and the metrics, shared with the strategies.
+    /// The door to Redis, the limits and the metrics, shared with the strategies.
     ctx: Arc<Ctx>,
     /// The append strategy and its resources.
     appender: Appender,
-    /// The highest message id this process has seen (appended, replayed or read by the live
-    /// tail): a new term's ids start past it (see [`sequence`]).
-    highest_seen: AtomicU64,
 }
 
 impl Inner {
-    /// Notes a message id this process has seen.
-    fn observe(&self, id: u64) {
-        self.highest_seen.fetch_max(id, Ordering::AcqRel);
-    }
-
     /// Points every connection at the primary at `url` (Sentinel named a new one).
     fn switch_primary(&self, url: &str) -> Result<(), StoreError> {
-        let links = PrimaryLinks::new(url, &self.args, &self.ctx.keys)?;
+        let links = PrimaryLinks::new(url, &self.args)?;
         tracing::warn!(primary = %links.address, "following a new Redis primary");
         self.primary.set(links);
         Ok(())
     }
 
-    /// After a `MOVED` in cluster mode: points every connection at the node it named.
+    /// The links to the primary serving `book`: the one primary, or in cluster mode the node
+    /// serving the book's slot.
+    fn links_for(&self, book: &Book) -> Result<Arc<PrimaryLinks>, StoreError> {
+        let Some(cluster) = &self.cluster else {
+            return self.primary.get();
+        };
+        let url = cluster.url_for(book.slot()).ok_or(StoreError::NoPrimary)?;
+        self.node_links(&url)
+    }
+
+    /// The links to the cluster node at `url`, made on first use.
+    fn node_links(&self, url: &str) -> Result<Arc<PrimaryLinks>, StoreError> {
+        let mut nodes = self
+            .nodes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(links) = nodes.get(url) {
+            return Ok(Arc::clone(links));
+        }
+        let links = Arc::new(PrimaryLinks::new(url, &self.args)?);
+        tracing::info!(node = %links.address, "connecting to a Redis Cluster node");
+        nodes.insert(url.to_owned(), Arc::clone(&links));
+        Ok(links)
+    }
+
+    /// In cluster mode, after a slot changed hands: the default book's node becomes the
+    /// "primary" shown by `/health/dependencies`, and every live tail is told.
+    fn cluster_changed(&self) {
+        let default = self.books.default_book();
+        let current = self.primary.get().ok();
+        match self.links_for(default) {
+            Ok(links) if current.as_ref().is_some_and(|now| Arc::ptr_eq(now, &links)) => {
+                self.primary.notify();
+            }
+            Ok(links) => {
+                tracing::warn!(node = %links.address, "the default book is served by another Redis Cluster node");
+                self.primary.set_shared(links);
+            }
+            Err(_) => self.primary.notify(),
+        }
+    }
+
+    /// After a `MOVED` in cluster mode: the book's slot is served by the node it named.
     /// Returns whether the failed call may be retried (a `MOVED` command was not executed).
-    fn follow_moved(&self, outcome: &Result<impl Sized, StoreError>) -> bool {
+    fn follow_moved(&self, book: &Book, outcome: &Result<impl Sized, StoreError>) -> bool {
         let (Err(StoreError::Moved(to)), Some(cluster)) = (outcome, &self.cluster) else {
             return false;
         };
-        let followed = cluster
-            .moved_to(to)
-            .and_then(|url| match self.primary.get() {
-                Ok(links) if links.url == url => Ok(()),
-                _ => self.switch_primary(&url),
-            });
-        followed.is_ok()
+        let followed = cluster.moved(book.slot(), to).is_ok();
+        if followed {
+            self.cluster_changed();
+        }
+        followed
     }
 }
 
@@ -149,12 +191,12 @@ impl Store {
         // error means one is installed already (a second store in the same process).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let timeout = settings.redis_timeout();
-        let keys = Keys::new(&settings.guestbook_name);
+        let books = Books::new(&settings.guestbook_name);
         let sentinel = Sentinel::from_settings(settings);
-        let cluster = Cluster::from_settings(settings, &keys.seq);
+        let cluster = Cluster::from_settings(settings, &books.default_book().keys().seq);
         let primary = CurrentPrimary::default();
         if sentinel.is_none() && cluster.is_none() {
-            primary.set(PrimaryLinks::new(&settings.redis_url, settings, &keys)?);
+            primary.set(PrimaryLinks::new(&settings.redis_url, settings)?);
         }
         let replica = match &settings.redis_replica_url {
             Some(url) => {
@@ -168,20 +210,20 @@ impl Store {
         };
         let ctx = Arc::new(Ctx {
             hop: Hop::new(faults, timeout, metrics.clone()).in_cluster(cluster.is_some()),
-            keys,
             limits: AppendLimits::new(settings),
             metrics,
         });
         Ok(Self {
             inner: Arc::new(Inner {
                 primary,
+                nodes: Mutex::default(),
+                books,
                 replica,
                 sentinel,
                 cluster,
                 args: settings.clone(),
                 ctx,
                 appender: Appender::new(settings),
-                highest_seen: AtomicU64::new(0),
             }),
         })
     }
@@ -193,8 +235,7 @@ impl Store {
         let inner = &*self.inner;
         let switch = |url: &str| inner.switch_primary(url);
         if let Some(cluster) = &inner.cluster {
-            let current = || inner.primary.get().ok().map(|links| links.url.clone());
-            cluster::follow(cluster, switch, current, stop).await;
+            cluster::follow(cluster, || inner.cluster_changed(), stop).await;
         } else if let Some(sentinel) = &inner.sentinel {
             sentinel::follow(sentinel, switch, stop).await;
         }
@@ -215,24 +256,31 @@ impl Store {
         self.inner.appender.strategy()
     }
 
-    /// The key names.
+    /// The default book's key names.
     pub fn keys(&self) -> &Keys {
-        &self.inner.ctx.keys
+        self.inner.books.default_book().keys()
     }
 
-    /// Notes a message id seen outside an append (the live tail reads every new one).
-    pub fn observe(&self, id: u64) {
-        self.inner.observe(id);
+    /// The default book (`GUESTBOOK_NAME`).
+    pub fn default_book(&self) -> Arc<Book> {
+        Arc::clone(self.inner.books.default_book())
     }
 
-    /// Changes whenever Sentinel names another primary (the live tail starts over on it).
+    /// The book called `name`, which the caller has validated
+    /// (`guestbook_api::is_valid_book_name`).
+    pub fn book(&self, name: &str) -> Arc<Book> {
+        self.inner.books.get(name)
+    }
+
+    /// Changes whenever Sentinel names another primary, or a cluster slot changes hands (the
+    /// live tails start over).
     pub fn primary_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.primary.changes()
     }
 
-    /// The current primary's links (the live tail reads and confirms on them).
-    pub(crate) fn primary(&self) -> Result<Arc<PrimaryLinks>, StoreError> {
-        self.inner.primary.get()
+    /// The links to the primary serving `book` (a live tail reads and confirms on them).
+    pub(crate) fn links_for(&self, book: &Book) -> Result<Arc<PrimaryLinks>, StoreError> {
+        self.inner.links_for(book)
     }
 
     /// The per-call Redis time limit.
@@ -246,26 +294,28 @@ impl Store {
     /// same server, so a primary change in between cannot make another server vouch for it.
     pub async fn append(
         &self,
+        book: &Arc<Book>,
         message: &NewMessage,
         key: Option<&IdempotencyKey>,
     ) -> Result<AppendOutcome, StoreError> {
         let inner = &*self.inner;
         let created_at = format_created_at(time::OffsetDateTime::now_utc());
         let request = AppendRequest {
+            book: Arc::clone(book),
             tail: message.json_tail_at(&created_at),
             record: key.map(|key| {
                 (
-                    inner.ctx.keys.idempotency(key.as_str()),
+                    book.keys().idempotency(key.as_str()),
                     IdempotencyRecord::suffix(&created_at, message),
                 )
             }),
-            known: inner.highest_seen.load(Ordering::Acquire),
+            known: book.known(),
         };
         // Kept for a retry after MOVED, which only a cluster answers.
         let retry = inner.cluster.as_ref().map(|_| request.clone());
         let mut outcome = self.append_on_one_primary(message, request).await;
         if let Some(request) = retry
-            && inner.follow_moved(&outcome)
+            && inner.follow_moved(book, &outcome)
         {
             outcome = self.append_on_one_primary(message, request).await;
         }
@@ -293,18 +343,19 @@ impl Store {
         request: AppendRequest,
     ) -> Result<AppendOutcome, StoreError> {
         let inner = &*self.inner;
-        let links = inner.primary.get()?;
+        let book = Arc::clone(&request.book);
+        let links = inner.links_for(&book)?;
         let written = inner.appender.append(&inner.ctx, &links, request).await?;
         let outcome = match written {
             Written::Created(created) => AppendOutcome::Created(created),
             Written::Recorded(record) => replay(&record, message)?,
         };
         if let AppendOutcome::Created(raw) | AppendOutcome::Replayed(raw) = &outcome {
-            inner.observe(raw.id);
+            book.observe(raw.id);
             // A replayed key is confirmed too: its first answer may have been this very 503.
             if let Some(replication) = &links.replication {
                 // WAIT bypasses the hop (its own time limit): time it here.
-                dependency::timed(replication.confirm()).await?;
+                dependency::timed(replication.confirm(&book.keys().replication_fence)).await?;
             }
         }
         Ok(outcome)
@@ -312,27 +363,37 @@ impl Store {
 
     /// The messages `page` selects (at most [`MAX_PAGE`]), from the replica when there is one
     /// (it may lag the primary by a little; the primary answers when it is down).
-    pub async fn list(&self, page: Page) -> Result<Vec<RawMessage>, StoreError> {
-        self.read(page, true).await
+    pub async fn list(&self, book: &Book, page: Page) -> Result<Vec<RawMessage>, StoreError> {
+        self.read(book, page, true).await
     }
 
     /// The same, always from the primary. Live-update catch-up uses this: a lagging replica
     /// would end the catch-up short of messages appended before the subscription, which the
     /// live feed never carries, leaving a gap.
-    pub async fn list_from_primary(&self, page: Page) -> Result<Vec<RawMessage>, StoreError> {
-        self.read(page, false).await
+    pub async fn list_from_primary(
+        &self,
+        book: &Book,
+        page: Page,
+    ) -> Result<Vec<RawMessage>, StoreError> {
+        self.read(book, page, false).await
     }
 
-    async fn read(&self, page: Page, prefer_replica: bool) -> Result<Vec<RawMessage>, StoreError> {
-        let read = self.read_once(page, prefer_replica).await;
-        if self.inner.follow_moved(&read) {
-            return self.read_once(page, prefer_replica).await;
+    async fn read(
+        &self,
+        book: &Book,
+        page: Page,
+        prefer_replica: bool,
+    ) -> Result<Vec<RawMessage>, StoreError> {
+        let read = self.read_once(book, page, prefer_replica).await;
+        if self.inner.follow_moved(book, &read) {
+            return self.read_once(book, page, prefer_replica).await;
         }
         read
     }
 
     async fn read_once(
         &self,
+        book: &Book,
         page: Page,
         prefer_replica: bool,
     ) -> Result<Vec<RawMessage>, StoreError> {
@@ -345,29 +406,37 @@ impl Store {
         }
         let inner = &*self.inner;
         if let Appender::Naive = inner.appender {
-            return strategy::naive::list(&inner.ctx, &*inner.primary.get()?, page).await;
+            let links = inner.links_for(book)?;
+            return strategy::naive::list(&inner.ctx, book.keys(), &links, page).await;
         }
         let replica = inner.replica.as_ref().filter(|_| prefer_replica);
-        log::read(&inner.ctx, &inner.primary, replica, page).await
+        let primary = || inner.links_for(book);
+        log::read(&inner.ctx, book.keys(), primary, replica, page).await
     }
 
     /// Deletes every message and idempotency record; returns how many messages were removed.
     /// The id sequence is kept, so ids never repeat and live-update clients can resume.
-    pub async fn clear(&self) -> Result<u64, StoreError> {
+    pub async fn clear(&self, book: &Book) -> Result<u64, StoreError> {
         let inner = &*self.inner;
-        let links = inner.primary.get()?;
+        let links = inner.links_for(book)?;
+        let keys = book.keys();
         let removed = match inner.appender {
-            Appender::Naive => strategy::naive::clear(&inner.ctx, &links).await?,
-            _ => log::clear(&inner.ctx, &links).await?,
+            Appender::Naive => strategy::naive::clear(&inner.ctx, keys, &links).await?,
+            _ => log::clear(&inner.ctx, keys, &links).await?,
         };
-        log::forget_keys(&inner.ctx, &links).await?;
+        log::forget_keys(&inner.ctx, keys, &links).await?;
         Ok(removed)
     }
 
-    /// Round-trip time of a PING, for `/health/dependencies` (never for a probe).
+    /// Round-trip time of a PING to the default book's primary, for `/health/dependencies`
+    /// (never for a probe).
     pub async fn ping(&self) -> Result<Duration, StoreError> {
         let started = Instant::now();
-        let mut conn = self.inner.primary.get()?.conn.clone();
+        let mut conn = self
+            .inner
+            .links_for(self.inner.books.default_book())?
+            .conn
+            .clone();
         let _: String = self
             .inner
             .ctx

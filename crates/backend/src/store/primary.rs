@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::store::config::RedisArgs;
+use crate::store::config::{AppendStrategy, RedisArgs};
 use crate::store::error::StoreError;
-use crate::store::keys::Keys;
 use crate::store::pool;
 use crate::store::replication::Replication;
 
@@ -17,12 +16,13 @@ use crate::store::replication::Replication;
 pub(crate) struct PrimaryLinks {
     /// `host:port`, for logs and `/health/dependencies`.
     pub(crate) address: String,
-    /// The URL the links were built from (the watch strategy's pool follows it).
-    pub(crate) url: String,
     pub(crate) client: redis::Client,
     pub(crate) conn: ConnectionManager,
     /// `REDIS_MIN_REPLICAS_ACK` above 0.
     pub(crate) replication: Option<Replication>,
+    /// The `watch` strategy's `REDIS_POOL_SIZE` dedicated connections (WATCH state belongs to
+    /// a connection); connected on first use.
+    pub(crate) watch_pool: Option<deadpool_redis::Pool>,
 }
 
 /// How each connection manager behaves: every call's own timeout bounds its wait.
@@ -39,7 +39,7 @@ pub(crate) fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
 impl PrimaryLinks {
     /// Links to the primary at `url`. Connects lazily: a primary that is down still yields
     /// links, and calls fail with 503 until it answers.
-    pub(crate) fn new(url: &str, settings: &RedisArgs, keys: &Keys) -> Result<Self, StoreError> {
+    pub(crate) fn new(url: &str, settings: &RedisArgs) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(StoreError::Redis)?;
         let timeout = settings.redis_timeout();
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config(timeout))
@@ -50,9 +50,12 @@ impl PrimaryLinks {
                 pool::dedicated(url, settings.redis_pool_size, timeout)?,
                 replicas,
                 Duration::from_millis(settings.redis_wait_timeout_ms),
-                keys.replication_fence.clone(),
                 timeout,
             )),
+        };
+        let watch_pool = match settings.append_strategy {
+            AppendStrategy::Watch => Some(pool::dedicated(url, settings.redis_pool_size, timeout)?),
+            _ => None,
         };
         let address = redis::parse_redis_url(url)
             .map(|parsed| {
@@ -65,10 +68,10 @@ impl PrimaryLinks {
             .unwrap_or_default();
         Ok(Self {
             address,
-            url: url.to_owned(),
             client,
             conn,
             replication,
+            watch_pool,
         })
     }
 }
@@ -99,10 +102,20 @@ impl CurrentPrimary {
     }
 
     pub(crate) fn set(&self, links: PrimaryLinks) {
+        self.set_shared(Arc::new(links));
+    }
+
+    /// The same with links shared elsewhere (cluster mode keeps each node's links).
+    pub(crate) fn set_shared(&self, links: Arc<PrimaryLinks>) {
         *self
             .links
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(links));
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(links);
+        self.notify();
+    }
+
+    /// Tells the receivers of [`CurrentPrimary::changes`] that something moved.
+    pub(crate) fn notify(&self) {
         self.changes.send_modify(|generation| *generation += 1);
     }
 

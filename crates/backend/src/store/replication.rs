@@ -31,7 +31,6 @@ pub(crate) struct Replication {
     pool: Pool,
     replicas: u32,
     wait: Duration,
-    fence_key: String,
     /// Time limit of getting a connection and of the fence write.
     call_timeout: Duration,
     /// Handed out to each append once its write is done, in order.
@@ -58,18 +57,11 @@ enum Outcome {
 }
 
 impl Replication {
-    pub(crate) fn new(
-        pool: Pool,
-        replicas: u32,
-        wait: Duration,
-        fence_key: String,
-        call_timeout: Duration,
-    ) -> Self {
+    pub(crate) fn new(pool: Pool, replicas: u32, wait: Duration, call_timeout: Duration) -> Self {
         Self {
             pool,
             replicas,
             wait,
-            fence_key,
             call_timeout,
             tickets: AtomicU64::new(0),
             round: tokio::sync::Mutex::new(Round::default()),
@@ -77,7 +69,9 @@ impl Replication {
     }
 
     /// Returns once `replicas` replicas have every write the primary had applied when called.
-    pub(crate) async fn confirm(&self) -> Result<(), StoreError> {
+    /// `fence_key` is the fence of the book just written: any key served by this primary
+    /// would do (a round covers every book on it), and the book's own surely is.
+    pub(crate) async fn confirm(&self, fence_key: &str) -> Result<(), StoreError> {
         let ticket = self.tickets.fetch_add(1, Ordering::SeqCst);
         let mut round = self.round.lock().await;
         if ticket < round.covered
@@ -87,7 +81,7 @@ impl Replication {
         }
         // Every ticket below this was taken after its append's write: the fence covers them.
         let covered = self.tickets.load(Ordering::SeqCst);
-        let outcome = self.run_round().await;
+        let outcome = self.run_round(fence_key).await;
         *round = Round {
             covered,
             outcome: Some(outcome.clone()),
@@ -95,7 +89,7 @@ impl Replication {
         self.answer(outcome)
     }
 
-    async fn run_round(&self) -> Outcome {
+    async fn run_round(&self, fence_key: &str) -> Outcome {
         let mut conn = match tokio::time::timeout(self.call_timeout, self.pool.get()).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(err)) => return Outcome::Failed(err.to_string()),
@@ -104,7 +98,7 @@ impl Replication {
         let wait_ms = u64::try_from(self.wait.as_millis()).unwrap_or(u64::MAX);
         let mut pipe = redis::pipe();
         pipe.cmd("INCR")
-            .arg(&self.fence_key)
+            .arg(fence_key)
             .ignore()
             .cmd("WAIT")
             .arg(self.replicas)

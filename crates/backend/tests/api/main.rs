@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin;
+mod books;
 mod cancellation;
 mod cluster;
 mod cluster_failover;

@@ -1,5 +1,7 @@
 //! What may pass under `/api/`: only the routes in [`crate::app`], matched exactly on the raw
-//! path. Everything else under `/api/` is answered here and reaches nothing.
+//! path. Everything else under `/api/` is answered here and reaches nothing. The book routes'
+//! `{book}` segment can hold a dot-segment too; their extractor ([`crate::routes::book`])
+//! asks [`is_traversal`] first and answers the same 400.
 //!
 //! The backend's URL is built with the `url` crate, which resolves dot-segments, `%2e` among
 //! them (WHATWG URL). So a raw path such as `/api/../config/failure` forwarded as given would
@@ -19,19 +21,25 @@ use guestbook_common::error_body::{ErrorBody, ErrorCode, respond};
 /// `/api` itself, `/api/` and any path under it that no exact route took.
 pub(crate) async fn refuse(uri: Uri) -> Response {
     if is_traversal(uri.path()) {
-        respond(
-            StatusCode::BAD_REQUEST,
-            ErrorBody::new(
-                ErrorCode::BadRequest,
-                "path refused: dot-segments and encoded or doubled separators are not accepted under /api/",
-            ),
-        )
+        traversal_refused()
     } else {
         respond(
             StatusCode::NOT_FOUND,
             ErrorBody::new(ErrorCode::NotFound, "not found"),
         )
     }
+}
+
+/// The 400 for a path [`is_traversal`] holds; exact routes with a path parameter
+/// ([`crate::routes::book`]) answer it too, as a `..` can fill their parameter.
+pub(crate) fn traversal_refused() -> Response {
+    respond(
+        StatusCode::BAD_REQUEST,
+        ErrorBody::new(
+            ErrorCode::BadRequest,
+            "path refused: dot-segments and encoded or doubled separators are not accepted under /api/",
+        ),
+    )
 }
 
 /// Whether `path` holds a dot-segment (`.`, `..`, in any spelling), an encoded `/` or `\`, a

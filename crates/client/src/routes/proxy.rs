@@ -1,7 +1,8 @@
 //! The buffered guestbook operations, proxied to the backend through the stack by exact
 //! route: `GET /api/messages` (with its query, re-encoded), `POST /api/messages` and
-//! `DELETE /api/messages`. The backend path is a constant, never the request's path (see
-//! [`crate::routes::api_paths`]). A POST is retried only when it carries an `Idempotency-Key`
+//! `DELETE /api/messages`, and the same three on `/api/books/{book}/messages`. The backend
+//! path is a constant, or built from a validated book name ([`Book`]), never the request's
+//! path (see [`crate::routes::api_paths`]). A POST is retried only when it carries an `Idempotency-Key`
 //! (the UI always sends one); the live-update stream has a route of its own
 //! ([`crate::routes::stream`]) and never comes through here.
 
@@ -16,8 +17,9 @@ use tower::ServiceExt;
 use crate::app::AppState;
 use crate::backend::BackendOutcome;
 use crate::routes::api_paths::reencode_query;
+use crate::routes::book::Book;
 
-/// The one backend path these operations reach.
+/// The backend path of the default book's operations.
 const MESSAGES: &str = "/api/messages";
 /// Largest body forwarded (the backend refuses over 16 KiB; a little slack for its 413).
 const MAX_BODY: usize = 64 * 1024;
@@ -36,11 +38,17 @@ pub(crate) async fn list(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let target = match reencode_query(query.as_deref()) {
-        Some(query) => format!("{MESSAGES}?{query}"),
-        None => MESSAGES.to_owned(),
-    };
-    forward(&app, Method::GET, &target, &headers, Bytes::new()).await
+    list_at(&app, MESSAGES, query.as_deref(), &headers).await
+}
+
+/// `GET /api/books/{book}/messages`: a page of that book's messages.
+pub(crate) async fn book_list(
+    State(app): State<AppState>,
+    book: Book,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    list_at(&app, &book.messages_path(), query.as_deref(), &headers).await
 }
 
 /// `POST /api/messages`: appends a message.
@@ -49,6 +57,52 @@ pub(crate) async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    create_at(&app, MESSAGES, &headers, body).await
+}
+
+/// `POST /api/books/{book}/messages`: appends a message to that book. The name is checked
+/// (the extractor) before the body is read.
+pub(crate) async fn book_create(
+    State(app): State<AppState>,
+    book: Book,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    create_at(&app, &book.messages_path(), &headers, body).await
+}
+
+/// `DELETE /api/messages`: the backend's admin clear (it checks the bearer token).
+pub(crate) async fn clear(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    forward(&app, Method::DELETE, MESSAGES, &headers, Bytes::new()).await
+}
+
+/// `DELETE /api/books/{book}/messages`: the backend's admin clear of that book.
+pub(crate) async fn book_clear(
+    State(app): State<AppState>,
+    book: Book,
+    headers: HeaderMap,
+) -> Response {
+    forward(
+        &app,
+        Method::DELETE,
+        &book.messages_path(),
+        &headers,
+        Bytes::new(),
+    )
+    .await
+}
+
+/// A GET of `path` (a backend messages path) with `query` re-encoded.
+async fn list_at(app: &AppState, path: &str, query: Option<&str>, headers: &HeaderMap) -> Response {
+    let target = match reencode_query(query) {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    forward(app, Method::GET, &target, headers, Bytes::new()).await
+}
+
+/// A POST of `body` (bounded by [`MAX_BODY`]) to `path` (a backend messages path).
+async fn create_at(app: &AppState, path: &str, headers: &HeaderMap, body: Body) -> Response {
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(body) => body,
         Err(_) => {
@@ -61,15 +115,11 @@ pub(crate) async fn create(
             );
         }
     };
-    forward(&app, Method::POST, MESSAGES, &headers, body).await
+    forward(app, Method::POST, path, headers, body).await
 }
 
-/// `DELETE /api/messages`: the backend's admin clear (it checks the bearer token).
-pub(crate) async fn clear(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    forward(&app, Method::DELETE, MESSAGES, &headers, Bytes::new()).await
-}
-
-/// One call through the stack to `target` (a constant path, and a re-encoded query).
+/// One call through the stack to `target` (a constant path or one built from a [`Book`], and
+/// a re-encoded query).
 async fn forward(
     app: &AppState,
     method: Method,

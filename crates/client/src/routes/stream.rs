@@ -1,6 +1,7 @@
-//! `GET /api/messages/stream`: the backend's live updates, passed through as they arrive.
-//! A stream can be neither buffered nor retried, so it never goes through the stack: it has
-//! a client of its own with no overall timeout, and a fixed upstream path.
+//! `GET /api/messages/stream` and `GET /api/books/{book}/messages/stream`: the backend's live
+//! updates, passed through as they arrive. A stream can be neither buffered nor retried, so it
+//! never goes through the stack: it has a client of its own with no overall timeout, and a
+//! fixed upstream path (or one built from a validated book name, [`Book`]).
 //!
 //! Streams are capped in all (`MAX_STREAM_CLIENTS`, 503) and per browser address
 //! (`MAX_STREAMS_PER_CLIENT`, 429) before the backend is asked for one: at the backend every
@@ -24,6 +25,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
+use guestbook_common::client_addr::ClientKey;
 use guestbook_common::error_body::{ErrorBody, ErrorCode, respond_retry_after};
 use guestbook_common::stream_limit::Peer;
 use tokio::time::Instant;
@@ -31,8 +33,9 @@ use tokio::time::Instant;
 use crate::app::AppState;
 use crate::backend::BackendOutcome;
 use crate::routes::api_paths::reencode_query;
+use crate::routes::book::Book;
 
-/// The one backend path this route reaches.
+/// The backend path of the default book's stream.
 const STREAM: &str = "/api/messages/stream";
 /// Answer headers passed back to the browser.
 const PASSED_BACK: [header::HeaderName; 2] = [header::CONTENT_TYPE, header::RETRY_AFTER];
@@ -51,6 +54,29 @@ pub(crate) async fn stream(
     Peer(browser): Peer,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+) -> Response {
+    pass_through(&app, browser, None, query.as_deref(), &headers).await
+}
+
+/// A book's live-update stream, passed through unbuffered. The name is checked (the
+/// extractor) before any cap, slot or backend is asked.
+pub(crate) async fn book_stream(
+    State(app): State<AppState>,
+    book: Book,
+    Peer(browser): Peer,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    pass_through(&app, browser, Some(&book), query.as_deref(), &headers).await
+}
+
+/// The default book's stream (`book` `None`) or `book`'s, for `browser`.
+async fn pass_through(
+    app: &AppState,
+    browser: ClientKey,
+    book: Option<&Book>,
+    query: Option<&str>,
+    headers: &HeaderMap,
 ) -> Response {
     let slot = match app.streams.try_acquire(browser) {
         Ok(slot) => slot,
@@ -74,7 +100,10 @@ pub(crate) async fn stream(
         );
     };
     let mut url = app.stream_url.clone();
-    url.set_query(reencode_query(query.as_deref()).as_deref());
+    if let Some(book) = book {
+        url.set_path(&book.stream_path());
+    }
+    url.set_query(reencode_query(query).as_deref());
     let mut upstream = app.streaming.get(url);
     if let Some(last) = headers.get("last-event-id") {
         upstream = upstream.header("last-event-id", last.clone());

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod books;
 mod cross_site;
 mod openapi;
 mod proxy;

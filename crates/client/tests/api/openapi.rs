@@ -1,6 +1,6 @@
 //! The client's OpenAPI document: identical to the checked-in `openapi/client.json`, served at
-//! `/openapi.json`, and its copy of the proxied `/api/messages` operations agrees with the
-//! backend's own document.
+//! `/openapi.json`, and its copy of the proxied `/api/messages` and `/api/books/{book}/messages`
+//! operations agrees with the backend's own document.
 
 use serde_json::Value;
 
@@ -47,6 +47,10 @@ fn the_proxied_operations_agree_with_the_backends_document() {
         ("/api/messages", "post"),
         ("/api/messages", "delete"),
         ("/api/messages/stream", "get"),
+        ("/api/books/{book}/messages", "get"),
+        ("/api/books/{book}/messages", "post"),
+        ("/api/books/{book}/messages", "delete"),
+        ("/api/books/{book}/messages/stream", "get"),
     ] {
         let ours = &client["paths"][path][method];
         let theirs = &backend["paths"][path][method];
@@ -114,30 +118,43 @@ fn the_docs_endpoint_table_lists_the_documented_operations() {
         .take_while(|line| line.starts_with('|'))
         .collect();
     let document = generated();
+    // A row's first cell names one operation or more, each as `METHOD PATH`, comma-separated.
+    let first_cell = |line: &str| line.split('|').nth(1).unwrap_or_default().trim().to_owned();
     for (path, item) in document["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
             let method = method.to_uppercase();
-            // The proxied operations are one `/api/*` row.
-            let row = if path.starts_with("/api/messages") && path != "/api/messages/stream" {
-                "| `/api/*` |".to_owned()
+            // The buffered proxied operations, of every book, are one `/api/*` row.
+            let proxied = (path.starts_with("/api/messages") || path.starts_with("/api/books/"))
+                && !path.ends_with("/stream");
+            let wanted = if proxied {
+                "`/api/*`".to_owned()
             } else {
-                format!("| `{method} {path}`")
+                format!("`{method} {path}`")
             };
             assert!(
-                table.iter().any(|line| line.starts_with(&row)),
+                table
+                    .iter()
+                    .any(|line| first_cell(line).split(", ").any(|name| name == wanted)),
                 "{method} {path} is documented but has no row in docs/api.md"
             );
         }
     }
     for line in &table[2..] {
-        let cell = line.split('|').nth(1).unwrap().trim().trim_matches('`');
-        let (method, path) = match cell.split_once(' ') {
-            Some((method, path)) => (method.to_lowercase(), path.split('`').next().unwrap()),
-            None => continue, // `/api/*`
-        };
-        assert!(
-            !document["paths"][path][method.as_str()].is_null(),
-            "docs/api.md row {cell} is not in the document"
-        );
+        for name in first_cell(line).split(", ") {
+            // Words outside backticks (`GET /`, other paths) name no operation.
+            let Some(name) = name
+                .strip_prefix('`')
+                .and_then(|name| name.strip_suffix('`'))
+            else {
+                continue;
+            };
+            let Some((method, path)) = name.split_once(' ') else {
+                continue; // `/api/*`
+            };
+            assert!(
+                !document["paths"][path][method.to_lowercase().as_str()].is_null(),
+                "docs/api.md row {name} is not in the document"
+            );
+        }
     }
 }

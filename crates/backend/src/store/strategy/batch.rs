@@ -137,7 +137,8 @@ async fn run(ctx: Arc<Ctx>, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
-/// Sends `jobs`, one call per primary they were meant for (two only across a failover).
+/// Sends `jobs`, one call per book and primary they were meant for (one script call touches
+/// one book's keys, which on a cluster live on one node).
 async fn commit(ctx: &Ctx, jobs: Vec<Job>) {
     // A caller that left (timed out, or its client went away) gets nothing written.
     let mut jobs: Vec<Job> = jobs
@@ -146,9 +147,10 @@ async fn commit(ctx: &Ctx, jobs: Vec<Job>) {
         .collect();
     while let Some(first) = jobs.first() {
         let links = Arc::clone(&first.links);
-        let (same, rest): (Vec<Job>, Vec<Job>) = jobs
-            .into_iter()
-            .partition(|job| Arc::ptr_eq(&job.links, &links));
+        let book = Arc::clone(&first.request.book);
+        let (same, rest): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|job| {
+            Arc::ptr_eq(&job.links, &links) && job.request.book.name() == book.name()
+        });
         jobs = rest;
         commit_on(ctx, &links, same).await;
     }
@@ -182,7 +184,10 @@ async fn call(
     links: &PrimaryLinks,
     jobs: &[Job],
 ) -> Result<Vec<Result<Written, StoreError>>, StoreError> {
-    let keys = &ctx.keys;
+    let Some(first) = jobs.first() else {
+        return Ok(Vec::new());
+    };
+    let keys = first.request.book.keys();
     let known = jobs.iter().map(|job| job.request.known).max().unwrap_or(0);
     let mut invocation = APPEND_BATCH.prepare_invoke();
     invocation

@@ -1,7 +1,7 @@
 //! The `lock` strategy: seed 000's fix (a lock around the read-modify-write), made safe.
 //!
-//! 1. Queue behind this process's other appends (a local FIFO mutex), so only one task per
-//!    process polls Redis for the lock.
+//! 1. Queue behind this process's other appends to the same book (a local FIFO mutex), so
+//!    only one task per process and book polls Redis for the book's lock.
 //! 2. Acquire: `SET lock <random token> NX PX <ttl>` and `INCR fence-seq` in one MULTI; the
 //!    counter's value is this holder's *fencing token*. Retry with jittered backoff until
 //!    `LOCK_WAIT_MS`.
@@ -34,6 +34,7 @@ use redis::Script;
 
 use crate::store::entry::{RawMessage, stored_json};
 use crate::store::error::StoreError;
+use crate::store::keys::Keys;
 use crate::store::primary::PrimaryLinks;
 use crate::store::sequence::script_with_sequence;
 use crate::store::strategy::{AppendRequest, Ctx, Written, full_jitter, script_reply};
@@ -53,13 +54,11 @@ struct Held {
     token: u64,
 }
 
-/// The lock strategy's own resource: the local queue.
+/// The lock strategy. Its local queue is the book's ([`Book::local`]): contenders for one
+/// book queue in this process, so only one task per process and book polls that book's Redis
+/// lock (fair FIFO here instead of a polling storm against Redis); other books go on meanwhile.
 #[derive(Clone, Default)]
-pub(crate) struct Lock {
-    /// Queues this process's lock contenders locally, so only one task per process polls the
-    /// Redis lock (fair FIFO here instead of a polling storm against Redis).
-    local: Arc<tokio::sync::Mutex<()>>,
-}
+pub(crate) struct Lock;
 
 impl Lock {
     /// Appends under the lock; see the module's steps.
@@ -69,28 +68,29 @@ impl Lock {
         links: Arc<PrimaryLinks>,
         request: AppendRequest,
     ) -> Result<Written, StoreError> {
-        locked_append(&self.local, ctx, links, request).await
+        locked_append(ctx, links, request).await
     }
 }
 
 async fn locked_append(
-    local: &tokio::sync::Mutex<()>,
     ctx: Arc<Ctx>,
     links: Arc<PrimaryLinks>,
     request: AppendRequest,
 ) -> Result<Written, StoreError> {
+    let book = Arc::clone(&request.book);
+    let keys = book.keys();
     let started = Instant::now();
     let deadline = started + ctx.limits.lock_wait;
-    let Ok(_local) = tokio::time::timeout(ctx.limits.lock_wait, local.lock()).await else {
+    let Ok(_local) = tokio::time::timeout(ctx.limits.lock_wait, book.local.lock()).await else {
         return Err(StoreError::LockTimeout(ctx.limits.lock_wait));
     };
     loop {
-        let held = acquire(&ctx, &links, deadline).await?;
+        let held = acquire(&ctx, keys, &links, deadline).await?;
         ctx.metrics
             .lock_wait_seconds
             .observe(started.elapsed().as_secs_f64());
         let outcome = critical_section(&ctx, &links, &held, &request).await;
-        release(&ctx, &links, &held).await;
+        release(&ctx, keys, &links, &held).await;
         match outcome {
             Err(StoreError::Fenced { token }) => {
                 ctx.metrics.fenced_writes.inc();
@@ -107,8 +107,12 @@ async fn locked_append(
     }
 }
 
-async fn acquire(ctx: &Ctx, links: &PrimaryLinks, deadline: Instant) -> Result<Held, StoreError> {
-    let keys = &ctx.keys;
+async fn acquire(
+    ctx: &Ctx,
+    keys: &Keys,
+    links: &PrimaryLinks,
+    deadline: Instant,
+) -> Result<Held, StoreError> {
     let ttl_ms = u64::try_from(ctx.limits.lock_ttl.as_millis()).unwrap_or(u64::MAX);
     let mut attempt = 0;
     loop {
@@ -150,7 +154,7 @@ async fn critical_section(
     held: &Held,
     request: &AppendRequest,
 ) -> Result<Written, StoreError> {
-    let keys = &ctx.keys;
+    let keys = request.book.keys();
     let (record, suffix, has_key) = request.script_record(&keys.seq);
     let mut conn = links.conn.clone();
 
@@ -207,9 +211,9 @@ async fn critical_section(
 }
 
 /// Best effort: a lock that cannot be released expires on its own after its TTL.
-async fn release(ctx: &Ctx, links: &PrimaryLinks, held: &Held) {
+async fn release(ctx: &Ctx, keys: &Keys, links: &PrimaryLinks, held: &Held) {
     let mut unlock = UNLOCK.prepare_invoke();
-    unlock.key(&ctx.keys.lock).arg(&held.owner);
+    unlock.key(&keys.lock).arg(&held.owner);
     let mut conn = links.conn.clone();
     if let Err(err) = ctx
         .hop

@@ -22,7 +22,7 @@ pub(crate) async fn append(
     links: &PrimaryLinks,
     request: &AppendRequest,
 ) -> Result<Written, StoreError> {
-    let keys = &ctx.keys;
+    let keys = request.book.keys();
     // Without a key, KEYS[3] names a key of the same hash tag the script never touches.
     let (record, suffix, has_key) = request.script_record(&keys.seq);
     let mut invocation = APPEND.prepare_invoke();

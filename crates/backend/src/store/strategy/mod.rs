@@ -24,11 +24,11 @@ use std::time::Duration;
 
 use guestbook_common::dependency;
 
+use crate::store::book::Book;
 use crate::store::config::{AppendStrategy, RedisArgs};
 use crate::store::entry::RawMessage;
 use crate::store::error::StoreError;
 use crate::store::hop::Hop;
-use crate::store::keys::Keys;
 use crate::store::metrics::StoreMetrics;
 use crate::store::primary::PrimaryLinks;
 
@@ -61,11 +61,10 @@ impl AppendLimits {
 }
 
 /// What every strategy (and every read) works with besides its own resources: the one door
-/// to Redis, the key names, the limits and the metrics. Shared, so a detached strategy task
-/// can hold it.
+/// to Redis, the limits and the metrics (the book, with its keys, comes with each request).
+/// Shared, so a detached strategy task can hold it.
 pub(crate) struct Ctx {
     pub(crate) hop: Hop,
-    pub(crate) keys: Keys,
     pub(crate) limits: AppendLimits,
     pub(crate) metrics: StoreMetrics,
 }
@@ -88,11 +87,8 @@ impl Appender {
     pub(crate) fn new(args: &RedisArgs) -> Self {
         match args.append_strategy {
             AppendStrategy::Lua => Self::Lua(batch::Batcher::default()),
-            AppendStrategy::Watch => Self::Watch(watch::Watch::new(
-                args.redis_pool_size,
-                args.redis_timeout(),
-            )),
-            AppendStrategy::Lock => Self::Lock(lock::Lock::default()),
+            AppendStrategy::Watch => Self::Watch(watch::Watch),
+            AppendStrategy::Lock => Self::Lock(lock::Lock),
             AppendStrategy::Naive => Self::Naive,
         }
     }
@@ -155,6 +151,8 @@ where
 /// not be cancelled half-way (`lock`, `watch`) can run in a task of its own.
 #[derive(Debug, Clone)]
 pub(crate) struct AppendRequest {
+    /// The book appended to: its keys, and its local queue for `watch` and `lock`.
+    pub book: Arc<Book>,
     /// The message JSON after its id (`"author":...}`).
     pub tail: String,
     /// When an idempotency key was sent: the record's Redis key, and the record after its id.

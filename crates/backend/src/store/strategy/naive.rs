@@ -9,18 +9,21 @@
 use crate::domain::message::{Message, parse_stored};
 use crate::store::entry::{Page, RawMessage, stored_json};
 use crate::store::error::StoreError;
+use crate::store::keys::Keys;
 use crate::store::primary::PrimaryLinks;
 use crate::store::strategy::{AppendRequest, Ctx, Written};
 
-async fn read_all(ctx: &Ctx, links: &PrimaryLinks) -> Result<Vec<Message>, StoreError> {
+async fn read_all(
+    ctx: &Ctx,
+    keys: &Keys,
+    links: &PrimaryLinks,
+) -> Result<Vec<Message>, StoreError> {
     let mut conn = links.conn.clone();
     let blob: Option<String> = ctx
         .hop
         .call(
             "naive_get",
-            redis::cmd("GET")
-                .arg(&ctx.keys.naive)
-                .query_async(&mut conn),
+            redis::cmd("GET").arg(&keys.naive).query_async(&mut conn),
         )
         .await?;
     match blob {
@@ -48,7 +51,8 @@ pub(crate) async fn append(
             return Ok(Written::Recorded(existing));
         }
     }
-    let mut messages = read_all(ctx, links).await?;
+    let keys = request.book.keys();
+    let mut messages = read_all(ctx, keys, links).await?;
     let id = messages.last().map_or(0, |last| last.id) + 1;
     let json = stored_json(id, &request.tail);
     let message =
@@ -65,7 +69,7 @@ pub(crate) async fn append(
         .call(
             "naive_set",
             redis::cmd("SET")
-                .arg(&ctx.keys.naive)
+                .arg(&keys.naive)
                 .arg(blob)
                 .query_async(&mut conn),
         )
@@ -90,10 +94,11 @@ pub(crate) async fn append(
 /// A page of the one JSON array, re-encoded per message (the log's reads copy bytes).
 pub(crate) async fn list(
     ctx: &Ctx,
+    keys: &Keys,
     links: &PrimaryLinks,
     page: Page,
 ) -> Result<Vec<RawMessage>, StoreError> {
-    let mut messages: Vec<_> = read_all(ctx, links)
+    let mut messages: Vec<_> = read_all(ctx, keys, links)
         .await?
         .into_iter()
         .filter(|message| page.contains(message.id))
@@ -116,16 +121,14 @@ pub(crate) async fn list(
 }
 
 /// Deletes the one JSON array; returns how many messages it held.
-pub(crate) async fn clear(ctx: &Ctx, links: &PrimaryLinks) -> Result<u64, StoreError> {
-    let count = u64::try_from(read_all(ctx, links).await?.len()).unwrap_or(u64::MAX);
+pub(crate) async fn clear(ctx: &Ctx, keys: &Keys, links: &PrimaryLinks) -> Result<u64, StoreError> {
+    let count = u64::try_from(read_all(ctx, keys, links).await?.len()).unwrap_or(u64::MAX);
     let mut conn = links.conn.clone();
     let _: u64 = ctx
         .hop
         .call(
             "naive_del",
-            redis::cmd("DEL")
-                .arg(&ctx.keys.naive)
-                .query_async(&mut conn),
+            redis::cmd("DEL").arg(&keys.naive).query_async(&mut conn),
         )
         .await?;
     Ok(count)

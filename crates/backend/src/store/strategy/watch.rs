@@ -15,8 +15,8 @@
 //! Every append writes the sequence, so with N writers in flight one commits and N − 1 abort
 //! per round (seed 000's measurement: ≈ 35 aborts per message at 64 in flight), and some ran
 //! out of attempts (503s at 64 in flight). So, as the `lock` strategy does, a process queues
-//! its own appends (a local FIFO mutex, waited on within the per-call time limit) and runs
-//! one at a time: writers of one process never abort each other, and only other instances
+//! its own appends to a book (a local FIFO mutex per book, waited on within the per-call
+//! time limit) and runs them one at a time: writers of one process never abort each other, and only other instances
 //! can conflict, which the attempts and their backoff absorb. It is correct, and it is here
 //! to show the cost of optimism next to [`super::lua`].
 //!
@@ -31,13 +31,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::Mutex;
-
 use deadpool_redis::{Connection, Pool};
 
 use crate::store::entry::{RawMessage, stored_json};
 use crate::store::error::StoreError;
-use crate::store::pool;
 use crate::store::primary::PrimaryLinks;
 use crate::store::sequence::{continue_from, replication_id};
 use crate::store::strategy::{AppendRequest, Ctx, Written, full_jitter};
@@ -45,44 +42,12 @@ use crate::store::strategy::{AppendRequest, Ctx, Written, full_jitter};
 const BACKOFF_BASE: Duration = Duration::from_micros(500);
 const BACKOFF_CAP: Duration = Duration::from_millis(25);
 
-/// The watch strategy's own resource: a pool of `REDIS_POOL_SIZE` dedicated connections to
-/// the current primary, rebuilt when Sentinel names another.
-#[derive(Clone)]
-pub(crate) struct Watch {
-    pool: Arc<Mutex<Option<(String, Pool)>>>,
-    /// This process's appends, one at a time (see the module's local queue).
-    local: Arc<tokio::sync::Mutex<()>>,
-    size: usize,
-    timeout: Duration,
-}
+/// The watch strategy. Its pool of dedicated connections belongs to each primary's links
+/// (`PrimaryLinks::watch_pool`), so it follows Sentinel and, in a cluster, each book's node.
+#[derive(Clone, Default)]
+pub(crate) struct Watch;
 
 impl Watch {
-    /// A strategy whose pools hold `size` connections, each connecting within `timeout`.
-    pub(crate) fn new(size: usize, timeout: Duration) -> Self {
-        Self {
-            pool: Arc::default(),
-            local: Arc::default(),
-            size,
-            timeout,
-        }
-    }
-
-    /// The pool to the primary at `url`, built on first use (and after a primary change).
-    fn pool_for(&self, url: &str) -> Result<Pool, StoreError> {
-        let mut pool = self
-            .pool
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((current, pool)) = pool.as_ref()
-            && current == url
-        {
-            return Ok(pool.clone());
-        }
-        let fresh = pool::dedicated(url, self.size, self.timeout)?;
-        *pool = Some((url.to_owned(), fresh.clone()));
-        Ok(fresh)
-    }
-
     /// Appends with optimistic retries; see the module's steps.
     pub(crate) async fn append(
         self,
@@ -90,9 +55,12 @@ impl Watch {
         links: Arc<PrimaryLinks>,
         request: AppendRequest,
     ) -> Result<Written, StoreError> {
-        let pool = self.pool_for(&links.url)?;
+        let pool = links
+            .watch_pool
+            .clone()
+            .ok_or_else(|| StoreError::TaskFailed("no pool for the watch strategy".into()))?;
         let limit = ctx.hop.timeout();
-        let Ok(_turn) = tokio::time::timeout(limit, self.local.lock()).await else {
+        let Ok(_turn) = tokio::time::timeout(limit, request.book.local.lock()).await else {
             // Nothing reached Redis: a retry without a key cannot store the message twice.
             return Err(StoreError::Queued(limit));
         };
@@ -139,7 +107,7 @@ async fn attempt_once(
     conn: &mut Connection,
     request: &AppendRequest,
 ) -> Result<Option<Written>, StoreError> {
-    let keys = &ctx.keys;
+    let keys = request.book.keys();
     let record = request.record.as_ref();
 
     // 1. One round trip: WATCH, then the reads. Without a key the last GET reads the sequence

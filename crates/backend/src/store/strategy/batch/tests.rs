@@ -3,8 +3,8 @@
 use super::*;
 use crate::domain::{IdempotencyRecord, NewMessage};
 use crate::faults::Faults;
+use crate::store::book::Book;
 use crate::store::hop::Hop;
-use crate::store::keys::Keys;
 use crate::store::metrics::StoreMetrics;
 use crate::store::strategy::AppendLimits;
 use crate::store::{AppendOutcome, replay};
@@ -14,6 +14,7 @@ struct Fixture {
     _redis: RedisServer,
     conn: redis::aio::MultiplexedConnection,
     ctx: Arc<Ctx>,
+    book: Arc<Book>,
     links: Arc<PrimaryLinks>,
 }
 
@@ -21,9 +22,9 @@ async fn fixture() -> Fixture {
     let redis = RedisServer::start().await;
     let settings = crate::Settings::for_tests(&redis.url());
     let args = &settings.redis;
-    let keys = Keys::new(&args.guestbook_name);
+    let book = Arc::new(Book::new(&args.guestbook_name));
     let metrics = StoreMetrics::register(&mut prometheus_client::registry::Registry::default());
-    let links = Arc::new(PrimaryLinks::new(&redis.url(), args, &keys).expect("links"));
+    let links = Arc::new(PrimaryLinks::new(&redis.url(), args).expect("links"));
     let hop = Hop::new(
         Arc::new(Faults::default()),
         args.redis_timeout(),
@@ -32,7 +33,6 @@ async fn fixture() -> Fixture {
     let limits = AppendLimits::new(args);
     let ctx = Arc::new(Ctx {
         hop,
-        keys,
         limits,
         metrics,
     });
@@ -41,6 +41,7 @@ async fn fixture() -> Fixture {
         _redis: redis,
         conn,
         ctx,
+        book,
         links,
     }
 }
@@ -49,13 +50,14 @@ fn message(text: &str) -> NewMessage {
     NewMessage::new("batch", text).expect("a valid message")
 }
 
-fn request(ctx: &Ctx, message: &NewMessage, key: Option<&str>) -> AppendRequest {
+fn request(book: &Arc<Book>, message: &NewMessage, key: Option<&str>) -> AppendRequest {
     let at = "2026-01-01T00:00:00Z";
     AppendRequest {
+        book: Arc::clone(book),
         tail: message.json_tail_at(at),
         record: key.map(|key| {
             let suffix = IdempotencyRecord::suffix(at, message);
-            (ctx.keys.idempotency(key), suffix)
+            (book.keys().idempotency(key), suffix)
         }),
         known: 0,
     }
@@ -67,7 +69,7 @@ async fn one_batch(f: &Fixture, appends: &[(NewMessage, Option<&str>)]) -> Vec<S
     let mut answers = Vec::new();
     for (message, key) in appends {
         let (reply, answer) = oneshot::channel();
-        let request = request(&f.ctx, message, *key);
+        let request = request(&f.book, message, *key);
         let links = Arc::clone(&f.links);
         jobs.push(Job {
             links,
@@ -95,7 +97,7 @@ async fn one_batch(f: &Fixture, appends: &[(NewMessage, Option<&str>)]) -> Vec<S
 async fn log_ids(f: &Fixture) -> Vec<u64> {
     let mut conn = f.conn.clone();
     let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
-        .arg(&f.ctx.keys.log)
+        .arg(&f.book.keys().log)
         .arg("-")
         .arg("+")
         .query_async(&mut conn)
@@ -148,7 +150,7 @@ async fn a_failing_first_log_write_fails_the_whole_batch_and_writes_nothing() {
     let f = fixture().await;
     let mut conn = f.conn.clone();
     let _: () = redis::cmd("SET")
-        .arg(&f.ctx.keys.log)
+        .arg(&f.book.keys().log)
         .arg("not a stream")
         .query_async(&mut conn)
         .await
@@ -163,7 +165,7 @@ async fn a_failing_first_log_write_fails_the_whole_batch_and_writes_nothing() {
     )
     .await;
     assert_eq!(verdicts, ["error redis", "error redis", "error redis"]);
-    let keys = &f.ctx.keys;
+    let keys = f.book.keys();
     for key in [keys.seq.clone(), keys.term.clone(), keys.idempotency("a")] {
         let exists: bool = redis::cmd("EXISTS")
             .arg(&key)
