@@ -23,7 +23,7 @@ const FALLBACK_PREFIX: &str = "loadtest";
 pub enum Books {
     /// The backend's default book, through `/api/messages`.
     Default,
-    /// `count` books named `<prefix>-1` .. `<prefix>-<count>`, through
+    /// `count` books named `<prefix>-0` .. `<prefix>-<count - 1>`, through
     /// `/api/books/{book}/messages`.
     Named {
         /// The names' common start.
@@ -82,7 +82,7 @@ impl Books {
     pub fn name(&self, slot: usize) -> Option<String> {
         match self {
             Self::Default => None,
-            Self::Named { prefix, .. } => Some(format!("{prefix}-{}", slot + 1)),
+            Self::Named { prefix, .. } => Some(format!("{prefix}-{slot}")),
         }
     }
 
@@ -104,10 +104,10 @@ impl Books {
 }
 
 /// A book-name prefix from the run id: characters a book name cannot hold become `_`, and the
-/// end is cut so that `<prefix>-<count>` fits. Two run ids cut to the same prefix share books,
+/// end is cut so that `<prefix>-<count - 1>` fits. Two run ids cut to the same prefix share books,
 /// which the verdict tolerates: it only looks at this run's texts.
 fn prefix_from_run_id(run_id: &str, count: usize) -> String {
-    let room = MAX_BOOK_NAME - 1 - count.to_string().len();
+    let room = MAX_BOOK_NAME - 1 - count.saturating_sub(1).to_string().len();
     let prefix: String = run_id
         .chars()
         .map(|c| {
@@ -214,15 +214,15 @@ mod tests {
         let books = Books::from_flags(3, Some("party"), "run-x").expect("valid");
         let slots: Vec<usize> = (0..7).map(|i| books.of(i)).collect();
         assert_eq!(slots, [0, 1, 2, 0, 1, 2, 0]);
-        assert_eq!(books.path(0), "/api/books/party-1/messages");
-        assert_eq!(books.path(2), "/api/books/party-3/messages");
+        assert_eq!(books.path(0), "/api/books/party-0/messages");
+        assert_eq!(books.path(2), "/api/books/party-2/messages");
     }
 
     #[test]
     fn the_default_prefix_comes_from_the_run_id_so_reruns_do_not_collide() {
         let first = Books::from_flags(5, None, "run-1234abcd").expect("valid");
         let second = Books::from_flags(5, None, "run-99999999").expect("valid");
-        assert_eq!(first.name(0).as_deref(), Some("run-1234abcd-1"));
+        assert_eq!(first.name(0).as_deref(), Some("run-1234abcd-0"));
         assert_ne!(first.name(0), second.name(0));
     }
 
@@ -235,14 +235,14 @@ mod tests {
         assert_eq!(last.len(), MAX_BOOK_NAME);
         assert!(last.starts_with("my_run_x"), "{last}");
         let odd = Books::from_flags(2, None, "!!").expect("valid");
-        assert_eq!(odd.name(0).as_deref(), Some("__-1"));
+        assert_eq!(odd.name(0).as_deref(), Some("__-0"));
         let empty = Books::from_flags(2, None, "").expect("valid");
-        assert_eq!(empty.name(1).as_deref(), Some("loadtest-2"));
+        assert_eq!(empty.name(1).as_deref(), Some("loadtest-1"));
     }
 
     #[test]
     fn a_prefix_that_makes_a_bad_name_is_refused() {
-        let longest_fitting = "p".repeat(MAX_BOOK_NAME - "-10".len());
+        let longest_fitting = "p".repeat(MAX_BOOK_NAME - "-9".len());
         assert!(Books::from_flags(10, Some(&longest_fitting), "r").is_ok());
         for prefix in [format!("{longest_fitting}p"), "a b".into(), "a/b".into()] {
             let err = Books::from_flags(10, Some(&prefix), "r").expect_err(&prefix);
@@ -260,7 +260,7 @@ mod tests {
     #[test]
     fn one_named_book_takes_the_books_path() {
         let books = Books::from_flags(1, Some("solo"), "r").expect("valid");
-        assert_eq!(books.path(books.of(3)), "/api/books/solo-1/messages");
+        assert_eq!(books.path(books.of(3)), "/api/books/solo-0/messages");
     }
 
     #[test]
@@ -275,7 +275,7 @@ mod tests {
         };
         let report = BooksReport::new(&books, &[verdict(4, 0), verdict(3, 1)]);
         assert_eq!((report.acknowledged_min, report.acknowledged_max), (3, 4));
-        assert_eq!(report.per_book[1].book.as_deref(), Some("b-2"));
+        assert_eq!(report.per_book[1].book.as_deref(), Some("b-1"));
         assert!(!report.per_book[0].troubled());
         assert!(report.per_book[1].troubled());
     }

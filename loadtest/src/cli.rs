@@ -49,7 +49,7 @@ pub struct MessagesArgs {
     #[arg(long, default_value_t = 1_000)]
     pub count: usize,
     /// Deal the messages round-robin over this many books (1 to 1000), named
-    /// `<book-prefix>-1` .. `<book-prefix>-N` and written through /api/books/{book}/messages,
+    /// `<book-prefix>-0` .. `<book-prefix>-<N-1>` and written through /api/books/{book}/messages,
     /// and verify each. 1 without --book-prefix: the default book, through /api/messages.
     #[arg(long, default_value_t = 1)]
     pub books: usize,
@@ -396,7 +396,7 @@ mod tests {
             .to_run()
             .expect("valid");
         assert_eq!(five.books.len(), 5);
-        assert_eq!(five.books.name(4).as_deref(), Some("r1-5"));
+        assert_eq!(five.books.name(4).as_deref(), Some("r1-4"));
     }
 
     #[test]

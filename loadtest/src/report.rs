@@ -203,7 +203,11 @@ fn books_rows(out: &mut String, books: &BooksReport, verdict: &Verdict) {
     row(
         out,
         "books",
-        &format!("{} ({prefix}-1 .. {prefix}-{})", books.count, books.count),
+        &format!(
+            "{} ({prefix}-0 .. {prefix}-{})",
+            books.count,
+            books.count - 1
+        ),
     );
     row(
         out,

@@ -11,7 +11,7 @@ use guestbook_api::{Message, MessagePage, NewMessageBody};
 use guestbook_backend::store::AppendStrategy;
 use serde::Deserialize;
 
-use crate::helpers::{ADMIN_TOKEN, RedisServer, backend, json, loadtest, run_against};
+use crate::helpers::{ADMIN_TOKEN, RedisServer, backend, client, json, loadtest, run_against};
 
 /// The texts of every message in the book at `messages_url`, oldest first.
 async fn texts(messages_url: &str) -> Vec<String> {
@@ -66,10 +66,10 @@ async fn five_books_each_hold_their_share_and_nothing_reaches_the_default_book()
     );
     let per_book = books["per_book"].as_array().expect("per_book");
     assert_eq!(per_book.len(), 5);
-    // Read the books here too, not only through the tool's own read-back: book n (1-based)
-    // holds exactly the messages whose index is n - 1 modulo 5.
+    // Read the books here too, not only through the tool's own read-back: book n holds
+    // exactly the messages whose index is n modulo 5.
     for (slot, book) in per_book.iter().enumerate() {
-        let name = format!("books-five-{}", slot + 1);
+        let name = format!("books-five-{slot}");
         assert_eq!(book["book"], name.as_str(), "{book}");
         assert_eq!(
             (book["acknowledged"].as_u64(), book["found"].as_u64()),
@@ -216,10 +216,43 @@ async fn the_table_names_the_books_and_the_misplaced_messages() {
     assert_eq!(output.status.code(), Some(1), "{table}");
     assert!(table.contains("FAILED"), "{table}");
     assert!(
-        table.contains("books                3 (shelf-1 .. shelf-3)"),
+        table.contains("books                3 (shelf-0 .. shelf-2)"),
         "{table}"
     );
     assert!(table.contains("acked per book       2 .. 2"), "{table}");
     assert!(table.contains("misplaced            6"), "{table}");
     assert!(table.contains("misplaced e.g."), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn books_work_through_the_client_on_the_same_paths() {
+    let redis = RedisServer::start().await;
+    let lua = backend(&redis, AppendStrategy::Lua).await;
+    let front = client(&lua).await;
+
+    let output = loadtest(&[
+        "messages",
+        "--target",
+        &front.base,
+        "--books",
+        "3",
+        "--run-id",
+        "via-client",
+        "--count",
+        "30",
+        "--concurrency",
+        "6",
+        "--idempotent-retries",
+        "--json",
+    ])
+    .await;
+
+    let report = json(&output);
+    assert_eq!(output.status.code(), Some(0), "{report}");
+    assert_eq!(report["verdict"]["found"], 30);
+    assert_eq!(report["books"]["acknowledged_min"], 10);
+    // Straight from the backend: the client passed each message to its own book.
+    let held = texts(&format!("{}/api/books/via-client-2/messages", lua.base)).await;
+    assert_eq!(held.len(), 10, "{held:?}");
+    assert!(held.contains(&"via-client #29".to_owned()), "{held:?}");
 }
