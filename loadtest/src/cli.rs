@@ -8,6 +8,7 @@ use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
+use crate::books::Books;
 use crate::http_load::HttpLoad;
 use crate::messages::MessagesRun;
 use crate::schedule::Schedule;
@@ -24,8 +25,8 @@ pub struct Cli {
 /// The modes.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Send N distinct messages in parallel, read the guestbook back, and exit non-zero unless
-    /// every acknowledged message is present exactly once.
+    /// Send N distinct messages in parallel, read the guestbook (or each of --books) back, and
+    /// exit non-zero unless every acknowledged message is present exactly once, in its book.
     Messages(MessagesArgs),
     /// HTTP load: closed loop (--connections) or open loop at a constant --rate.
     Http(HttpArgs),
@@ -43,9 +44,18 @@ pub struct MessagesArgs {
     /// Comma-separated base URLs to post to, round-robin (default: the target).
     #[arg(long, value_delimiter = ',')]
     pub replicas: Vec<String>,
-    /// Messages to send. Keep it below the backend's MAX_MESSAGES, or trimming reads as loss.
+    /// Messages to send. Keep each book's share below the backend's MAX_MESSAGES, or trimming
+    /// reads as loss.
     #[arg(long, default_value_t = 1_000)]
     pub count: usize,
+    /// Deal the messages round-robin over this many books (1 to 1000), named
+    /// `<book-prefix>-0` .. `<book-prefix>-<N-1>` and written through /api/books/{book}/messages,
+    /// and verify each. 1 without --book-prefix: the default book, through /api/messages.
+    #[arg(long, default_value_t = 1)]
+    pub books: usize,
+    /// Start of the book names with --books (default: the run id, so reruns use new books).
+    #[arg(long)]
+    pub book_prefix: Option<String>,
     /// Messages in flight at once.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
@@ -215,6 +225,17 @@ impl MessagesArgs {
         for replica in &self.replicas {
             check_plain_http("--replicas", replica)?;
         }
+        let run_id = self.run_id.clone().unwrap_or_else(|| {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            format!("run-{}", &id[..8])
+        });
+        let books = Books::from_flags(self.books, self.book_prefix.as_deref(), &run_id)?;
+        // An empty book would pass its check without having been tested.
+        if self.count < books.len() {
+            return Err(
+                "--count must be at least --books, so that every book gets a message".into(),
+            );
+        }
         Ok(MessagesRun {
             target: self.target.clone(),
             replicas: self.replicas.clone(),
@@ -222,10 +243,7 @@ impl MessagesArgs {
             concurrency: self.concurrency,
             idempotent_retries: self.idempotent_retries,
             max_attempts: self.max_attempts.max(1),
-            run_id: self.run_id.clone().unwrap_or_else(|| {
-                let id = uuid::Uuid::new_v4().simple().to_string();
-                format!("run-{}", &id[..8])
-            }),
+            run_id,
             clear_with: if self.clear {
                 self.admin_token.clone()
             } else {
@@ -235,6 +253,7 @@ impl MessagesArgs {
             rate: self.rate,
             trace: self.trace.clone(),
             fresh_connections: self.fresh_connections,
+            books,
         })
     }
 }
@@ -357,5 +376,43 @@ mod tests {
             };
             assert!(args.to_load().is_err(), "{url}");
         }
+    }
+
+    fn messages_args(extra: &[&str]) -> MessagesArgs {
+        let mut args = vec!["t", "messages", "--target", "http://127.0.0.1:8080"];
+        args.extend(extra);
+        let cli = Cli::try_parse_from(args).expect("parses");
+        let Command::Messages(args) = cli.command else {
+            panic!("messages")
+        };
+        args
+    }
+
+    #[test]
+    fn one_book_is_the_default_book_and_more_are_named_after_the_run() {
+        let one = messages_args(&[]).to_run().expect("valid");
+        assert_eq!(one.books, Books::Default);
+        let five = messages_args(&["--books", "5", "--run-id", "r1"])
+            .to_run()
+            .expect("valid");
+        assert_eq!(five.books.len(), 5);
+        assert_eq!(five.books.name(4).as_deref(), Some("r1-4"));
+    }
+
+    #[test]
+    fn a_bad_number_of_books_or_prefix_is_a_usage_error() {
+        for extra in [
+            &["--books", "0"][..],
+            &["--books", "1001"],
+            &["--books", "5", "--count", "4"],
+            &["--books", "2", "--book-prefix", "no spaces"],
+        ] {
+            assert!(messages_args(extra).to_run().is_err(), "{extra:?}");
+        }
+        assert!(
+            messages_args(&["--books", "2", "--book-prefix", "ok_prefix"])
+                .to_run()
+                .is_ok()
+        );
     }
 }

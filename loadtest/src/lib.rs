@@ -4,6 +4,7 @@
 //! - [`messages`]: the `messages` mode, seed 000's parallel-write experiment done properly; it
 //!   posts `guestbook_api::NewMessageBody` and reads pages as `guestbook_api::MessagePage`, so
 //!   the tool and the services share one definition of the wire.
+//! - [`books`]: which book each message goes to (`--books`), and the per-book figures.
 //! - [`verify`]: the exactly-once verdict, a pure function.
 //! - [`http_load`]: the `http` mode's engine over raw HTTP/1.1 connections.
 //! - [`schedule`]: closed and open loop pacing, and coordinated-omission-free latency.
@@ -15,6 +16,7 @@
 //!   deliveries, misses, duplicates, fan-out delay and the backend's memory per subscriber.
 //! - [`progress`]: a progress bar when stderr is a terminal, around a run.
 
+pub mod books;
 pub mod cli;
 pub mod http_load;
 pub mod messages;

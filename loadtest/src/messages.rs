@@ -1,6 +1,6 @@
 //! The `messages` mode: seed 000's experiment done properly. Sends N distinct messages in
-//! parallel (spread over replicas), reads the guestbook back, and checks every acknowledged
-//! message is there exactly once.
+//! parallel (spread over replicas, and over books with `--books`), reads every book back, and
+//! checks every acknowledged message is there exactly once, in its own book.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,12 +11,17 @@ use futures_util::StreamExt;
 use guestbook_api::{MAX_PAGE_LIMIT, Message, MessagePage, NewMessageBody};
 use serde::Serialize;
 
+use crate::books::{Books, BooksReport};
 use crate::stats::{Outcome, Percentiles, Stats};
 use crate::timeline::{Attempt, MessageEnd, MessageSecond, timeline, trace_csv};
-use crate::verify::{FoundMessage, SentMessage, Verdict, verify};
+use crate::verify::{FoundMessage, SentMessage, Verdict, verify_books};
 
 /// Read back in the largest pages the API serves.
 const PAGE: usize = MAX_PAGE_LIMIT;
+
+/// Most books read back at once: enough to hide a round trip per book, few enough that a
+/// thousand-book read-back does not queue hundreds of full pages on the backend together.
+const READ_BACK_CONCURRENCY: usize = 8;
 
 /// What to send.
 #[derive(Debug, Clone)]
@@ -48,6 +53,8 @@ pub struct MessagesRun {
     /// Keep no idle connection, so each attempt connects anew (and a per-connection balancer
     /// picks a backend for each).
     pub fresh_connections: bool,
+    /// The books the messages are dealt over.
+    pub books: Books,
 }
 
 /// The report of a messages run.
@@ -78,6 +85,8 @@ pub struct MessagesReport {
     pub started_unix_ms: u64,
     /// The per-second timeline: attempts and messages by the second they ended.
     pub series: Vec<MessageSecond>,
+    /// The books written to, with each one's figures.
+    pub books: BooksReport,
 }
 
 fn trim(url: &str) -> String {
@@ -101,16 +110,19 @@ impl MessagesRun {
             .build()?;
         let target = trim(&self.target);
         if let Some(token) = &self.clear_with {
-            let response = client
-                .delete(format!("{target}/api/messages"))
-                .bearer_auth(token)
-                .send()
-                .await?;
-            anyhow::ensure!(
-                response.status().is_success(),
-                "clearing the guestbook answered {}",
-                response.status()
-            );
+            for slot in 0..self.books.len() {
+                let path = self.books.path(slot);
+                let response = client
+                    .delete(format!("{target}{path}"))
+                    .bearer_auth(token)
+                    .send()
+                    .await?;
+                anyhow::ensure!(
+                    response.status().is_success(),
+                    "clearing {path} answered {}",
+                    response.status()
+                );
+            }
         }
         let replicas: Vec<String> = if self.replicas.is_empty() {
             vec![target.clone()]
@@ -172,8 +184,22 @@ impl MessagesRun {
                 .map_err(|err| anyhow::anyhow!("writing {}: {err}", path.display()))?;
         }
         let series = timeline(&all_attempts, &ends);
-        let read_back = read_all(&client, &target).await?;
-        let verdict = verify(&sent, &read_back);
+        // In slot order (`buffered`, not `buffer_unordered`): the verdict pairs the n-th
+        // read-back with book n.
+        let read_back: Vec<Vec<FoundMessage>> = futures_util::stream::iter(0..self.books.len())
+            .map(|slot| {
+                let url = format!("{target}{}", self.books.path(slot));
+                let client = client.clone();
+                async move { read_all(&client, &url).await }
+            })
+            .buffered(self.concurrency.clamp(1, READ_BACK_CONCURRENCY))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<anyhow::Result<_>>()?;
+        let books_verdict = verify_books(&sent, &read_back);
+        let books = BooksReport::new(&self.books, &books_verdict.per_book);
+        let verdict = books_verdict.total;
         let passed = verdict.passed();
         Ok(MessagesReport {
             run_id: self.run_id.clone(),
@@ -188,6 +214,7 @@ impl MessagesRun {
             rate: self.rate,
             started_unix_ms,
             series,
+            books,
         })
     }
 
@@ -213,6 +240,8 @@ impl MessagesRun {
         } else {
             1
         };
+        let book = self.books.of(index);
+        let path = self.books.path(book);
         let body = NewMessageBody {
             author: "guestbook-loadtest".to_owned(),
             text: text.clone(),
@@ -227,7 +256,7 @@ impl MessagesRun {
         for attempt in 0..attempts {
             let replica_index = (index + attempt as usize) % replicas.len();
             let replica = &replicas[replica_index];
-            let mut request = client.post(format!("{replica}/api/messages")).json(&body);
+            let mut request = client.post(format!("{replica}{path}")).json(&body);
             if let Some(key) = &key {
                 request = request.header("Idempotency-Key", key);
             }
@@ -294,6 +323,7 @@ impl MessagesRun {
                 key,
                 text,
                 acked_id,
+                book,
             },
             outcomes,
             attempts: made,
@@ -310,18 +340,22 @@ struct Sent {
     end: MessageEnd,
 }
 
-/// Reads the whole guestbook, page by page.
-pub async fn read_all(client: &reqwest::Client, target: &str) -> anyhow::Result<Vec<FoundMessage>> {
+/// Reads one whole book, page by page, from its messages URL (`{base}/api/messages` or
+/// `{base}/api/books/{book}/messages`).
+pub async fn read_all(
+    client: &reqwest::Client,
+    messages_url: &str,
+) -> anyhow::Result<Vec<FoundMessage>> {
     let mut all = Vec::new();
     let mut after = 0;
     loop {
         let response = client
-            .get(format!("{target}/api/messages?after={after}&limit={PAGE}"))
+            .get(format!("{messages_url}?after={after}&limit={PAGE}"))
             .send()
             .await?;
         anyhow::ensure!(
             response.status().is_success(),
-            "reading the guestbook answered {}",
+            "reading {messages_url} answered {}",
             response.status()
         );
         let page: MessagePage = response.json().await?;

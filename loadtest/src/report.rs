@@ -5,10 +5,12 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::books::BooksReport;
 use crate::http_load::{HttpLoad, HttpRun};
 use crate::messages::MessagesReport;
 use crate::schedule::Schedule;
 use crate::stats::Percentiles;
+use crate::verify::Verdict;
 
 /// One second of an `http` run.
 #[derive(Debug, Clone, Serialize)]
@@ -161,6 +163,7 @@ impl MessagesReport {
             "unacked but present",
             &v.unacknowledged_present.to_string(),
         );
+        books_rows(&mut out, &self.books, v);
         row(&mut out, "attempts", &self.attempts.to_string());
         if let Some(rate) = self.rate {
             row(&mut out, "rate", &format!("{rate} messages/s (open loop)"));
@@ -182,7 +185,61 @@ impl MessagesReport {
         for text in &v.duplicated_examples {
             row(&mut out, "duplicated e.g.", text);
         }
+        for text in &v.misplaced_examples {
+            row(&mut out, "misplaced e.g.", text);
+        }
         out
+    }
+}
+
+/// Most troubled books named in the table (the JSON lists them all).
+const TROUBLED_BOOKS_SHOWN: usize = 10;
+
+/// The books rows, for named books only: a default-book run's table is as it was before books.
+fn books_rows(out: &mut String, books: &BooksReport, verdict: &Verdict) {
+    let Some(prefix) = &books.prefix else {
+        return;
+    };
+    row(
+        out,
+        "books",
+        &format!(
+            "{} ({prefix}-0 .. {prefix}-{})",
+            books.count,
+            books.count - 1
+        ),
+    );
+    row(
+        out,
+        "acked per book",
+        &format!("{} .. {}", books.acknowledged_min, books.acknowledged_max),
+    );
+    row(out, "misplaced", &verdict.misplaced.to_string());
+    let troubled: Vec<_> = books.per_book.iter().filter(|b| b.troubled()).collect();
+    for book in troubled.iter().take(TROUBLED_BOOKS_SHOWN) {
+        let figures = [
+            ("lost", book.lost),
+            ("duplicated", book.duplicated),
+            ("wrong id", book.wrong_id),
+            ("out of order", book.out_of_order),
+        ];
+        let problems: Vec<String> = figures
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(what, n)| format!("{what} {n}"))
+            .collect();
+        row(
+            out,
+            &format!("book {}", book.book.as_deref().unwrap_or("default")),
+            &problems.join(", "),
+        );
+    }
+    if troubled.len() > TROUBLED_BOOKS_SHOWN {
+        row(
+            out,
+            "troubled books",
+            &format!("{} (all in --json)", troubled.len()),
+        );
     }
 }
 

@@ -1,7 +1,8 @@
-//! The exactly-once verdict: every acknowledged message present once, under the id it was
-//! acknowledged with, and ids unique and ascending. Pure, so it is tested on its own.
+//! The exactly-once verdict: every acknowledged message present once, in its own book, under
+//! the id it was acknowledged with, and ids unique and ascending. Pure, so it is tested on its
+//! own.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 
@@ -14,6 +15,8 @@ pub struct SentMessage {
     pub text: String,
     /// The id the backend acknowledged it with; `None` when no attempt was acknowledged.
     pub acked_id: Option<u64>,
+    /// The book (0-based slot, see [`crate::books::Books`]) it was posted to.
+    pub book: usize,
 }
 
 /// A message read back.
@@ -51,6 +54,11 @@ pub struct Verdict {
     pub lost_examples: Vec<String>,
     /// Up to ten texts of duplicated messages.
     pub duplicated_examples: Vec<String>,
+    /// Messages found in a book they were not posted to (acknowledged or not): books must
+    /// keep their writes apart. Always 0 with one book.
+    pub misplaced: usize,
+    /// Up to ten texts of misplaced messages.
+    pub misplaced_examples: Vec<String>,
 }
 
 impl Verdict {
@@ -61,7 +69,76 @@ impl Verdict {
             && self.duplicated == 0
             && self.wrong_id == 0
             && self.out_of_order == 0
+            && self.misplaced == 0
     }
+
+    /// Adds `other`'s counts (and examples, up to ten of each) to these.
+    fn add(&mut self, other: &Self) {
+        self.sent += other.sent;
+        self.acknowledged += other.acknowledged;
+        self.found += other.found;
+        self.lost += other.lost;
+        self.duplicated += other.duplicated;
+        self.wrong_id += other.wrong_id;
+        self.unacknowledged_present += other.unacknowledged_present;
+        self.out_of_order += other.out_of_order;
+        self.misplaced += other.misplaced;
+        for (mine, theirs) in [
+            (&mut self.lost_examples, &other.lost_examples),
+            (&mut self.duplicated_examples, &other.duplicated_examples),
+            (&mut self.misplaced_examples, &other.misplaced_examples),
+        ] {
+            let room = SAMPLE.saturating_sub(mine.len());
+            mine.extend(theirs.iter().take(room).cloned());
+        }
+    }
+}
+
+/// The verdict of a run over several books.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BooksVerdict {
+    /// The whole run: every book's counts added up, and the misplaced messages.
+    pub total: Verdict,
+    /// Each book's own verdict, in slot order (`misplaced` is only in the total).
+    pub per_book: Vec<Verdict>,
+}
+
+/// Compares what was sent to each book with what each book holds: `read_back[slot]` is book
+/// `slot` read back in full. Each book is judged on its own, as [`verify`] judges one book,
+/// against the messages posted to it; a message of this run found in another book than its
+/// own is counted as misplaced, once however many books hold it.
+pub fn verify_books(sent: &[SentMessage], read_back: &[Vec<FoundMessage>]) -> BooksVerdict {
+    let mut by_book: Vec<Vec<SentMessage>> = vec![Vec::new(); read_back.len()];
+    for message in sent {
+        if let Some(book) = by_book.get_mut(message.book) {
+            book.push(message.clone());
+        }
+    }
+    let per_book: Vec<Verdict> = by_book
+        .iter()
+        .zip(read_back)
+        .map(|(sent, found)| verify(sent, found))
+        .collect();
+    let mut total = Verdict::default();
+    for verdict in &per_book {
+        total.add(verdict);
+    }
+    let home: HashMap<&str, usize> = sent.iter().map(|m| (m.text.as_str(), m.book)).collect();
+    // A BTreeSet keeps the examples in a stable order from one run of the report to the next.
+    let misplaced: BTreeSet<&str> = read_back
+        .iter()
+        .enumerate()
+        .flat_map(|(slot, found)| found.iter().map(move |m| (slot, m.text.as_str())))
+        .filter(|(slot, text)| home.get(text).is_some_and(|own| own != slot))
+        .map(|(_, text)| text)
+        .collect();
+    total.misplaced = misplaced.len();
+    total.misplaced_examples = misplaced
+        .iter()
+        .take(SAMPLE)
+        .map(|&text| text.to_owned())
+        .collect();
+    BooksVerdict { total, per_book }
 }
 
 /// Compares what was sent and acknowledged with everything read back.
@@ -125,6 +202,14 @@ mod tests {
             key: None,
             text: text.into(),
             acked_id,
+            book: 0,
+        }
+    }
+
+    fn sent_to(book: usize, text: &str, acked_id: Option<u64>) -> SentMessage {
+        SentMessage {
+            book,
+            ..sent(text, acked_id)
         }
     }
 
@@ -190,5 +275,68 @@ mod tests {
     #[test]
     fn nothing_acknowledged_is_not_a_pass() {
         assert!(!verify(&[sent("a", None)], &[]).passed());
+    }
+
+    #[test]
+    fn books_holding_their_own_messages_pass_with_ids_per_book() {
+        let verdict = verify_books(
+            &[
+                sent_to(0, "a", Some(1)),
+                sent_to(1, "b", Some(1)),
+                sent_to(0, "c", Some(2)),
+            ],
+            &[vec![found(1, "a"), found(2, "c")], vec![found(1, "b")]],
+        );
+        assert!(verdict.total.passed(), "{verdict:?}");
+        assert_eq!((verdict.total.acknowledged, verdict.total.found), (3, 3));
+        assert_eq!(verdict.per_book[0].found, 2);
+        assert_eq!(verdict.per_book[1].found, 1);
+    }
+
+    #[test]
+    fn a_message_in_the_wrong_book_is_misplaced_and_lost_from_its_own() {
+        let verdict = verify_books(
+            &[sent_to(0, "a", Some(1)), sent_to(1, "b", Some(1))],
+            &[vec![found(1, "a"), found(2, "b")], vec![]],
+        );
+        assert!(!verdict.total.passed());
+        assert_eq!(verdict.total.misplaced, 1);
+        assert_eq!(verdict.total.misplaced_examples, vec!["b".to_owned()]);
+        assert_eq!(verdict.total.lost, 1);
+        assert_eq!((verdict.per_book[0].lost, verdict.per_book[1].lost), (0, 1));
+    }
+
+    #[test]
+    fn a_copy_in_another_book_fails_even_when_its_own_book_holds_it() {
+        let verdict = verify_books(
+            &[sent_to(0, "a", Some(1)), sent_to(1, "b", None)],
+            &[vec![found(1, "a"), found(2, "b")], vec![found(1, "b")]],
+        );
+        assert_eq!(verdict.total.lost, 0);
+        assert_eq!(verdict.total.misplaced, 1, "{verdict:?}");
+        assert!(!verdict.total.passed());
+    }
+
+    #[test]
+    fn another_runs_messages_in_a_book_are_ignored() {
+        let verdict = verify_books(
+            &[sent_to(0, "a", Some(2)), sent_to(1, "b", Some(1))],
+            &[
+                vec![found(1, "other run"), found(2, "a")],
+                vec![found(1, "b")],
+            ],
+        );
+        assert!(verdict.total.passed(), "{verdict:?}");
+    }
+
+    #[test]
+    fn the_total_adds_up_the_books_and_keeps_ten_examples() {
+        let sent: Vec<SentMessage> = (0..30)
+            .map(|i| sent_to(i % 3, &format!("m{i}"), Some(1)))
+            .collect();
+        let verdict = verify_books(&sent, &[vec![], vec![], vec![]]);
+        assert_eq!(verdict.total.lost, 30);
+        assert_eq!(verdict.per_book.iter().map(|v| v.lost).sum::<usize>(), 30);
+        assert_eq!(verdict.total.lost_examples.len(), SAMPLE);
     }
 }

@@ -47,6 +47,25 @@ pub async fn backend_with(
     }
 }
 
+/// A client serving in front of `backend` until dropped, its write limit off: the tool is one
+/// address, and the limit is the client's own business, tested in its crate.
+pub async fn client(backend: &Backend) -> Backend {
+    let mut settings = guestbook_client::Settings::for_tests(&backend.base);
+    settings.rate_limit_writes_per_sec = 0.0;
+    let app = guestbook_client::Application::build(settings)
+        .await
+        .expect("client builds");
+    let addr: SocketAddr = app.local_addr().expect("bound");
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    Backend {
+        base: format!("http://{addr}"),
+        _stop: stop,
+    }
+}
+
 /// Runs the loadtest binary with `args` (off the async runtime's threads).
 pub async fn loadtest(args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
