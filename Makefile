@@ -94,6 +94,7 @@ bench: build ## every benchmark; a full run rewrites BENCHMARKS.md
 	python3 scripts/bench_resilience.py
 	python3 scripts/bench_replication.py
 	python3 scripts/bench_cluster_failover.py
+	python3 scripts/bench_shards.py
 	python3 scripts/bench_idempotency_memory.py
 	python3 scripts/bench_append_script.py
 	python3 scripts/bench_stream.py

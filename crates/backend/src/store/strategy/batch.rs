@@ -22,6 +22,7 @@
 
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
+use futures_util::future::join_all;
 use redis::Script;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -138,13 +139,14 @@ async fn run(ctx: Arc<Ctx>, mut jobs: mpsc::Receiver<Job>) {
 }
 
 /// Sends `jobs`, one call per book and primary they were meant for (one script call touches
-/// one book's keys, which on a cluster live on one node).
+/// one book's keys, which on a cluster live on one node), all at once.
 async fn commit(ctx: &Ctx, jobs: Vec<Job>) {
     // A caller that left (timed out, or its client went away) gets nothing written.
     let mut jobs: Vec<Job> = jobs
         .into_iter()
         .filter(|job| !job.reply.is_closed())
         .collect();
+    let mut groups = Vec::new();
     while let Some(first) = jobs.first() {
         let links = Arc::clone(&first.links);
         let book = Arc::clone(&first.request.book);
@@ -152,8 +154,16 @@ async fn commit(ctx: &Ctx, jobs: Vec<Job>) {
             Arc::ptr_eq(&job.links, &links) && job.request.book.name() == book.name()
         });
         jobs = rest;
-        commit_on(ctx, &links, same).await;
+        groups.push((links, same));
     }
+    // Books are independent: their calls go out together (pipelined on each node's shared
+    // connection), not one after another; within a book, one call keeps the arrival order.
+    join_all(
+        groups
+            .into_iter()
+            .map(|(links, same)| async move { commit_on(ctx, &links, same).await }),
+    )
+    .await;
 }
 
 async fn commit_on(ctx: &Ctx, links: &PrimaryLinks, mut jobs: Vec<Job>) {
