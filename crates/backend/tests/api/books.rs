@@ -268,3 +268,58 @@ async fn books_spread_over_a_clusters_primaries_and_each_is_served_by_its_own() 
         .sum();
     assert_eq!(slots, 16_384, "{health}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_and_lock_append_exactly_once_to_books_on_every_node_at_once() {
+    let cluster = RedisCluster::start(3, 0).await;
+    let client = http();
+    for strategy in [AppendStrategy::Watch, AppendStrategy::Lock] {
+        let app = TestApp::spawn(in_cluster(&cluster.address(0), strategy)).await;
+        // Six books over the three primaries, written concurrently: each strategy's pool or
+        // lock must be the book's own node's, whichever book came first.
+        let books: Vec<String> = (0..6).map(|i| format!("{strategy:?}-{i}")).collect();
+        let mut nodes = BTreeSet::new();
+        for name in &books {
+            let slot = cluster.slot_of(&format!("{{guestbook:{name}}}")).await;
+            nodes.insert(cluster.owner_of_slot(slot).await);
+        }
+        assert!(
+            nodes.len() >= 2,
+            "{strategy:?}: the books span nodes: {nodes:?}"
+        );
+        let mut sends = tokio::task::JoinSet::new();
+        for (index, name) in books.iter().cycle().take(60).enumerate() {
+            let (client, url) = (
+                client.clone(),
+                app.url(&format!("/api/books/{name}/messages")),
+            );
+            sends.spawn(async move {
+                let key = format!("k{index}");
+                for _ in 0..100 {
+                    let (status, _) =
+                        post_to(&client, &url, &format!("m{index}"), Some(&key)).await;
+                    if status == 201 || status == 200 {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                panic!("m{index} never acknowledged");
+            });
+        }
+        while let Some(sent) = sends.join_next().await {
+            sent.expect("every message acknowledged");
+        }
+        for (offset, name) in books.iter().enumerate() {
+            let url = app.url(&format!("/api/books/{name}/messages?limit=1000"));
+            let stored = listed(&client, &url).await;
+            let texts: BTreeSet<String> = stored.iter().map(|(_, text)| text.clone()).collect();
+            let expected: BTreeSet<String> = (0..10)
+                .map(|round| format!("m{}", round * 6 + offset))
+                .collect();
+            assert_eq!(stored.len(), 10, "{strategy:?} {name}: {stored:?}");
+            assert_eq!(texts, expected, "{strategy:?} {name}");
+            let ids: Vec<u64> = stored.iter().map(|(id, _)| *id).collect();
+            assert_eq!(ids, (1..=10).collect::<Vec<_>>(), "{strategy:?} {name}");
+        }
+    }
+}
