@@ -7,8 +7,16 @@
 
 use std::io::IsTerminal;
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::MatchedPath;
-use http::{HeaderName, HeaderValue, Request};
+
+use http::{HeaderName, HeaderValue, Request, Response};
+use tower::{Layer, Service};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -103,6 +111,100 @@ pub fn trace_layer() -> Trace {
         .on_failure(())
 }
 
+/// [`trace_layer`], taken by a request only when the subscriber would record something of it.
+///
+/// # Why
+/// With the span and tower-http's events all filtered out (`RUST_LOG=warn`), the trace layer
+/// still reads the clock twice, wraps the response body (boxed again by axum) and polls
+/// through the wrapper: a few thousand instructions per request that record nothing
+/// (issue 17). The check is per request, so a filter changed at run time is followed.
+pub fn trace_if_enabled_layer() -> TraceIfEnabledLayer {
+    TraceIfEnabledLayer(trace_layer())
+}
+
+/// True when the request span, or one of the events tower-http's trace layer writes (at
+/// their default `DEBUG`, with their module as target), would be recorded.
+fn tracing_wanted() -> bool {
+    tracing::span_enabled!(Level::INFO)
+        || tracing::event_enabled!(target: "tower_http::trace::on_request", Level::DEBUG)
+        || tracing::event_enabled!(target: "tower_http::trace::on_response", Level::DEBUG)
+        || tracing::event_enabled!(target: "tower_http::trace::on_eos", Level::DEBUG)
+}
+
+/// See [`trace_if_enabled_layer`].
+#[derive(Clone)]
+pub struct TraceIfEnabledLayer(Trace);
+
+impl<S> Layer<S> for TraceIfEnabledLayer {
+    type Service = TraceIfEnabled<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TraceIfEnabled(self.0.layer(inner))
+    }
+}
+
+/// The service [`TraceIfEnabledLayer`] makes.
+#[derive(Clone)]
+pub struct TraceIfEnabled<S>(<Trace as Layer<S>>::Service);
+
+impl<S> Service<Request<Body>> for TraceIfEnabled<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = TraceIfEnabledFuture<
+        <<Trace as Layer<S>>::Service as Service<Request<Body>>>::Future,
+        S::Future,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        if tracing_wanted() {
+            TraceIfEnabledFuture::Traced {
+                inner: self.0.call(request),
+            }
+        } else {
+            TraceIfEnabledFuture::Plain {
+                inner: self.0.get_mut().call(request),
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer, traced or not, with one body type.
+    #[project = TraceIfEnabledProj]
+    pub enum TraceIfEnabledFuture<Traced, Plain> {
+        /// Through tower-http's trace layer.
+        Traced { #[pin] inner: Traced },
+        /// Straight from the service inside.
+        Plain { #[pin] inner: Plain },
+    }
+}
+
+impl<Traced, Plain, B> Future for TraceIfEnabledFuture<Traced, Plain>
+where
+    Traced: Future<Output = Result<Response<B>, Infallible>>,
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+    Plain: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            TraceIfEnabledProj::Traced { inner } => inner
+                .poll(cx)
+                .map(|answer| answer.map(|response| response.map(Body::new))),
+            TraceIfEnabledProj::Plain { inner } => inner.poll(cx),
+        }
+    }
+}
+
 fn request_span(request: &Request<axum::body::Body>) -> tracing::Span {
     let route = request
         .extensions()
@@ -131,5 +233,43 @@ mod tests {
         assert_eq!(parsed.get_version_num(), 4);
         assert_eq!(text, parsed.hyphenated().to_string());
         assert_ne!(first.header_value(), second.header_value());
+    }
+
+    fn subscriber(filter: &str) -> impl tracing::Subscriber + Send + Sync {
+        tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::new(filter))
+            .with_writer(std::io::sink)
+            .finish()
+    }
+
+    #[test]
+    fn a_request_is_traced_only_when_the_filter_records_something_of_it() {
+        let wanted =
+            |filter: &str| tracing::subscriber::with_default(subscriber(filter), tracing_wanted);
+        assert!(!wanted("warn"));
+        assert!(wanted("info"));
+        assert!(wanted("warn,tower_http=debug"));
+        assert!(!wanted("warn,tower_http=info"));
+    }
+
+    #[tokio::test]
+    async fn the_answer_is_the_same_traced_or_not() {
+        let service = tower::service_fn(|_request: Request<Body>| async {
+            let mut response = Response::new(Body::from("hello"));
+            *response.status_mut() = http::StatusCode::ACCEPTED;
+            Ok::<_, Infallible>(response)
+        });
+        let layered = trace_if_enabled_layer().layer(service);
+        for filter in ["warn", "debug"] {
+            let _default = tracing::subscriber::set_default(subscriber(filter));
+            let response = tower::ServiceExt::oneshot(layered.clone(), Request::new(Body::empty()))
+                .await
+                .expect("infallible");
+            assert_eq!(response.status(), http::StatusCode::ACCEPTED, "{filter}");
+            let body = axum::body::to_bytes(response.into_body(), 64)
+                .await
+                .expect("a small body");
+            assert_eq!(&body[..], b"hello", "{filter}");
+        }
     }
 }

@@ -189,6 +189,10 @@ impl Connections {
             let mut connection = pin!(connection);
             let mut draining = pin!(graceful.cancelled_owned());
             let mut idle = pin!(activity.idle_for(idle_timeout));
+            // Made once, like the others: a `force.cancelled()` inside the loop was a new
+            // waiter, queued on the token's lock and removed again, on every wake-up of the
+            // connection (issue 17).
+            let mut forced = pin!(force.cancelled_owned());
             let mut closing = false;
             loop {
                 tokio::select! {
@@ -208,7 +212,7 @@ impl Connections {
                         tracing::debug!(%remote, "connection idle; closing");
                         return;
                     }
-                    () = force.cancelled() => return,
+                    () = &mut forced => return,
                 }
             }
         }

@@ -3,7 +3,8 @@
 //! Outermost first:
 //! 1. set a request id (`x-request-id`, kept when the caller sent one);
 //! 2. propagate it onto the answer;
-//! 3. trace: one span per request, named by route template and request id;
+//! 3. trace: one span per request, named by route template and request id (skipped when the
+//!    log filter would record nothing of it);
 //! 4. the service's `edge` layer (the client's security headers; nothing in the backend): it
 //!    sees every answer, the refusals below included;
 //! 5. metrics: the HTTP histogram (`http_requests`) counts every answer the service gives;
@@ -60,7 +61,7 @@ where
         ServiceBuilder::new()
             .layer(telemetry::set_request_id_layer())
             .layer(telemetry::propagate_request_id_layer())
-            .layer(telemetry::trace_layer())
+            .layer(telemetry::trace_if_enabled_layer())
             .layer(edge)
             .layer(TrackLayer::new(metrics))
             .layer(GuardLayer::new(pressure))
