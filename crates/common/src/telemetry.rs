@@ -81,6 +81,93 @@ impl MakeRequestId for MakeUuid {
     }
 }
 
+/// Gives every request an `x-request-id` (kept when the caller sent one, else a new
+/// [`MakeUuid`] id) and puts the same id on its answer unless the answer carries one already:
+/// [`set_request_id_layer`] and [`propagate_request_id_layer`] in one layer.
+///
+/// Those two also store the id in the request's and in the answer's extensions, which
+/// nothing here reads: two extension maps allocated per request, and a future level more
+/// (issue 17).
+pub fn request_id_layer() -> RequestIdLayer {
+    RequestIdLayer
+}
+
+/// See [`request_id_layer`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestIdLayer;
+
+impl<S> Layer<S> for RequestIdLayer {
+    type Service = RequestIds<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestIds(inner)
+    }
+}
+
+/// The service [`RequestIdLayer`] makes.
+#[derive(Debug, Clone)]
+pub struct RequestIds<S>(S);
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequestIds<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = RequestIdFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let id = match request.headers().get(REQUEST_ID_HEADER) {
+            Some(id) => Some(id.clone()),
+            None => {
+                let id = MakeUuid
+                    .make_request_id(&request)
+                    .map(RequestId::into_header_value);
+                if let Some(id) = &id {
+                    request.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
+                }
+                id
+            }
+        };
+        RequestIdFuture {
+            inner: self.0.call(request),
+            id,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer, with the request's id unless it has one.
+    pub struct RequestIdFuture<F> {
+        #[pin]
+        inner: F,
+        id: Option<HeaderValue>,
+    }
+}
+
+impl<F, B, E> Future for RequestIdFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = std::task::ready!(this.inner.poll(cx))?;
+        if let Some(id) = this.id.take() {
+            response
+                .headers_mut()
+                .entry(REQUEST_ID_HEADER)
+                .or_insert(id);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
 /// Copies the request's `x-request-id` onto the response.
 pub fn propagate_request_id_layer() -> PropagateRequestIdLayer {
     PropagateRequestIdLayer::new(REQUEST_ID_HEADER)
@@ -271,5 +358,48 @@ mod tests {
                 .expect("a small body");
             assert_eq!(&body[..], b"hello", "{filter}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_request_id_is_made_or_kept_and_echoed_unless_the_answer_has_one() {
+        let echo = tower::service_fn(|request: Request<Body>| async move {
+            let mut response = Response::new(Body::empty());
+            let seen = request.headers().get(REQUEST_ID_HEADER).cloned();
+            if let Some(seen) = seen {
+                response.extensions_mut().insert(seen);
+            }
+            if request.uri().path() == "/own" {
+                response.headers_mut().insert(
+                    REQUEST_ID_HEADER,
+                    HeaderValue::from_static("from-the-answer"),
+                );
+            }
+            Ok::<_, Infallible>(response)
+        });
+        let service = request_id_layer().layer(echo);
+        let call = |request: Request<Body>| tower::ServiceExt::oneshot(service.clone(), request);
+
+        let made = call(Request::new(Body::empty())).await.expect("infallible");
+        let id = made.headers()[REQUEST_ID_HEADER].clone();
+        assert!(uuid::Uuid::parse_str(id.to_str().expect("ASCII")).is_ok());
+        assert_eq!(
+            made.extensions().get::<HeaderValue>(),
+            Some(&id),
+            "the handler saw it"
+        );
+
+        let kept = Request::get("/")
+            .header(REQUEST_ID_HEADER, "abc-123")
+            .body(Body::empty())
+            .expect("a valid request");
+        let kept = call(kept).await.expect("infallible");
+        assert_eq!(kept.headers()[REQUEST_ID_HEADER], "abc-123");
+
+        let own = Request::get("/own")
+            .header(REQUEST_ID_HEADER, "abc-123")
+            .body(Body::empty())
+            .expect("a valid request");
+        let own = call(own).await.expect("infallible");
+        assert_eq!(own.headers()[REQUEST_ID_HEADER], "from-the-answer");
     }
 }
