@@ -19,13 +19,16 @@ use it), a backend, the bare proxy and a client on 127.0.0.1 (release builds) an
 those processes. Results: target/bench/proxy.jsonl and the section between <!-- proxy:begin -->
 and <!-- proxy:end --> of BENCHMARKS.md (unless BENCHMARKS_MD="").
 Environment: DURATION [10] seconds per run, ROUNDS [3], PROFILE [1], REDIS_PORT [6391],
-BASE_PORT [18131] (backend; +1 bare proxy; +2 client; +3 baseline client), BASELINE_CLIENT [unset]:
+BASE_PORT [18131] (backend; +1 bare proxy; +2 client; +3 baseline client; +4 the callgrind runs),
+INSTRUCTIONS [0]: 1 adds instructions per request of each proxy under callgrind (valgrind),
+BASELINE_CLIENT [unset]:
 another client binary (an older build copied aside) run on the same backend and interleaved
 with the others, for a paired A/B of a change; its row is added to the table.
 """
 
 import collections
 import datetime
+import glob
 import os
 import platform
 import re
@@ -67,9 +70,10 @@ def start(command, env, url):
     return process
 
 
-def wrk(url, duration):
-    """wrk -t2 -c64 against `url`: the command, requests, req/s and the non-2xx count."""
-    command = ["wrk", "-t2", "-c64", f"-d{duration}s", url]
+def wrk(url, duration, threads=2, connections=64):
+    """wrk -t2 -c64 (unless told) against `url`: the command, requests, req/s and the non-2xx
+    count."""
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", url]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -124,6 +128,38 @@ def profile(process, url, duration):
     return {"areas": dict(shares), "top": symbols.most_common(15)} if shares else None
 
 
+def instructions(command, env, port, duration):
+    """Instructions per `GET /fetch` of the proxy that `command` starts on `port`, counted by
+    callgrind: exact, so the machine's noise does not move it, unlike the CPU times above.
+    wrk -t1 -c8 (callgrind runs one thread at a time, about 50x slower) after a 2 s warm-up;
+    the counters are zeroed after the warm-up, so start-up is left out, while background
+    work (timers, pool renewal, the pressure refresh) counts, at callgrind's lower rate.
+    None without valgrind."""
+    if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
+        return None
+    os.makedirs("target/bench", exist_ok=True)
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file=target/bench/callgrind.{port}.%p",
+                                *command], env=dict(os.environ, **QUIET, **env),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"{url}/liveness", process, "bench_proxy", seconds=60)
+        wrk(f"{url}/fetch", 2, threads=1, connections=8)
+        subprocess.run(["callgrind_control", "-z", str(process.pid)], check=True, capture_output=True)
+        _, requests, _, _ = wrk(f"{url}/fetch", duration, threads=1, connections=8)
+        subprocess.run(["callgrind_control", "-d", str(process.pid)], check=True, capture_output=True)
+    finally:
+        stop(process)
+    dumps = sorted(glob.glob(f"target/bench/callgrind.{port}.{process.pid}*"))
+    try:
+        with open(f"target/bench/callgrind.{port}.{process.pid}.1", encoding="utf-8") as dump:
+            total = next(int(line.split()[1]) for line in dump if line.startswith(("summary:", "totals:")))
+    finally:
+        for dump in dumps:
+            os.remove(dump)
+    return total / max(requests, 1)
+
+
 def machine():
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo", encoding="utf-8")
                 if line.startswith("model name")), platform.processor())
@@ -137,8 +173,10 @@ def main():
     base_port = env_int("BASE_PORT", 18131)
     doc = benchmarks_md()
     baseline = os.environ.get("BASELINE_CLIENT", "")
+    counting = os.environ.get("INSTRUCTIONS", "0") != "0"
     prepare("bench_proxy", binaries=(BACKEND, CLIENT, BARE) + ((baseline,) if baseline else ()),
-            ports=(redis_port, base_port, base_port + 1, base_port + 2) + ((base_port + 3,) if baseline else ()))
+            ports=(redis_port, base_port, base_port + 1, base_port + 2) + ((base_port + 3,) if baseline else ())
+            + ((base_port + 4,) if counting else ()))
     if not shutil.which("wrk"):
         raise SystemExit("bench_proxy: wrk missing (apt-get install wrk)")
     backend_url, bare_url, client_url = (f"http://127.0.0.1:{base_port + i}" for i in range(3))
@@ -146,7 +184,7 @@ def main():
                               "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     processes = [redis]
     runs = collections.defaultdict(list)
-    commands, profiles = {}, {}
+    commands, profiles, counts = {}, {}, {}
     try:
         backend = start([BACKEND], {"LISTEN_ADDR": f"127.0.0.1:{base_port}",
                                     "REDIS_URL": f"redis://127.0.0.1:{redis_port}"}, f"{backend_url}/liveness")
@@ -174,6 +212,13 @@ def main():
             os.makedirs("target/bench", exist_ok=True)
             profiles = {"bare": profile(bare, f"{bare_url}/fetch", duration),
                         "client": profile(client, f"{client_url}/fetch", duration)}
+        if counting:
+            # One at a time on a spare port, against the same backend.
+            spare = base_port + 4
+            counts = {"bare": instructions([BARE, "--listen", f"127.0.0.1:{spare}", "--backend", backend_url], {},
+                                           spare, duration),
+                      "client": instructions([CLIENT], {"LISTEN_ADDR": f"127.0.0.1:{spare}", "BACKEND_URL": backend_url},
+                                             spare, duration)}
     finally:
         for process in reversed(processes):
             stop(process)
@@ -187,7 +232,7 @@ def main():
     throughput, cost = rate["client"] / rate["bare"], cpu["client"] / cpu["bare"]
     verdict = lambda ok: "**met**" if ok else "**NOT met**"
     when = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-    append_jsonl("proxy.jsonl", {"when": when, "runs": runs, "profiles": profiles})
+    append_jsonl("proxy.jsonl", {"when": when, "runs": runs, "profiles": profiles, "instructions": counts})
     rates = lambda name: " / ".join(f"{run['rate']:,.0f}" for run in runs[name])
     lines = [
         f"_Generated by `scripts/bench_proxy.py` on {when}; do not edit by hand._",
@@ -217,6 +262,10 @@ def main():
         f"1.15× allows the client {0.15 * cpu['bare']:.1f} µs beyond the bare proxy; it spends "
         f"{cpu['client'] - cpu['bare']:+.1f} µs.",
     ]
+    if counts.get("bare") and counts.get("client"):
+        lines += ["", f"Instructions per request (callgrind, exact; `INSTRUCTIONS=1`, wrk -t1 -c8 for {duration} s after a "
+                  f"2 s warm-up, background work included): bare proxy {counts['bare']:,.0f}, client "
+                  f"{counts['client']:,.0f} ({counts['client'] / counts['bare']:.2f}×)."]
     if profiles.get("bare") and profiles.get("client"):
         areas = sorted(set(profiles["client"]["areas"]) | set(profiles["bare"]["areas"]),
                        key=lambda area: -profiles["client"]["areas"].get(area, 0))

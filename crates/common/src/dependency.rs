@@ -136,11 +136,10 @@ pub struct Wait<S>(S);
 impl<S, Request> Service<Request> for Wait<S>
 where
     S: Service<Request>,
-    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = WaitFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.0.poll_ready(cx)
@@ -149,11 +148,34 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         // Read here, in the caller's task: the returned future may be polled elsewhere.
         let waiting = current().map(|clock| clock.enter());
-        let call = self.0.call(request);
-        Box::pin(async move {
-            let _waiting = waiting;
-            call.await
-        })
+        WaitFuture {
+            inner: self.0.call(request),
+            waiting,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner call, counted as waiting until it completes or is dropped.
+    ///
+    /// A named future rather than a boxed `async` block: the box moved the whole stack's
+    /// future to the heap on every backend call (issue 17).
+    pub struct WaitFuture<F> {
+        #[pin]
+        inner: F,
+        waiting: Option<Waiting>,
+    }
+}
+
+impl<F: Future> Future for WaitFuture<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let output = std::task::ready!(this.inner.poll(cx));
+        // The interval ends with the call, as it did when the guard lived in an async block.
+        this.waiting.take();
+        Poll::Ready(output)
     }
 }
 

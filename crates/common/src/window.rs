@@ -94,17 +94,23 @@ impl LatencyWindow {
 
     /// The epoch (age-bucket number since start) of now. Epochs start at 1, so a slot's
     /// initial epoch 0 never counts as live.
-    fn epoch(&self) -> u64 {
-        let elapsed = self.start.elapsed().as_nanos();
+    fn epoch(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.start).as_nanos();
         u64::try_from(elapsed / self.bucket_len.as_nanos()).unwrap_or(u64::MAX - 1) + 1
     }
 
     /// Records one latency.
     pub fn record(&self, latency: Duration) {
+        self.record_at(latency, Instant::now());
+    }
+
+    /// Records one latency observed at `now`: a caller recording into several windows reads
+    /// the clock once for all of them.
+    pub fn record_at(&self, latency: Duration, now: Instant) {
         let micros = u64::try_from(latency.as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
-        let epoch = self.epoch();
+        let epoch = self.epoch(now);
         let index = SHARD.with(|shard| *shard);
         let mut shard = self.shards[index]
             .lock()
@@ -120,7 +126,7 @@ impl LatencyWindow {
 
     /// The quantiles over the live age buckets.
     pub fn snapshot(&self) -> WindowSnapshot {
-        let now = self.epoch();
+        let now = self.epoch(Instant::now());
         let oldest = now.saturating_sub(self.buckets - 1);
         let mut merged = empty();
         for shard in &self.shards {

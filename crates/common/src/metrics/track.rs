@@ -4,12 +4,14 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::Request;
+use axum::http::Method;
 use axum::response::Response;
+use prometheus_client::metrics::histogram::Histogram;
 
 use super::{HttpLabels, HttpMetrics, MethodLabel, Metrics, RouteLabel};
 
@@ -36,15 +38,25 @@ impl<S> tower::Layer<S> for TrackLayer {
         Track {
             inner,
             http: Arc::clone(&self.0),
+            hot: Arc::default(),
         }
     }
 }
+
+/// The series of a route's successful GETs (method `GET`, status 200), kept once looked up.
+///
+/// `Router::layer` gives each route a `Track` of its own, and nearly all of a busy route's
+/// answers are GET 200: keeping that one series spares the family lookup (the labels hashed
+/// with SipHash under a lock) on the common path (issue 17). The route is kept with it and
+/// compared, so a `Track` that sees several routes still records each in its own series.
+type HotSeries = Arc<OnceLock<(RouteLabel, Histogram)>>;
 
 /// The service [`TrackLayer`] makes.
 #[derive(Clone)]
 pub struct Track<S> {
     inner: S,
     http: Arc<HttpMetrics>,
+    hot: HotSeries,
 }
 
 impl<S> tower::Service<Request> for Track<S>
@@ -69,6 +81,7 @@ where
             started,
             labels: Some((method, route)),
             in_flight: Some(in_flight),
+            hot: Arc::clone(&self.hot),
         }
     }
 }
@@ -81,6 +94,7 @@ pin_project_lite::pin_project! {
         started: Instant,
         labels: Option<(MethodLabel, RouteLabel)>,
         in_flight: Option<InFlight>,
+        hot: HotSeries,
     }
 }
 
@@ -100,14 +114,29 @@ where
             this.in_flight.take().and_then(InFlight::leave),
             this.labels.take(),
         ) {
-            let labels = HttpLabels {
-                method,
-                route,
-                status: response.status().as_u16(),
-            };
-            http.requests
-                .get_or_create(&labels)
-                .observe(this.started.elapsed().as_secs_f64());
+            let seconds = this.started.elapsed().as_secs_f64();
+            let status = response.status().as_u16();
+            let hot = method.0 == Method::GET && status == 200;
+            match this.hot.get() {
+                Some((kept, series)) if hot && kept.as_str() == route.as_str() => {
+                    series.observe(seconds);
+                }
+                _ => {
+                    let labels = HttpLabels {
+                        method,
+                        route,
+                        status,
+                    };
+                    if hot {
+                        let series = http.requests.get_or_create_owned(&labels);
+                        series.observe(seconds);
+                        // Only the first route seen is kept; a racing second set is dropped.
+                        let _ = this.hot.set((labels.route, series));
+                    } else {
+                        http.requests.get_or_create(&labels).observe(seconds);
+                    }
+                }
+            }
         }
         Poll::Ready(Ok(response))
     }
@@ -200,5 +229,27 @@ mod tests {
         assert_eq!(metrics.http.in_flight.get(), 0);
         let text = metrics.encode().expect("the registry encodes");
         assert!(!text.contains("route=\"/hang\""), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_kept_series_is_the_exported_one_and_stays_with_its_route() {
+        let metrics = Metrics::new(Registry::default());
+        let app = Router::new()
+            .route("/items/{id}", get(|| async { "ok" }))
+            .route("/other", get(|| async { "ok" }))
+            .layer(TrackLayer::new(metrics.clone()));
+        for path in ["/items/1", "/items/2", "/other", "/items/3", "/other"] {
+            let _ = app.clone().oneshot(get_request(path)).await;
+        }
+        let text = metrics.encode().expect("the registry encodes");
+        let count = "http_request_duration_seconds_count";
+        for (route, n) in [("/items/{id}", 3), ("/other", 2)] {
+            assert!(
+                text.contains(&format!(
+                    "{count}{{method=\"GET\",route=\"{route}\",status=\"200\"}} {n}"
+                )),
+                "{text}"
+            );
+        }
     }
 }

@@ -86,6 +86,7 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use serde_json::json;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::lifecycle::Lifecycle;
@@ -222,11 +223,13 @@ impl Pressure {
     /// dependencies.
     pub fn record(&self, latency: Duration, waited: Duration) {
         let own = latency.saturating_sub(waited);
-        self.window.record(latency);
-        self.own.record(own);
-        self.recent_own.record(own);
+        // One clock read for the four windows (each read was a visible share, issue 17).
+        let now = Instant::now();
+        self.window.record_at(latency, now);
+        self.own.record_at(own, now);
+        self.recent_own.record_at(own, now);
         if !waited.is_zero() {
-            self.waits.record(waited);
+            self.waits.record_at(waited, now);
         }
         self.recent.answered(own > self.slow_after);
     }

@@ -1,15 +1,16 @@
 //! The one middleware order both services wrap their routes in.
 //!
 //! Outermost first:
-//! 1. set a request id (`x-request-id`, kept when the caller sent one);
-//! 2. propagate it onto the answer;
-//! 3. trace: one span per request, named by route template and request id;
-//! 4. the service's `edge` layer (the client's security headers; nothing in the backend): it
+//! 1. set a request id (`x-request-id`, kept when the caller sent one) and put it on the
+//!    answer;
+//! 2. trace: one span per request, named by route template and request id (skipped when the
+//!    log filter would record nothing of it);
+//! 3. the service's `edge` layer (the client's security headers; nothing in the backend): it
 //!    sees every answer, the refusals below included;
-//! 5. metrics: the HTTP histogram (`http_requests`) counts every answer the service gives;
-//! 6. pressure: readiness and load shedding;
-//! 7. header limit (431);
-//! 8. the service's routes with their own layers (body limit, rate limit, same-origin).
+//! 4. metrics: the HTTP histogram (`http_requests`) counts every answer the service gives;
+//! 5. pressure: readiness and load shedding;
+//! 6. header limit (431);
+//! 7. the service's routes with their own layers (body limit, rate limit, same-origin).
 //!
 //! Why this order: the two services used to differ in where the 431 sat (the backend inside
 //! metrics and pressure, the client outside both), so one oversized request was counted by one
@@ -36,7 +37,7 @@ use crate::telemetry;
 /// What the `edge` layer wraps: metrics, pressure and the header limit around a route.
 pub type Inner = Track<Guard<HeaderLimit<Route>>>;
 
-/// Wraps `routes` in the fixed order above, with `edge` as step 4 (`tower::layer::util::Identity`
+/// Wraps `routes` in the fixed order above, with `edge` as step 3 (`tower::layer::util::Identity`
 /// for none).
 ///
 /// The steps are one tower stack given to `Router::layer` once: each `Router::layer` call adds
@@ -58,9 +59,8 @@ where
 {
     routes.layer(
         ServiceBuilder::new()
-            .layer(telemetry::set_request_id_layer())
-            .layer(telemetry::propagate_request_id_layer())
-            .layer(telemetry::trace_layer())
+            .layer(telemetry::request_id_layer())
+            .layer(telemetry::trace_if_enabled_layer())
             .layer(edge)
             .layer(TrackLayer::new(metrics))
             .layer(GuardLayer::new(pressure))
