@@ -138,13 +138,20 @@ impl Appender {
 /// The whole wait counts as waiting on Redis for the request: these strategies do nothing but
 /// Redis calls, lock waits and backoff between them (all longer when Redis is slow), and the
 /// request's clock does not cross `tokio::spawn` (so the calls inside are not counted twice).
-async fn detached<F>(work: F) -> Result<Written, StoreError>
+///
+/// Spawned at the call, not at the first poll: an `async fn` would hold `work` in its own state
+/// until then, and so in every request's future whatever the strategy; these futures are
+/// several KiB, which every append then paid to move and box.
+fn detached<F>(work: F) -> impl std::future::Future<Output = Result<Written, StoreError>>
 where
     F: std::future::Future<Output = Result<Written, StoreError>> + Send + 'static,
 {
-    dependency::timed(tokio::spawn(work))
-        .await
-        .map_err(|err| StoreError::TaskFailed(err.to_string()))?
+    let task = tokio::spawn(work);
+    async move {
+        dependency::timed(task)
+            .await
+            .map_err(|err| StoreError::TaskFailed(err.to_string()))?
+    }
 }
 
 /// One append as the strategies see it. Everything is owned, so that a strategy which must
