@@ -302,8 +302,14 @@ impl Feed {
             for message in batch {
                 *start = Some(message.id);
                 self.inner.last_id.fetch_max(message.id, Ordering::AcqRel);
-                // No subscribers is fine: nothing to deliver. Encoded here, once for all.
-                let _ = self.inner.sender.send(Event::encode(&message));
+                // No subscribers is fine: nothing to deliver, and nothing to encode (the
+                // default book's tail reads every append, watched or not). One subscribing
+                // after this check reads `last_id` after it, so it catches up past this
+                // message from Redis: what `send` to no receivers would have left it anyway.
+                if self.inner.sender.receiver_count() > 0 {
+                    // Encoded here, once for all.
+                    let _ = self.inner.sender.send(Event::encode(&message));
+                }
             }
         }
     }

@@ -27,7 +27,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use guestbook_common::dependency;
 
-use crate::store::entry::raw_message;
+use crate::store::entry::created;
 use crate::store::error::StoreError;
 use crate::store::primary::PrimaryLinks;
 use crate::store::sequence::script_with_sequence;
@@ -219,13 +219,17 @@ async fn call(
             items.len()
         )));
     }
-    Ok(items.into_iter().map(answer).collect())
+    Ok(jobs
+        .iter()
+        .zip(items)
+        .map(|(job, item)| answer(&job.request.tail, item))
+        .collect())
 }
 
-/// One append's answer within the batch reply.
-fn answer((status, payload): (i64, String)) -> Result<Written, StoreError> {
+/// One append's answer within the batch reply (`tail`: the message it sent, after its id).
+fn answer(tail: &str, (status, payload): (i64, String)) -> Result<Written, StoreError> {
     match status {
-        1 => Ok(Written::Created(raw_message(payload)?)),
+        1 => Ok(Written::Created(created(&payload, tail)?)),
         0 => Ok(Written::Recorded(payload)),
         -1 => Err(StoreError::from(redis::RedisError::from((
             redis::ErrorKind::Extension,

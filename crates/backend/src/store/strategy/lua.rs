@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-use crate::store::entry::raw_message;
+use crate::store::entry::created;
 use crate::store::error::StoreError;
 use crate::store::primary::PrimaryLinks;
 use crate::store::sequence::script_with_sequence;
@@ -43,7 +43,7 @@ pub(crate) async fn append(
         .call("append_script", invocation.invoke_async(&mut conn))
         .await?;
     match script_reply(reply)? {
-        (1, Some(json)) => Ok(Written::Created(raw_message(json)?)),
+        (1, Some(id)) => Ok(Written::Created(created(&id, &request.tail)?)),
         (0, Some(record)) => Ok(Written::Recorded(record)),
         other => Err(StoreError::Corrupt(format!(
             "append script replied {other:?}"
