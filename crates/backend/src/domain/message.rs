@@ -185,7 +185,14 @@ pub fn format_created_at(created_at: OffsetDateTime) -> String {
 
 /// Builds the full stored JSON from an id and a [`NewMessage::json_tail`].
 pub fn stored_json(id: u64, tail: &str) -> String {
-    format!("{{\"id\":{id},{tail}")
+    use std::fmt::Write as _;
+    // One allocation of the final size (`format!` grows its buffer as it goes).
+    let mut json = String::with_capacity(tail.len() + 28);
+    json.push_str("{\"id\":");
+    write!(json, "{id}").expect("writing to a String cannot fail");
+    json.push(',');
+    json.push_str(tail);
+    json
 }
 
 fn check_length(field: &str, value: &str, max: usize) -> Result<(), InputError> {
