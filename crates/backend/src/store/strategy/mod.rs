@@ -195,6 +195,25 @@ pub(crate) fn full_jitter(attempt: u32, base: Duration, cap: Duration) -> Durati
     ceiling.mul_f64(fastrand::f64())
 }
 
+/// Runs `evalsha` (an `EVALSHA` of `script`, its keys and arguments written straight into
+/// the command) and, on `NOSCRIPT` (after a restart, failover or `SCRIPT FLUSH`), loads the
+/// script and runs it again, as redis-rs's `ScriptInvocation::invoke_async` does. Built by
+/// hand because an invocation keeps each key and argument in a buffer of its own, then copies
+/// them all into the command: allocations per append, in the batch.
+pub(crate) async fn eval_sha(
+    script: &redis::Script,
+    evalsha: &redis::Cmd,
+    conn: &mut impl redis::aio::ConnectionLike,
+) -> redis::RedisResult<redis::Value> {
+    match evalsha.query_async(conn).await {
+        Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            script.load_async(conn).await?;
+            evalsha.query_async(conn).await
+        }
+        outcome => outcome,
+    }
+}
+
 /// Parses the reply `{status, payload}` that the strategy scripts return.
 pub(crate) fn script_reply(value: redis::Value) -> Result<(i64, Option<String>), StoreError> {
     let redis::Value::Array(items) = value else {

@@ -189,6 +189,13 @@ async fn a_created_answer_is_the_message_the_log_holds_byte_for_byte() {
         vec![(message("one"), None), (message("two"), Some("k"))],
     ];
     for appends in rounds {
+        // Each script must load itself again after a flush (NOSCRIPT), as after a restart.
+        let mut conn = f.conn.clone();
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut conn)
+            .await
+            .expect("SCRIPT FLUSH");
         let mut jobs = Vec::new();
         let mut answers = Vec::new();
         for (message, key) in &appends {
