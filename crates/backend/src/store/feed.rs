@@ -389,23 +389,36 @@ impl Feed {
             book.observe(id);
         }
         self.confirmed(links).await?;
-        {
-            let _jump = lock(&self.inner.jump);
-            if self.inner.sender.receiver_count() > 0 {
-                return Ok(());
-            }
-            // An entry this program did not write is stepped over, as a full read does.
-            *cursor = entry_id;
-            if let Some(id) = id {
-                *start = Some(id);
-                self.inner.last_id.fetch_max(id, Ordering::AcqRel);
-            }
+        if !self.jump_if_unwatched(cursor, entry_id, id, start) {
+            return Ok(());
         }
         tokio::select! {
             () = tokio::time::sleep(SKIM_PAUSE) => {}
             () = self.inner.subscribed.notified() => {}
         }
         Ok(())
+    }
+
+    /// Step 3 of [`Self::skim`]: moves the cursor to `entry_id` (and `last_id` and `start` to
+    /// `id`, when it is one of ours) unless someone subscribed; returns whether it moved.
+    fn jump_if_unwatched(
+        &self,
+        cursor: &mut String,
+        entry_id: String,
+        id: Option<u64>,
+        start: &mut Option<u64>,
+    ) -> bool {
+        let _jump = lock(&self.inner.jump);
+        if self.inner.sender.receiver_count() > 0 {
+            return false;
+        }
+        // An entry this program did not write is stepped over, as a full read does.
+        *cursor = entry_id;
+        if let Some(id) = id {
+            *start = Some(id);
+            self.inner.last_id.fetch_max(id, Ordering::AcqRel);
+        }
+        true
     }
 
     /// Returns once replicas have confirmed everything read so far (at once without
@@ -562,6 +575,29 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_skim_jumps_only_while_nobody_subscribes() {
+        let feed = Feed::new(Arc::new(Book::new("skim")));
+        let (mut cursor, mut start) = ("3-0".to_owned(), Some(3));
+        feed.inner.last_id.store(3, Ordering::Release);
+
+        // Nobody watches: the cursor and `last_id` move past messages never sent.
+        assert!(feed.jump_if_unwatched(&mut cursor, "9-0".into(), Some(9), &mut start));
+        assert_eq!(
+            (cursor.as_str(), start, feed.last_id()),
+            ("9-0", Some(9), 9)
+        );
+
+        // A subscriber took `last_id` (9): the tail must deliver what follows, so it stays.
+        let (_live, newest) = feed.subscribe();
+        assert_eq!(newest, 9);
+        assert!(!feed.jump_if_unwatched(&mut cursor, "12-0".into(), Some(12), &mut start));
+        assert_eq!(
+            (cursor.as_str(), start, feed.last_id()),
+            ("9-0", Some(9), 9)
+        );
+    }
 
     #[test]
     fn a_message_is_encoded_as_one_complete_message_event() {
