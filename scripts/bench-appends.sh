@@ -24,6 +24,12 @@
 #   BARE_BIN     [target/release/guestbook-bare-append]   BARE [1] 0 = skip the bare handler
 #   BENCHMARKS_MD  file whose generated sections are rewritten; by default BENCHMARKS.md for a
 #                  run of the full default matrix and nothing for a partial run; "" = never.
+#   CALLGRIND    [0] 1 = also count instructions per append (valgrind's callgrind), which a
+#                busy machine does not disturb as it does appends per second: the bare handler
+#                and each strategy (one instance), each under callgrind, driven by
+#                `wrk -t1 -c$CALLGRIND_CONNECTIONS` [16] for CALLGRIND_DURATION [3] s; the
+#                backend's count is divided by its guestbook_appends_total, the bare handler's
+#                by its list's length. Redis's CPU per append (INFO cpu) is printed beside it.
 #
 # Quick smoke run:
 #   DURATION=1 CONNECTIONS="16" STRATEGIES=lua INSTANCES=1 scripts/bench-appends.sh
@@ -54,6 +60,9 @@ WRK_TIMEOUT=${WRK_TIMEOUT:-10s}
 BIN=${BIN:-target/release/guestbook-backend}
 BARE_BIN=${BARE_BIN:-target/release/guestbook-bare-append}
 BARE=${BARE:-1}
+CALLGRIND=${CALLGRIND:-0}
+CALLGRIND_CONNECTIONS=${CALLGRIND_CONNECTIONS:-16}
+CALLGRIND_DURATION=${CALLGRIND_DURATION:-3}
 
 OUT_DIR=target/bench
 LOG_DIR=$OUT_DIR/logs
@@ -81,6 +90,11 @@ for tool in wrk redis-server redis-cli redis-benchmark curl python3; do
 done
 [[ -x $BIN ]] || die "$BIN not found; build it first: make build (or run make bench)"
 [[ $BARE == 0 || -x $BARE_BIN ]] || die "$BARE_BIN not found; build it first: make build"
+if [[ $CALLGRIND != 0 ]]; then
+  for tool in valgrind callgrind_control; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is not on PATH (Debian: apt-get install -y valgrind)"
+  done
+fi
 [[ $REDIS_PORT != 6379 ]] || die "REDIS_PORT=6379 is the machine's shared Redis; pick another port"
 
 # --- processes we started, and only those, are stopped on exit --------------------------
@@ -260,6 +274,90 @@ for strategy in $STRATEGIES; do
     stop_backends
   done
 done
+
+# --- instructions per append (CALLGRIND=1) ----------------------------------------------------
+redis_cpu_seconds() {
+  redis-cli -p "$REDIS_PORT" INFO cpu | awk -F: '/^used_cpu_(user|sys):/ {s += $2} END {printf "%.6f", s}'
+}
+
+backend_appends() { # port → created appends so far
+  curl -fsS "http://127.0.0.1:$1/metrics" |
+    awk '/^guestbook_appends_total/ && /outcome="created"/ {s += $2} END {printf "%d", s}'
+}
+
+# The bare handler or a strategy's backend under callgrind, instrumented only while wrk runs
+# (start-up and warm-up are not counted). Prints "name: N instructions per append (A appends),
+# Redis X µs per append". The counts since the last zeroing are dumped before the stop, so a
+# slow exit cannot lose them; the files of one run are summed.
+count_instructions() { # bare | a strategy
+  local name=$1 kind=backend out pid before after cpu_before cpu_after appends
+  local valgrind=(valgrind --tool=callgrind --instr-atstart=no)
+  out="$OUT_DIR/callgrind/$name.out"
+  mkdir -p "$OUT_DIR/callgrind"
+  rm -f "$out"*
+  flush
+  valgrind+=(--callgrind-out-file="$out")
+  if [[ $name == bare ]]; then
+    kind=bare
+    "${valgrind[@]}" "$BARE_BIN" --listen "127.0.0.1:$BASE_PORT" \
+      --redis "redis://127.0.0.1:$REDIS_PORT" >>"$LOG_DIR/callgrind-$name.log" 2>&1 &
+  else
+    # SHEDDING=false: under valgrind every request is slow, and latency shedding would answer
+    # 503s whose cost counts against the appends made (the layer still runs and records).
+    APPEND_STRATEGY=$name LISTEN_ADDR=127.0.0.1:$BASE_PORT REDIS_URL=redis://127.0.0.1:$REDIS_PORT \
+      MAX_MESSAGES=$MAX_MESSAGES RATE_LIMIT_WRITES_PER_SEC=0 LOG_FORMAT=json RUST_LOG=warn \
+      SHUTDOWN_DELAY_SECS=0 SHEDDING=false "${valgrind[@]}" "$BIN" \
+      >>"$LOG_DIR/callgrind-$name.log" 2>&1 &
+  fi
+  pid=$!
+  BACKEND_PIDS+=("$pid")
+  for _ in $(seq 300); do
+    curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$BASE_PORT/liveness" 2>/dev/null && break
+    alive "$pid" || die "$name exited under valgrind; see $LOG_DIR/callgrind-$name.log"
+    sleep 0.2
+  done
+  BENCH_PORTS=$BASE_PORT wrk -t1 -c4 -d1s -s "$WRK_SCRIPT" \
+    "http://127.0.0.1:$BASE_PORT/api/messages" >/dev/null
+  if [[ $kind == bare ]]; then before=$(redis-cli -p "$REDIS_PORT" LLEN bare:log); else
+    before=$(backend_appends "$BASE_PORT"); fi
+  cpu_before=$(redis_cpu_seconds)
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  callgrind_control -i on "$pid" >/dev/null 2>&1
+  BENCH_PORTS=$BASE_PORT wrk -t1 -c"$CALLGRIND_CONNECTIONS" -d"${CALLGRIND_DURATION}s" \
+    -s "$WRK_SCRIPT" "http://127.0.0.1:$BASE_PORT/api/messages" >"$LOG_DIR/callgrind-wrk-$name.txt"
+  callgrind_control -i off "$pid" >/dev/null 2>&1
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  cpu_after=$(redis_cpu_seconds)
+  if [[ $kind == bare ]]; then after=$(redis-cli -p "$REDIS_PORT" LLEN bare:log); else
+    after=$(backend_appends "$BASE_PORT"); fi
+  stop_backends
+  appends=$((after - before))
+  local failed
+  failed=$(awk '/Non-2xx/ {print $NF}' "$LOG_DIR/callgrind-wrk-$name.txt")
+  python3 - "$name" "$appends" "${failed:-0}" "$cpu_before" "$cpu_after" "$out"* <<'PY'
+import sys
+name, appends, failed, cpu_before, cpu_after, *files = sys.argv[1:]
+appends = int(appends)
+total = 0
+for path in files:
+    with open(path) as dump:
+        total += sum(int(line.split()[1]) for line in dump if line.startswith("totals:"))
+per = total / appends if appends else float("nan")
+redis_us = (float(cpu_after) - float(cpu_before)) * 1e6 / appends if appends else float("nan")
+warning = f"; {failed} answers not 2xx, counted in: rerun" if failed != "0" else ""
+print(f"{name}: {per:,.0f} instructions per append ({appends} appends{warning}), Redis {redis_us:.1f} µs per append")
+PY
+}
+
+if [[ $CALLGRIND != 0 ]]; then
+  echo "callgrind: instructions per append, wrk -t1 -c$CALLGRIND_CONNECTIONS for ${CALLGRIND_DURATION}s ..." >&2
+  if [[ $BARE != 0 ]]; then
+    count_instructions bare
+  fi
+  for strategy in $STRATEGIES; do
+    count_instructions "$strategy"
+  done
+fi
 
 # --- report ----------------------------------------------------------------------------------
 echo >&2

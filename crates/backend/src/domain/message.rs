@@ -3,7 +3,9 @@
 //! A stored message is kept in Redis as the exact JSON the API returns, so listing and
 //! streaming copy bytes instead of re-encoding every message.
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -38,13 +40,30 @@ impl InputError {
 /// serde's derived `Deserialize` also accepts a struct written as a JSON array of its
 /// fields in order (`["Mary", "Hi"]`), a shape no document or client uses; schemathesis found
 /// that it slipped past validation. Only objects are accepted here.
-pub fn from_json_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, InputError> {
+pub fn from_json_object<'de, T: serde::Deserialize<'de>>(body: &'de [u8]) -> Result<T, InputError> {
     let value: T = serde_json::from_slice(body).map_err(|err| InputError::from_json(&err))?;
     let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
     if first == Some(&b'{') {
         Ok(value)
     } else {
         Err(InputError::Invalid("the body must be a JSON object".into()))
+    }
+}
+
+/// [`NewMessageBody`] borrowing its strings from the request where they hold no escape, so
+/// a body costs no allocation before validation.
+mod borrowed {
+    use super::{Cow, Deserialize};
+
+    /// Named as the API's type, with the same fields, so that serde words every refusal as it
+    /// does for that type (its messages name the struct).
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct NewMessageBody<'a> {
+        #[serde(borrow)]
+        pub(super) author: Cow<'a, str>,
+        #[serde(borrow)]
+        pub(super) text: Cow<'a, str>,
     }
 }
 
@@ -58,7 +77,7 @@ pub struct NewMessage {
 impl NewMessage {
     /// Parses and validates a request body.
     pub fn from_json(body: &[u8]) -> Result<Self, InputError> {
-        let body: NewMessageBody = from_json_object(body)?;
+        let body: borrowed::NewMessageBody<'_> = from_json_object(body)?;
         Self::new(&body.author, &body.text)
     }
 
@@ -70,7 +89,12 @@ impl NewMessage {
         check_length("text", text, MAX_TEXT_CHARS)?;
         // 2. Then trimmed (Windows line endings stored as `\n`), nothing may be left blank.
         let author = author.trim();
-        let text = text.trim().replace("\r\n", "\n");
+        let text = text.trim();
+        let text = if text.contains('\r') {
+            text.replace("\r\n", "\n")
+        } else {
+            text.to_owned()
+        };
         check_length("author", author, MAX_AUTHOR_CHARS)?;
         check_length("text", &text, MAX_TEXT_CHARS)?;
         if author.chars().any(char::is_control) {
@@ -108,20 +132,21 @@ impl NewMessage {
     /// The same with `created_at` already formatted: how a replay rebuilds the exact bytes of
     /// the first answer from an idempotency record.
     pub fn json_tail_at(&self, created_at: &str) -> String {
-        #[derive(Serialize)]
-        struct Tail<'a> {
-            author: &'a str,
-            text: &'a str,
-            created_at: &'a str,
+        // Written straight into one buffer of about the right size: each field as
+        // `serde_json` escapes a string, in the order of [`Message`]'s fields after `id`.
+        let mut tail =
+            Vec::with_capacity(48 + self.author.len() + self.text.len() + created_at.len());
+        for (name, value) in [
+            ("\"author\":", self.author.as_str()),
+            (",\"text\":", self.text.as_str()),
+            (",\"created_at\":", created_at),
+        ] {
+            tail.extend_from_slice(name.as_bytes());
+            serde_json::to_writer(&mut tail, value)
+                .expect("writing a string as JSON to a Vec cannot fail");
         }
-        let object = serde_json::to_string(&Tail {
-            author: &self.author,
-            text: &self.text,
-            created_at,
-        })
-        .expect("serialising strings to JSON cannot fail");
-        // `{"author":...}` → `"author":...}`
-        object[1..].to_owned()
+        tail.push(b'}');
+        String::from_utf8(tail).expect("JSON written from strings is UTF-8")
     }
 
     /// A digest of the author and text: what an idempotency record keeps instead of the
@@ -136,10 +161,13 @@ impl NewMessage {
         input.extend_from_slice(self.author.as_bytes());
         input.extend_from_slice(self.text.as_bytes());
         let digest = ring::digest::digest(&ring::digest::SHA256, &input);
-        digest.as_ref()[..16]
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = String::with_capacity(32);
+        for byte in &digest.as_ref()[..16] {
+            hex.push(char::from(HEX[usize::from(byte >> 4)]));
+            hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        }
+        hex
     }
 
     /// True when `stored` holds the same author and text: an idempotent replay.
@@ -157,7 +185,14 @@ pub fn format_created_at(created_at: OffsetDateTime) -> String {
 
 /// Builds the full stored JSON from an id and a [`NewMessage::json_tail`].
 pub fn stored_json(id: u64, tail: &str) -> String {
-    format!("{{\"id\":{id},{tail}")
+    use std::fmt::Write as _;
+    // One allocation of the final size (`format!` grows its buffer as it goes).
+    let mut json = String::with_capacity(tail.len() + 28);
+    json.push_str("{\"id\":");
+    write!(json, "{id}").expect("writing to a String cannot fail");
+    json.push(',');
+    json.push_str(tail);
+    json
 }
 
 fn check_length(field: &str, value: &str, max: usize) -> Result<(), InputError> {
@@ -268,6 +303,58 @@ mod tests {
         assert_eq!(stored.id, 42);
         assert!(message.same_content_as(&stored));
         assert_eq!(stored.created_at, "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn the_stored_json_is_what_serde_writes_for_the_served_message() {
+        for (author, text) in [
+            ("Mary", "Hi"),
+            ("<b>\"M\"</b>", "line\nbreak \\ tab é 字 \u{2028} 😀"),
+        ] {
+            let message = NewMessage::new(author, text).unwrap();
+            let served = Message {
+                id: 12,
+                author: message.author().to_owned(),
+                text: message.text().to_owned(),
+                created_at: "2026-01-01T00:00:00.5Z".to_owned(),
+            };
+            assert_eq!(
+                stored_json(12, &message.json_tail_at(&served.created_at)),
+                serde_json::to_string(&served).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn a_fingerprint_is_the_hex_of_the_truncated_digest() {
+        // Records outlive a deploy: the format must not change.
+        let message = NewMessage::new("Mary", "Hello").unwrap();
+        assert_eq!(message.fingerprint(), "3e45a80d86ad4b053e46a52605c30b0b");
+    }
+
+    #[test]
+    fn refusals_are_worded_as_for_the_api_type() {
+        let borrowed = |body: &[u8]| NewMessage::from_json(body).unwrap_err();
+        let owned = |body: &[u8]| {
+            from_json_object::<NewMessageBody>(body)
+                .map(|_| ())
+                .unwrap_err()
+        };
+        for body in [
+            &br#"{"author":"a"}"#[..],
+            br#"{"author":1,"text":"x"}"#,
+            br#"{"author":"a","text":"x","admin":true}"#,
+            br#"["Mary"]"#,
+            br#"{"author":"a","text":"x"#,
+            b"nope",
+        ] {
+            assert_eq!(
+                borrowed(body),
+                owned(body),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]

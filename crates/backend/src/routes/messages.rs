@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -74,11 +75,11 @@ pub(crate) struct BookParam {
 )]
 pub(crate) async fn create(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    headers: PostHeaders,
     body: LimitedBody,
 ) -> Result<Response, ApiError> {
     let book = app.guestbook.default_book();
-    post(&app, &book, &headers, body).await
+    post(&app, &book, headers, body).await
 }
 
 /// Appends a message to a book, exactly once per `Idempotency-Key` (keys are the book's own).
@@ -108,24 +109,42 @@ pub(crate) async fn create(
 pub(crate) async fn create_in(
     State(app): State<AppState>,
     InBook(book): InBook,
-    headers: HeaderMap,
+    headers: PostHeaders,
     body: LimitedBody,
 ) -> Result<Response, ApiError> {
-    post(&app, &book, &headers, body).await
+    post(&app, &book, headers, body).await
+}
+
+/// What a post needs of its headers, read where they are instead of from a copy of them all
+/// (axum's `HeaderMap` extractor clones the map). Never refuses: [`post`] answers the
+/// problems in the order it always has, after the body's own.
+pub(crate) struct PostHeaders {
+    json: Result<(), ApiError>,
+    key: Option<Result<IdempotencyKey, String>>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PostHeaders {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            json: require_json(&parts.headers),
+            key: parts
+                .headers
+                .get(IDEMPOTENCY_KEY)
+                .map(|value| IdempotencyKey::parse(value.as_bytes())),
+        })
+    }
 }
 
 async fn post(
     app: &AppState,
     book: &Arc<Book>,
-    headers: &HeaderMap,
+    headers: PostHeaders,
     LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
-    require_json(headers)?;
-    let key = headers
-        .get(IDEMPOTENCY_KEY)
-        .map(|value| IdempotencyKey::parse(value.as_bytes()))
-        .transpose()
-        .map_err(ApiError::BadRequest)?;
+    headers.json?;
+    let key = headers.key.transpose().map_err(ApiError::BadRequest)?;
     let message = NewMessage::from_json(&body)?;
     match app.guestbook.post(book, &message, key.as_ref()).await? {
         Posted::Created(created) => Ok((StatusCode::CREATED, json(created.json)).into_response()),

@@ -10,9 +10,9 @@
 //!   [`stored_json`] in Rust (the `watch`, `lock` and `naive` strategies, a replay), and
 //!   `'{"id":' .. id .. ',' .. ARGV[1]` in `scripts/append.lua`; both write entry `N-0`, `m`;
 //! - reading: `log_entry` decodes a stream entry (`XRANGE`, and the live tail's `XREAD`), and
-//!   `raw_message` reads the id back out of JSON a script returned. The id must stay the first
-//!   field, which is why the JSON is built by hand and never re-encoded (listing and streaming
-//!   copy these bytes as they are).
+//!   `created` rebuilds with [`stored_json`] the message a script wrote from the id it
+//!   answered. The id must stay the first field, which is why the JSON is built by hand and
+//!   never re-encoded (listing and streaming copy these bytes as they are).
 
 pub use crate::domain::message::stored_json;
 
@@ -92,14 +92,16 @@ pub(crate) fn log_entry(entry_id: &str, fields: Vec<String>) -> Result<RawMessag
     }
 }
 
-/// Reads the id out of stored JSON (`{"id":N,...`), for records written by a script.
-pub(crate) fn raw_message(json: String) -> Result<RawMessage, StoreError> {
-    let id = json
-        .strip_prefix("{\"id\":")
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|id| id.parse::<u64>().ok())
-        .ok_or_else(|| StoreError::Corrupt("stored message without an id".into()))?;
-    Ok(RawMessage { id, json })
+/// The message a script appended: the id it answered, and the tail it was given (the script
+/// wrote `stored_json(id, tail)`, byte for byte).
+pub(crate) fn created(id: &str, tail: &str) -> Result<RawMessage, StoreError> {
+    let id = id
+        .parse::<u64>()
+        .map_err(|_| StoreError::Corrupt(format!("an append answered the id {id:?}")))?;
+    Ok(RawMessage {
+        id,
+        json: stored_json(id, tail),
+    })
 }
 
 #[cfg(test)]
@@ -134,8 +136,8 @@ mod tests {
         let tail = r#""author":"a","text":"b","created_at":"2026-01-01T00:00:00Z"}"#;
         let json = stored_json(9, tail);
         assert_eq!(json, format!("{{\"id\":9,{tail}"));
-        let read = log_entry("9-0", vec!["m".into(), json.clone()]).expect("decodes");
-        assert_eq!(read, raw_message(json).expect("has an id"));
+        let read = log_entry("9-0", vec!["m".into(), json]).expect("decodes");
+        assert_eq!(read, created("9", tail).expect("an id"));
     }
 
     #[test]
@@ -144,17 +146,18 @@ mod tests {
         let json = stored_json(3, &message.json_tail_at("2026-01-01T00:00:00Z"));
         let served: guestbook_api::Message = serde_json::from_str(&json).expect("parses");
         assert_eq!(served.id, 3);
-        assert_eq!(raw_message(json).expect("an id").id, 3);
+        assert_eq!(
+            created("3", &message.json_tail_at("2026-01-01T00:00:00Z"))
+                .expect("an id")
+                .json,
+            json
+        );
     }
 
     #[test]
-    fn raw_messages_carry_their_id() {
-        assert_eq!(
-            raw_message("{\"id\":7,\"author\":\"a\"}".into())
-                .unwrap()
-                .id,
-            7
-        );
-        assert!(raw_message("{\"author\":\"a\"}".into()).is_err());
+    fn a_created_message_needs_a_numeric_id() {
+        assert_eq!(created("7", "\"author\":\"a\"}").unwrap().id, 7);
+        assert!(created("{\"author\":\"a\"}", "").is_err());
+        assert!(created("-1", "").is_err());
     }
 }

@@ -56,6 +56,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Pause between confirmation attempts while replicas have not confirmed a batch.
 const CONFIRM_PAUSE: Duration = Duration::from_millis(100);
+/// Longest pause between two skims of a tail nobody subscribes to (see [`Feed::skim`]): how
+/// far `last_id` may lag while nobody is watching. A subscriber ends the pause at once.
+const SKIM_PAUSE: Duration = Duration::from_millis(50);
 /// Books other than the default followed at once: each costs a task and a Redis connection.
 /// A subscriber to one more gets 503 until another book's last subscriber leaves.
 pub const MAX_LIVE_BOOKS: usize = 256;
@@ -104,6 +107,11 @@ struct FeedInner {
     following: AtomicBool,
     /// True once the tail has fixed where it starts: before that, `last_id` means nothing.
     started: watch::Sender<bool>,
+    /// Held by a subscriber while it subscribes and reads `last_id`, and by a skim while it
+    /// checks that nobody subscribes and moves `last_id` past messages it never sent.
+    jump: Mutex<()>,
+    /// Told of each new subscriber, so a skimming tail starts delivering at once.
+    subscribed: tokio::sync::Notify,
 }
 
 /// How a tail session ended without an error.
@@ -125,6 +133,8 @@ impl Feed {
                 last_id: AtomicU64::new(0),
                 following: AtomicBool::new(false),
                 started: watch::Sender::new(false),
+                jump: Mutex::new(()),
+                subscribed: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -132,8 +142,13 @@ impl Feed {
     /// Subscribes to new messages, and returns the id of the last message already passed on:
     /// everything after it will arrive through the receiver (or, after lagging, from Redis).
     pub fn subscribe(&self) -> (broadcast::Receiver<Event>, u64) {
-        let receiver = self.inner.sender.subscribe();
-        (receiver, self.inner.last_id.load(Ordering::Acquire))
+        let subscribed = {
+            let _jump = lock(&self.inner.jump);
+            let receiver = self.inner.sender.subscribe();
+            (receiver, self.inner.last_id.load(Ordering::Acquire))
+        };
+        self.inner.subscribed.notify_one();
+        subscribed
     }
 
     /// True while the tail is connected and following.
@@ -263,6 +278,11 @@ impl Feed {
             if idle() {
                 return Ok(Ended::Idle);
             }
+            if self.inner.sender.receiver_count() == 0 {
+                self.skim(&mut conn, &links, &mut cursor, start, limit)
+                    .await?;
+                continue;
+            }
             let mut command = redis::cmd("XREAD");
             command
                 .arg("COUNT")
@@ -306,6 +326,99 @@ impl Feed {
                 let _ = self.inner.sender.send(Event::encode(&message));
             }
         }
+    }
+
+    /// Keeps up with the log while nobody subscribes: the tail has nothing to deliver, only
+    /// `last_id` (and the ids seen) to move on. Reading every message only to drop it cost
+    /// Redis and this process each message's bytes once more per backend (the default book's
+    /// tail runs whether anyone watches or not); a skim costs two one-entry replies per
+    /// [`SKIM_PAUSE`] whatever the rate of appends.
+    ///
+    /// 1. Wait (`XREAD BLOCK`, one entry) for anything after the cursor.
+    /// 2. Read the newest entry's id (`XREVRANGE ... COUNT 1`), and have replicas confirm it as
+    ///    a read batch would be.
+    /// 3. Under `jump`, and only if nobody subscribed meanwhile, move the cursor and `last_id`
+    ///    to it: a subscriber either came before (then nothing moves, and the next full read
+    ///    delivers from the cursor) or reads `last_id` after (then it catches up past it from
+    ///    Redis). Either way no message falls between its catch-up and its live feed.
+    /// 4. Pause up to [`SKIM_PAUSE`], less if someone subscribes.
+    async fn skim(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        links: &PrimaryLinks,
+        cursor: &mut String,
+        start: &mut Option<u64>,
+        call_timeout: Duration,
+    ) -> Result<(), StoreError> {
+        // This connection has no response timeout (see `follow`): each call is bounded here.
+        let limit = BLOCK + call_timeout;
+        let book = &self.inner.book;
+        let log = &book.keys().log;
+        let mut command = redis::cmd("XREAD");
+        command
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(u64::try_from(BLOCK.as_millis()).unwrap_or(5_000))
+            .arg("STREAMS")
+            .arg(log)
+            .arg(&*cursor);
+        let read = command.query_async::<Option<redis::Value>>(conn);
+        let next = match tokio::time::timeout(limit, read).await {
+            Ok(reply) => reply?,
+            Err(_) => return Err(StoreError::Timeout(limit)),
+        };
+        if next.is_none() {
+            return Ok(());
+        }
+        let mut command = redis::cmd("XREVRANGE");
+        command.arg(log).arg("+").arg("-").arg("COUNT").arg(1);
+        let read = command.query_async::<Vec<(String, redis::Value)>>(conn);
+        let newest = match tokio::time::timeout(call_timeout, read).await {
+            Ok(reply) => reply?,
+            Err(_) => return Err(StoreError::Timeout(call_timeout)),
+        };
+        // Cleared meanwhile: the next read starts from the same cursor, as a full read would.
+        let Some((entry_id, _)) = newest.into_iter().next() else {
+            return Ok(());
+        };
+        let id = entry_id
+            .strip_suffix("-0")
+            .and_then(|id| id.parse::<u64>().ok());
+        if let Some(id) = id {
+            book.observe(id);
+        }
+        self.confirmed(links).await?;
+        if !self.jump_if_unwatched(cursor, entry_id, id, start) {
+            return Ok(());
+        }
+        tokio::select! {
+            () = tokio::time::sleep(SKIM_PAUSE) => {}
+            () = self.inner.subscribed.notified() => {}
+        }
+        Ok(())
+    }
+
+    /// Step 3 of [`Self::skim`]: moves the cursor to `entry_id` (and `last_id` and `start` to
+    /// `id`, when it is one of ours) unless someone subscribed; returns whether it moved.
+    fn jump_if_unwatched(
+        &self,
+        cursor: &mut String,
+        entry_id: String,
+        id: Option<u64>,
+        start: &mut Option<u64>,
+    ) -> bool {
+        let _jump = lock(&self.inner.jump);
+        if self.inner.sender.receiver_count() > 0 {
+            return false;
+        }
+        // An entry this program did not write is stepped over, as a full read does.
+        *cursor = entry_id;
+        if let Some(id) = id {
+            *start = Some(id);
+            self.inner.last_id.fetch_max(id, Ordering::AcqRel);
+        }
+        true
     }
 
     /// Returns once replicas have confirmed everything read so far (at once without
@@ -462,6 +575,29 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_skim_jumps_only_while_nobody_subscribes() {
+        let feed = Feed::new(Arc::new(Book::new("skim")));
+        let (mut cursor, mut start) = ("3-0".to_owned(), Some(3));
+        feed.inner.last_id.store(3, Ordering::Release);
+
+        // Nobody watches: the cursor and `last_id` move past messages never sent.
+        assert!(feed.jump_if_unwatched(&mut cursor, "9-0".into(), Some(9), &mut start));
+        assert_eq!(
+            (cursor.as_str(), start, feed.last_id()),
+            ("9-0", Some(9), 9)
+        );
+
+        // A subscriber took `last_id` (9): the tail must deliver what follows, so it stays.
+        let (_live, newest) = feed.subscribe();
+        assert_eq!(newest, 9);
+        assert!(!feed.jump_if_unwatched(&mut cursor, "12-0".into(), Some(12), &mut start));
+        assert_eq!(
+            (cursor.as_str(), start, feed.last_id()),
+            ("9-0", Some(9), 9)
+        );
+    }
 
     #[test]
     fn a_message_is_encoded_as_one_complete_message_event() {

@@ -249,3 +249,57 @@ async fn one_address_cannot_take_every_stream_slot_and_a_closed_stream_frees_its
         "the refusal is counted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_opened_while_nobody_watches_and_posts_pour_in_misses_nothing_after_its_first() {
+    // Arrange: with no subscriber the tail only skims the log (no messages read); each round
+    // subscribes anew from that state, in the middle of a burst of posts.
+    let app = TestApp::with_lua().await;
+    let client = http();
+    for round in 0..5 {
+        let burst = {
+            let (client, base) = (client.clone(), app.base.clone());
+            tokio::spawn(async move {
+                let posts = (0..4).map(|writer| {
+                    let (client, base) = (client.clone(), base.clone());
+                    tokio::spawn(async move {
+                        let mut ids = Vec::new();
+                        for i in 0..40 {
+                            let text = format!("r{round} w{writer} m{i}");
+                            let (status, _, body) =
+                                post(&client, &base, "a", &text, None).await.expect("post");
+                            assert_eq!(status, 201);
+                            ids.push(body["id"].as_u64().expect("an id"));
+                        }
+                        ids
+                    })
+                });
+                let mut last = 0;
+                for writer in posts {
+                    last = last.max(*writer.await.expect("writer").iter().max().expect("ids"));
+                }
+                last
+            })
+        };
+
+        // Act: subscribe while the burst runs, then read until its last message.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let tap =
+            crate::helpers::EventTap::open(&client, &app.url("/api/messages/stream"), None).await;
+        let last = burst.await.expect("burst");
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while tap.events().last().is_none_or(|(id, _)| *id < last)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+
+        // Assert: every id from the first received to the burst's last, once, in order.
+        let ids: Vec<u64> = tap.events().iter().map(|(id, _)| *id).collect();
+        let first = *ids.first().expect("events");
+        assert_eq!(ids, (first..=last).collect::<Vec<_>>(), "round {round}");
+        drop(tap);
+        // Let the tail see the subscriber leave and go back to skimming.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -7,7 +7,9 @@
 -- ARGV[3] idempotency TTL in seconds                   ARGV[4] '1' when a key was sent
 -- ARGV[5] the record after its id ("<created_at> <fingerprint>")
 -- ARGV[6] the highest id the calling backend has seen
--- Returns {1, created message} or {0, record stored earlier under the same key}.
+-- Returns {1, the new id} or {0, record stored earlier under the same key}. Not the message:
+-- the caller holds its JSON already (`'{"id":' .. id .. ',' .. ARGV[1]`), and sending it back
+-- cost Redis and the backend the message's bytes a second time.
 --
 -- Order: every argument is checked and every read done before the first write; the log
 -- entry, the one write that can fail (a wrong type, an id not above the log's last), comes
@@ -34,4 +36,4 @@ redis.call('SET', KEYS[1], id)
 if new_term then
   redis.call('SET', KEYS[4], new_term)
 end
-return {1, message}
+return {1, id}

@@ -8,7 +8,7 @@
 -- ARGV[3] the highest id the calling backend has seen
 -- ARGV[3i + 1] append i's message JSON after its id   ARGV[3i + 2] '1' when it sent a key
 -- ARGV[3i + 3] append i's record after its id ("<created_at> <fingerprint>")
--- Returns {status_1, payload_1, ..., status_n, payload_n}: {1, created message},
+-- Returns {status_1, payload_1, ..., status_n, payload_n}: {1, the new id} (as append.lua),
 -- {0, record stored earlier under the same key} (also when an earlier append of this very
 -- batch stored it), or {-1, error} for an append whose log entry failed after an earlier
 -- append of the batch had its answer.
@@ -53,7 +53,7 @@ for i = 1, count do
         redis.call('SET', record_key, id .. ' ' .. ARGV[3 * i + 3], 'EX', ttl_text)
       end
       replies[#replies + 1] = 1
-      replies[#replies + 1] = message
+      replies[#replies + 1] = id
     end
   end
 end

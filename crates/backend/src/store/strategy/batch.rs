@@ -28,11 +28,11 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use guestbook_common::dependency;
 
-use crate::store::entry::raw_message;
+use crate::store::entry::created;
 use crate::store::error::StoreError;
 use crate::store::primary::PrimaryLinks;
 use crate::store::sequence::script_with_sequence;
-use crate::store::strategy::{AppendRequest, Ctx, Written, lua, script_reply_items};
+use crate::store::strategy::{AppendRequest, Ctx, Written, eval_sha, lua, script_reply_items};
 
 /// Most appends in one script call: bounds the script's run time (Redis serves nothing else
 /// meanwhile) and its argument list.
@@ -199,27 +199,32 @@ async fn call(
     };
     let keys = first.request.book.keys();
     let known = jobs.iter().map(|job| job.request.known).max().unwrap_or(0);
-    let mut invocation = APPEND_BATCH.prepare_invoke();
-    invocation
-        .key(&keys.seq)
-        .key(&keys.log)
-        .key(&keys.term)
+    let mut evalsha = redis::cmd("EVALSHA");
+    evalsha
+        .arg(APPEND_BATCH.get_hash())
+        .arg(3 + jobs.len())
+        .arg(&keys.seq)
+        .arg(&keys.log)
+        .arg(&keys.term);
+    // Without a key, the record names a key of the same hash tag the script never touches.
+    for job in jobs {
+        evalsha.arg(job.request.script_record(&keys.seq).0);
+    }
+    evalsha
         .arg(ctx.limits.max_messages)
         .arg(ctx.limits.idempotency_ttl_secs)
         .arg(known);
     for job in jobs {
-        // Without a key, the record names a key of the same hash tag the script never touches.
-        let (record, suffix, has_key) = job.request.script_record(&keys.seq);
-        invocation
-            .key(record)
-            .arg(&job.request.tail)
-            .arg(has_key)
-            .arg(suffix);
+        let (_, suffix, has_key) = job.request.script_record(&keys.seq);
+        evalsha.arg(&job.request.tail).arg(has_key).arg(suffix);
     }
     let mut conn = links.conn.clone();
-    let reply: redis::Value = ctx
+    let reply = ctx
         .hop
-        .call("append_batch_script", invocation.invoke_async(&mut conn))
+        .call(
+            "append_batch_script",
+            eval_sha(&APPEND_BATCH, &evalsha, &mut conn),
+        )
         .await?;
     let items = script_reply_items(reply)?;
     if items.len() != jobs.len() {
@@ -229,13 +234,17 @@ async fn call(
             items.len()
         )));
     }
-    Ok(items.into_iter().map(answer).collect())
+    Ok(jobs
+        .iter()
+        .zip(items)
+        .map(|(job, item)| answer(&job.request.tail, item))
+        .collect())
 }
 
-/// One append's answer within the batch reply.
-fn answer((status, payload): (i64, String)) -> Result<Written, StoreError> {
+/// One append's answer within the batch reply (`tail`: the message it sent, after its id).
+fn answer(tail: &str, (status, payload): (i64, String)) -> Result<Written, StoreError> {
     match status {
-        1 => Ok(Written::Created(raw_message(payload)?)),
+        1 => Ok(Written::Created(created(&payload, tail)?)),
         0 => Ok(Written::Recorded(payload)),
         -1 => Err(StoreError::from(redis::RedisError::from((
             redis::ErrorKind::Extension,

@@ -9,11 +9,11 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-use crate::store::entry::raw_message;
+use crate::store::entry::created;
 use crate::store::error::StoreError;
 use crate::store::primary::PrimaryLinks;
 use crate::store::sequence::script_with_sequence;
-use crate::store::strategy::{AppendRequest, Ctx, Written, script_reply};
+use crate::store::strategy::{AppendRequest, Ctx, Written, eval_sha, script_reply};
 
 static APPEND: LazyLock<Script> = LazyLock::new(|| script_with_sequence!("append.lua"));
 
@@ -25,12 +25,14 @@ pub(crate) async fn append(
     let keys = request.book.keys();
     // Without a key, KEYS[3] names a key of the same hash tag the script never touches.
     let (record, suffix, has_key) = request.script_record(&keys.seq);
-    let mut invocation = APPEND.prepare_invoke();
-    invocation
-        .key(&keys.seq)
-        .key(&keys.log)
-        .key(record)
-        .key(&keys.term)
+    let mut evalsha = redis::cmd("EVALSHA");
+    evalsha
+        .arg(APPEND.get_hash())
+        .arg(4)
+        .arg(&keys.seq)
+        .arg(&keys.log)
+        .arg(record)
+        .arg(&keys.term)
         .arg(&request.tail)
         .arg(ctx.limits.max_messages)
         .arg(ctx.limits.idempotency_ttl_secs)
@@ -38,12 +40,12 @@ pub(crate) async fn append(
         .arg(suffix)
         .arg(request.known);
     let mut conn = links.conn.clone();
-    let reply: redis::Value = ctx
+    let reply = ctx
         .hop
-        .call("append_script", invocation.invoke_async(&mut conn))
+        .call("append_script", eval_sha(&APPEND, &evalsha, &mut conn))
         .await?;
     match script_reply(reply)? {
-        (1, Some(json)) => Ok(Written::Created(raw_message(json)?)),
+        (1, Some(id)) => Ok(Written::Created(created(&id, &request.tail)?)),
         (0, Some(record)) => Ok(Written::Recorded(record)),
         other => Err(StoreError::Corrupt(format!(
             "append script replied {other:?}"

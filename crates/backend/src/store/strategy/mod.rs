@@ -138,13 +138,20 @@ impl Appender {
 /// The whole wait counts as waiting on Redis for the request: these strategies do nothing but
 /// Redis calls, lock waits and backoff between them (all longer when Redis is slow), and the
 /// request's clock does not cross `tokio::spawn` (so the calls inside are not counted twice).
-async fn detached<F>(work: F) -> Result<Written, StoreError>
+///
+/// Spawned at the call, not at the first poll: an `async fn` would hold `work` in its own state
+/// until then, and so in every request's future whatever the strategy; these futures are
+/// several KiB, which every append then paid to move and box.
+fn detached<F>(work: F) -> impl std::future::Future<Output = Result<Written, StoreError>>
 where
     F: std::future::Future<Output = Result<Written, StoreError>> + Send + 'static,
 {
-    dependency::timed(tokio::spawn(work))
-        .await
-        .map_err(|err| StoreError::TaskFailed(err.to_string()))?
+    let task = tokio::spawn(work);
+    async move {
+        dependency::timed(task)
+            .await
+            .map_err(|err| StoreError::TaskFailed(err.to_string()))?
+    }
 }
 
 /// One append as the strategies see it. Everything is owned, so that a strategy which must
@@ -186,6 +193,25 @@ pub(crate) enum Written {
 pub(crate) fn full_jitter(attempt: u32, base: Duration, cap: Duration) -> Duration {
     let ceiling = base.saturating_mul(1_u32 << attempt.min(16)).min(cap);
     ceiling.mul_f64(fastrand::f64())
+}
+
+/// Runs `evalsha` (an `EVALSHA` of `script`, its keys and arguments written straight into
+/// the command) and, on `NOSCRIPT` (after a restart, failover or `SCRIPT FLUSH`), loads the
+/// script and runs it again, as redis-rs's `ScriptInvocation::invoke_async` does. Built by
+/// hand because an invocation keeps each key and argument in a buffer of its own, then copies
+/// them all into the command: allocations per append, in the batch.
+pub(crate) async fn eval_sha(
+    script: &redis::Script,
+    evalsha: &redis::Cmd,
+    conn: &mut impl redis::aio::ConnectionLike,
+) -> redis::RedisResult<redis::Value> {
+    match evalsha.query_async(conn).await {
+        Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            script.load_async(conn).await?;
+            evalsha.query_async(conn).await
+        }
+        outcome => outcome,
+    }
 }
 
 /// Parses the reply `{status, payload}` that the strategy scripts return.

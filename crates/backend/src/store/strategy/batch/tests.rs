@@ -95,6 +95,10 @@ async fn one_batch(f: &Fixture, appends: &[(NewMessage, Option<&str>)]) -> Vec<S
 }
 
 async fn log_ids(f: &Fixture) -> Vec<u64> {
+    log(f).await.iter().map(|message| message.id).collect()
+}
+
+async fn log(f: &Fixture) -> Vec<crate::store::RawMessage> {
     let mut conn = f.conn.clone();
     let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
         .arg(&f.book.keys().log)
@@ -103,8 +107,7 @@ async fn log_ids(f: &Fixture) -> Vec<u64> {
         .query_async(&mut conn)
         .await
         .expect("XRANGE");
-    let messages = crate::store::entry::entries_to_messages(entries).expect("entries");
-    messages.iter().map(|message| message.id).collect()
+    crate::store::entry::entries_to_messages(entries).expect("entries")
 }
 
 #[tokio::test]
@@ -174,4 +177,44 @@ async fn a_failing_first_log_write_fails_the_whole_batch_and_writes_nothing() {
             .expect("EXISTS");
         assert!(!exists, "wrote {key}");
     }
+}
+
+#[tokio::test]
+async fn a_created_answer_is_the_message_the_log_holds_byte_for_byte() {
+    let f = fixture().await;
+    let mut answered = Vec::new();
+    // A lone append goes through append.lua, two through append_batch.lua.
+    let rounds = [
+        vec![(message("alone \"quoted\""), None)],
+        vec![(message("one"), None), (message("two"), Some("k"))],
+    ];
+    for appends in rounds {
+        // Each script must load itself again after a flush (NOSCRIPT), as after a restart.
+        let mut conn = f.conn.clone();
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut conn)
+            .await
+            .expect("SCRIPT FLUSH");
+        let mut jobs = Vec::new();
+        let mut answers = Vec::new();
+        for (message, key) in &appends {
+            let (reply, answer) = oneshot::channel();
+            jobs.push(Job {
+                links: Arc::clone(&f.links),
+                request: request(&f.book, message, *key),
+                reply,
+            });
+            answers.push(answer);
+        }
+        commit_on(&f.ctx, &f.links, jobs).await;
+        for answer in answers {
+            match answer.await.expect("answered") {
+                Ok(Written::Created(raw)) => answered.push(raw),
+                other => panic!("not created: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(answered.len(), 3);
+    assert_eq!(answered, log(&f).await);
 }
