@@ -86,11 +86,11 @@ run-client: build ## the client alone, against BACKEND_URL (default http://127.0
 	LISTEN_ADDR=$${CLIENT_LISTEN_ADDR:-127.0.0.1:8081} FRONTEND_DIR=frontend target/release/guestbook-client
 
 bench: build ## every benchmark; a full run rewrites BENCHMARKS.md
-	scripts/bench-appends.sh
+	CALLGRIND=1 scripts/bench-appends.sh
 	python3 scripts/bench_loadtest.py
 	python3 scripts/bench_backpressure.py
 	python3 scripts/bench_client.py
-	python3 scripts/bench_proxy.py
+	INSTRUCTIONS=1 python3 scripts/bench_proxy.py
 	python3 scripts/bench_resilience.py
 	python3 scripts/bench_replication.py
 	python3 scripts/bench_cluster_failover.py

@@ -334,9 +334,9 @@ count_instructions() { # bare | a strategy
   appends=$((after - before))
   local failed
   failed=$(awk '/Non-2xx/ {print $NF}' "$LOG_DIR/callgrind-wrk-$name.txt")
-  python3 - "$name" "$appends" "${failed:-0}" "$cpu_before" "$cpu_after" "$out"* <<'PY'
-import sys
-name, appends, failed, cpu_before, cpu_after, *files = sys.argv[1:]
+  python3 - "$JSONL" "$name" "$appends" "${failed:-0}" "$cpu_before" "$cpu_after" "$out"* <<'PY'
+import json, sys
+jsonl, name, appends, failed, cpu_before, cpu_after, *files = sys.argv[1:]
 appends = int(appends)
 total = 0
 for path in files:
@@ -346,6 +346,9 @@ per = total / appends if appends else float("nan")
 redis_us = (float(cpu_after) - float(cpu_before)) * 1e6 / appends if appends else float("nan")
 warning = f"; {failed} answers not 2xx, counted in: rerun" if failed != "0" else ""
 print(f"{name}: {per:,.0f} instructions per append ({appends} appends{warning}), Redis {redis_us:.1f} µs per append")
+with open(jsonl, "a", encoding="utf-8") as out:
+    out.write(json.dumps({"kind": "instructions", "name": name, "appends": appends, "failed": int(failed),
+                          "per_append": per, "redis_us_per_append": redis_us}) + "\n")
 PY
 }
 
