@@ -31,7 +31,8 @@ import sys
 import tempfile
 import time
 
-from benchkit import append_jsonl, env_int, how_to_run, prepare, publish, stop, wait_http
+from benchkit import (append_jsonl, env_int, how_to_run, prepare, publish, redis_cli, start_cluster_node, stop,
+                      wait_http, wait_until)
 
 BACKEND = "target/release/guestbook-backend"
 LOADTEST = "target/release/guestbook-loadtest"
@@ -40,29 +41,15 @@ TOKEN = "bench-admin-token-0123456789"
 
 
 def cli(port, *args):
-    return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10).stdout
+    return redis_cli(port, *args)
 
 
 def start_node(port, directory):
-    node = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-         "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000", "--save", "",
-         "--appendonly", "no", "--dir", directory],
-        stdout=subprocess.DEVNULL,
-    )
-    for _ in range(200):
-        if cli(port, "PING").strip() == "PONG":
-            return node
-        time.sleep(0.05)
-    sys.exit(f"{WHO}: cluster node on {port} did not start")
+    return start_cluster_node(port, directory, WHO, 1000)
 
 
 def wait_for(what, ready, seconds=30):
-    deadline = time.monotonic() + seconds
-    while not ready():
-        if time.monotonic() > deadline:
-            sys.exit(f"{WHO}: {what}")
-        time.sleep(0.05)
+    wait_until(what, ready, WHO, seconds)
 
 
 def slot_owner_and_replica(ports, slot):

@@ -37,7 +37,8 @@ import tempfile
 import time
 import urllib.request
 
-from benchkit import append_jsonl, benchmarks_md, cpu_seconds, env_int, how_to_run, prepare, publish, stop, wait_http
+from benchkit import (append_jsonl, benchmarks_md, cpu_seconds, env_int, how_to_run, prepare, publish, redis_cli,
+                      start_cluster_node, stop, wait_http, wait_until)
 
 BACKEND = "target/release/guestbook-backend"
 LOADTEST = "target/release/guestbook-loadtest"
@@ -46,7 +47,7 @@ SLOTS = 16384
 
 
 def cli(port, *args):
-    return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10).stdout
+    return redis_cli(port, *args)
 
 
 def crc16(data):
@@ -64,25 +65,11 @@ def slot_of_book(name):
 
 
 def start_node(port, directory):
-    node = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-         "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000", "--save", "",
-         "--appendonly", "no", "--dir", directory],
-        stdout=subprocess.DEVNULL,
-    )
-    for _ in range(200):
-        if cli(port, "PING").strip() == "PONG":
-            return node
-        time.sleep(0.05)
-    sys.exit(f"{WHO}: cluster node on {port} did not start")
+    return start_cluster_node(port, directory, WHO, 5000)
 
 
 def wait_for(what, ready, seconds=30):
-    deadline = time.monotonic() + seconds
-    while not ready():
-        if time.monotonic() > deadline:
-            sys.exit(f"{WHO}: {what}")
-        time.sleep(0.05)
+    wait_until(what, ready, WHO, seconds)
 
 
 def even_ranges(shards):

@@ -169,3 +169,33 @@ def publish(doc, name, title, lines):
     if doc:
         write_section(doc, name, title, section)
         print(f"wrote {doc}", file=sys.stderr)
+
+
+def redis_cli(port, *args):
+    """`redis-cli -p PORT ARGS...` on 127.0.0.1; its output (empty when it fails)."""
+    return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10).stdout
+
+
+def start_cluster_node(port, directory, who, node_timeout_ms):
+    """A private `redis-server --cluster-enabled yes` on 127.0.0.1:`port` without persistence, its
+    cluster file in `directory`, once it answers PING; the caller stops it with `stop`."""
+    node = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+         "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(node_timeout_ms), "--save", "",
+         "--appendonly", "no", "--dir", directory],
+        stdout=subprocess.DEVNULL,
+    )
+    for _ in range(200):
+        if redis_cli(port, "PING").strip() == "PONG":
+            return node
+        time.sleep(0.05)
+    sys.exit(f"{who}: cluster node on {port} did not start")
+
+
+def wait_until(what, ready, who, seconds=30):
+    """Polls `ready()` every 50 ms; exits `who` with `what` when it is not true within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not ready():
+        if time.monotonic() > deadline:
+            sys.exit(f"{who}: {what}")
+        time.sleep(0.05)
