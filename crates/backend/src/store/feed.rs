@@ -6,7 +6,9 @@
 //! default book's tail runs for the process's life; another book's starts with its first
 //! subscriber and ends within [`BLOCK`] of its last one leaving ([`Feeds`], bounded by
 //! [`MAX_LIVE_BOOKS`]). Whichever replica a message was posted to,
-//! every replica's tail reads it from Redis, so every subscriber sees it.
+//! every replica's tail reads it from Redis, so every subscriber sees it. While the default
+//! book has no subscriber here, its tail only skims the log (the newest id, at most every
+//! 50 ms: see `Feed::skim`) instead of reading every message to drop it.
 //!
 //! The tail encodes each message as its Server-Sent Event once ([`Event`]); every subscriber
 //! is handed the same shared bytes, so ten thousand subscribers cost one serialisation, not
