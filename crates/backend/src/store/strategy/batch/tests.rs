@@ -19,8 +19,16 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_keeping(None).await
+}
+
+/// `max_messages`: the retention cap, when a test needs it smaller than a batch.
+async fn fixture_keeping(max_messages: Option<u64>) -> Fixture {
     let redis = RedisServer::start().await;
-    let settings = crate::Settings::for_tests(&redis.url());
+    let mut settings = crate::Settings::for_tests(&redis.url());
+    if let Some(cap) = max_messages {
+        settings.redis.max_messages = cap;
+    }
     let args = &settings.redis;
     let book = Arc::new(Book::new(&args.guestbook_name));
     let metrics = StoreMetrics::register(&mut prometheus_client::registry::Registry::default());
@@ -217,4 +225,30 @@ async fn a_created_answer_is_the_message_the_log_holds_byte_for_byte() {
     }
     assert_eq!(answered.len(), 3);
     assert_eq!(answered, log(&f).await);
+}
+
+/// The batch trims once, after its last entry: what it keeps must be what trimming after every
+/// entry would keep, the newest `MAX_MESSAGES`, when the batch alone exceeds the cap and when
+/// the log was full before it.
+#[tokio::test]
+async fn a_batch_keeps_exactly_the_newest_entries_up_to_the_cap() {
+    let f = fixture_keeping(Some(3)).await;
+    let five: Vec<_> = (1..=5).map(|n| (message(&format!("m{n}")), None)).collect();
+    assert_eq!(
+        one_batch(&f, &five).await,
+        [
+            "created 1",
+            "created 2",
+            "created 3",
+            "created 4",
+            "created 5"
+        ]
+    );
+    assert_eq!(log_ids(&f).await, [3, 4, 5]);
+
+    let two: Vec<_> = (6..=7).map(|n| (message(&format!("m{n}")), None)).collect();
+    one_batch(&f, &two).await;
+    let kept = log(&f).await;
+    assert_eq!(kept.iter().map(|m| m.id).collect::<Vec<_>>(), [5, 6, 7]);
+    assert!(kept[2].json.contains("\"text\":\"m7\""), "{}", kept[2].json);
 }
