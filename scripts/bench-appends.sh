@@ -222,6 +222,31 @@ ports_csv() { # count → "18081,18082,..."
   echo "${ports[*]}"
 }
 
+# CPU ticks (1/CLK_TCK s) so far: of the processes given (utime + stime), of the whole
+# machine (busy, idle) and of wrk, so each row can say where the cores went.
+process_ticks() { # pid...
+  local pid total=0 stat fields
+  for pid in "$@"; do
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+    read -r -a fields <<<"${stat##*) }"
+    total=$((total + fields[11] + fields[12]))
+  done
+  echo "$total"
+}
+machine_ticks() { # → "busy idle"
+  awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat
+}
+# This shell's reaped children (cutime + cstime): across a wrk run, wrk's own CPU.
+children_ticks() {
+  local stat fields
+  stat=$(cat "/proc/$$/stat")
+  read -r -a fields <<<"${stat##*) }"
+  echo $((fields[13] + fields[14]))
+}
+cpu_snapshot() { # → "backend redis busy idle wrk"
+  echo "$(process_ticks "${BACKEND_PIDS[@]}") $(process_ticks "$REDIS_PID") $(machine_ticks) $(children_ticks)"
+}
+
 # One row: wrk against `count` instances with `conns` connections in flight.
 measure() { # strategy, count, conns
   local strategy=$1 count=$2 conns=$3 threads in_flight ports summary
@@ -236,11 +261,15 @@ measure() { # strategy, count, conns
   local env="BENCH_PORTS=$ports BENCH_IDEMPOTENCY=$IDEMPOTENCY"
   flush
   echo "wrk: $strategy, $count instance(s), $in_flight in flight ..." >&2
+  local before after
+  before=$(cpu_snapshot)
   BENCH_PORTS=$ports BENCH_IDEMPOTENCY=$IDEMPOTENCY BENCH_SUMMARY=$summary "${cmd[@]}" \
     >"$LOG_DIR/wrk-$strategy-$count-$conns.txt"
+  after=$(cpu_snapshot)
   [[ -s $summary ]] || die "wrk wrote no summary; see $LOG_DIR/wrk-$strategy-$count-$conns.txt"
   "${REPORT[@]}" record-wrk --summary "$summary" --strategy "$strategy" --instances "$count" \
     --requested "$conns" --in-flight "$in_flight" --threads "$threads" --env "$env" \
+    --cpu-before "$before" --cpu-after "$after" --clk-tck "$(getconf CLK_TCK)" \
     -- "${cmd[@]}" >>"$JSONL"
 }
 

@@ -9,7 +9,8 @@ Subcommands (each `record-*` prints one JSON line):
   run-info           the run's settings, the machine and the tool versions
   record-redis-benchmark --name NAME --csv FILE -- COMMAND...
   record-wrk         --summary FILE --strategy S --instances N --requested C --in-flight C'
-                     --threads T --env 'K=V ...' -- COMMAND...
+                     --threads T --env 'K=V ...' [--cpu-before 'B R BUSY IDLE WRK'
+                     --cpu-after 'B R BUSY IDLE WRK' --clk-tck HZ] -- COMMAND...
   report --jsonl FILE [--doc BENCHMARKS.md]
                      prints the table; with --doc, rewrites the sections between
                      <!-- appends:begin/end --> and <!-- machine:begin/end -->
@@ -129,7 +130,18 @@ def record_wrk(args):
         "p50_ms": summary["latency_us"]["p50"] / 1e3,
         "p99_ms": summary["latency_us"]["p99"] / 1e3,
         "command": f"{args.env} {command}" if args.env else command,
+        "cpu_s": cpu_seconds(args),
     }
+
+
+def cpu_seconds(args):
+    """CPU seconds during the row: the backends', Redis's, the machine's busy and idle, wrk's."""
+    if not (args.cpu_before and args.cpu_after):
+        return None
+    before = [int(v) for v in args.cpu_before.split()]
+    after = [int(v) for v in args.cpu_after.split()]
+    names = ("backend", "redis", "busy", "idle", "wrk")
+    return {name: (a - b) / args.clk_tck for name, b, a in zip(names, before, after)}
 
 
 def fmt_rate(value):
@@ -231,6 +243,54 @@ WHERE_THE_REST_GOES = (
 )
 
 
+def cores_section(records):
+    """Where the cores went in the two rows of the 2b ratio, and what that predicts.
+
+    Every process shares the same cores, so when they are busy the appends per second are the
+    cores' time over what an append costs all the processes together; this splits that cost so
+    the ratio can be read off it, the backend's share apart from Redis's and the load's.
+    """
+    rows = [(BARE, wrk_row(records, BARE)), (DEFAULT_STRATEGY, wrk_row(records, DEFAULT_STRATEGY))]
+    if any(r is None or not r.get("cpu_s") or "wrk" not in r["cpu_s"] or not r["ok"] for _, r in rows):
+        return []
+    cost = {}
+    lines = [
+        f"Where the cores went in the two rows of that ratio (CPU time over the row from `/proc`, per "
+        "2xx answer; \"the rest\" is the machine's busy time no process was charged with, such as the "
+        "kernel's loopback work, and anything else running):",
+        "",
+        "| load | appends/s | backend µs | Redis µs | wrk µs | the rest µs | all µs per append | idle |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in rows:
+        cpu, n = r["cpu_s"], r["ok"]
+        us = {k: cpu[k] * 1e6 / n for k in ("backend", "redis", "wrk", "busy")}
+        us["rest"] = us["busy"] - us["backend"] - us["redis"] - us["wrk"]
+        idle = cpu["idle"] / (cpu["busy"] + cpu["idle"]) if cpu["busy"] + cpu["idle"] else 0.0
+        cost[name] = us | {"idle": idle, "rate": r["appends_per_s"]}
+        lines.append(
+            f"| `{name}` | {fmt_rate(r['appends_per_s'])} | {us['backend']:.1f} | {us['redis']:.1f} | "
+            f"{us['wrk']:.1f} | {us['rest']:.1f} | {us['busy']:.1f} | {idle:.0%} |"
+        )
+    b, o = cost[BARE], cost[DEFAULT_STRATEGY]
+    more = o["busy"] - b["busy"]
+    lines += [
+        "",
+        f"Both rows use the same cores (idle {b['idle']:.0%} and {o['idle']:.0%}), so their ratio follows what an "
+        f"append costs everything on them: {b['busy']:.1f} / {o['busy']:.1f} µs predicts "
+        f"{b['busy'] / o['busy']:.1%}, against {o['rate'] / b['rate']:.1%} measured. "
+        f"Of the {more:.1f} µs a `{DEFAULT_STRATEGY}` append costs beyond a bare one, Redis takes "
+        f"{o['redis'] - b['redis']:+.1f} µs (its script adds a stream entry, checks the term and sets the "
+        f"sequence where the bare handler's `RPUSH` appends a list item), the backend {o['backend'] - b['backend']:+.1f} µs, "
+        f"wrk {o['wrk'] - b['wrk']:+.1f} µs (it reads the longer answer: the stored message with its id and time, "
+        f"against `{{\"id\":N}}`) and the rest {o['rest'] - b['rest']:+.1f} µs. "
+        f"Redis and the load generator run on other hosts in a deployment; on the backend's own CPU per append "
+        f"alone, `{DEFAULT_STRATEGY}` is at {b['backend'] / o['backend']:.1%} of the bare handler.",
+        "",
+    ]
+    return lines
+
+
 def instructions_section(records):
     """Instructions per append under callgrind (`CALLGRIND=1`), when this run counted them."""
     counted = [r for r in records if r["kind"] == "instructions"]
@@ -279,6 +339,7 @@ def appends_section(records):
             "",
             ratio_line(records),
             "",
+            *cores_section(records),
             *instructions_section(records),
             "Exact commands of this run:",
             "",
@@ -315,6 +376,8 @@ def report(args):
     print(table(records))
     print()
     print(ratio_line(records))
+    print()
+    print("\n".join(cores_section(records)))
     if args.doc:
         with open(args.doc, encoding="utf-8") as file:
             text = file.read()
@@ -347,6 +410,9 @@ def main():
     w.add_argument("--in-flight", type=int, required=True)
     w.add_argument("--threads", type=int, required=True)
     w.add_argument("--env", default="")
+    w.add_argument("--cpu-before", default="")
+    w.add_argument("--cpu-after", default="")
+    w.add_argument("--clk-tck", type=float, default=100.0)
     w.add_argument("command", nargs=argparse.REMAINDER)
 
     rep = sub.add_parser("report")
