@@ -363,22 +363,8 @@ count_instructions() { # bare | a strategy
   appends=$((after - before))
   local failed
   failed=$(awk '/Non-2xx/ {print $NF}' "$LOG_DIR/callgrind-wrk-$name.txt")
-  python3 - "$JSONL" "$name" "$appends" "${failed:-0}" "$cpu_before" "$cpu_after" "$out"* <<'PY'
-import json, sys
-jsonl, name, appends, failed, cpu_before, cpu_after, *files = sys.argv[1:]
-appends = int(appends)
-total = 0
-for path in files:
-    with open(path) as dump:
-        total += sum(int(line.split()[1]) for line in dump if line.startswith("totals:"))
-per = total / appends if appends else float("nan")
-redis_us = (float(cpu_after) - float(cpu_before)) * 1e6 / appends if appends else float("nan")
-warning = f"; {failed} answers not 2xx, counted in: rerun" if failed != "0" else ""
-print(f"{name}: {per:,.0f} instructions per append ({appends} appends{warning}), Redis {redis_us:.1f} µs per append")
-with open(jsonl, "a", encoding="utf-8") as out:
-    out.write(json.dumps({"kind": "instructions", "name": name, "appends": appends, "failed": int(failed),
-                          "per_append": per, "redis_us_per_append": redis_us}) + "\n")
-PY
+  "${REPORT[@]}" record-instructions --name "$name" --appends "$appends" --failed "${failed:-0}" \
+    --redis-cpu-before "$cpu_before" --redis-cpu-after "$cpu_after" -- "$out"* >>"$JSONL"
 }
 
 if [[ $CALLGRIND != 0 ]]; then

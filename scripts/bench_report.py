@@ -144,6 +144,81 @@ def cpu_seconds(args):
     return {name: (a - b) / args.clk_tck for name, b, a in zip(names, before, after)}
 
 
+# Where an append's instructions go: each function of a callgrind profile (its self cost,
+# "file:function", so inlined code counts in the function it was inlined into unless its own
+# file names the area) goes to the first area whose pattern it matches.
+AREAS = [
+    ("validating the body, building the stored message", r"guestbook_backend::domain|guestbook_api::|NewMessage"),
+    ("channels (the group commit's queue and replies, redis-rs's pipeline)", r"strategy::batch|tokio::sync::(mpsc|oneshot)|sync/oneshot|sync/mpsc"),
+    ("Redis client (redis-rs, RESP)", r"redis::|/redis-[\d.]+/|combine"),
+    ("metrics, pressure windows", r"prometheus_client|hdrhistogram|guestbook_common::(window|pressure|metrics)"),
+    ("tracing, request id", r"tracing|telemetry|uuid|rand_chacha|request_id"),
+    ("timers, clocks", r"tokio::time|runtime/time|Timespec|clock_gettime|Instant"),
+    ("JSON (serde_json)", r"serde_json|serde_core|/serde-"),
+    ("allocation, copies (malloc, free, memcpy)", r"malloc\.c|arena\.c|memmove|memcpy|memset"),
+    ("HTTP (hyper, httparse, http, axum, tower)", r"hyper|httparse|/http-[\d.]+/|http::|axum|tower"),
+    ("tokio runtime, I/O", r"tokio|mio"),
+    ("the service's other code", r"guestbook"),
+]
+OTHER_AREA = "other (std, libc)"
+
+
+def profile_areas(files):
+    """Self instructions by area, summed over callgrind dump files (callgrind_annotate)."""
+    areas = {}
+    for path in files:
+        listing = subprocess.run(["callgrind_annotate", "--threshold=100", "--auto=no", path], capture_output=True,
+                                 text=True, check=False).stdout
+        for line in listing.splitlines():
+            found = re.match(r"\s*([\d,]+) \(\s*[\d.]+%\)\s+(.*)$", line)
+            if not found or "PROGRAM TOTALS" in line:
+                continue
+            where = found.group(2)
+            area = next((name for name, pattern in AREAS if re.search(pattern, where)), OTHER_AREA)
+            areas[area] = areas.get(area, 0) + int(found.group(1).replace(",", ""))
+    return areas
+
+
+def allocations(files):
+    """Calls to malloc, calloc and realloc, from the call records of callgrind dump files."""
+    names, calls = {}, 0
+    for path in files:
+        callee = None
+        with open(path, encoding="utf-8") as dump:
+            for line in dump:
+                # Names are compressed: "cfn=(12) malloc" the first time, "cfn=(12)" after.
+                named = re.match(r"c?fn=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
+                if named:
+                    if named.group(2):
+                        names[named.group(1)] = named.group(2)
+                    if line.startswith("cfn="):
+                        callee = names.get(named.group(1))
+                    continue
+                if line.startswith("calls=") and callee in ("malloc", "calloc", "realloc"):
+                    calls += int(line[6:].split()[0])
+    return calls
+
+
+def record_instructions(args):
+    total = 0
+    for path in args.files:
+        with open(path, encoding="utf-8") as dump:
+            total += sum(int(line.split()[1]) for line in dump if line.startswith("totals:"))
+    appends = args.appends
+    per = total / appends if appends else float("nan")
+    redis_us = (args.redis_cpu_after - args.redis_cpu_before) * 1e6 / appends if appends else float("nan")
+    warning = f"; {args.failed} answers not 2xx, counted in: rerun" if args.failed else ""
+    print(f"{args.name}: {per:,.0f} instructions per append ({appends} appends{warning}), "
+          f"Redis {redis_us:.1f} µs per append", file=sys.stderr)
+    # Only dumps taken while wrk ran (`callgrind_control -d` writes NAME.out.1...) are profiled.
+    dumps = [path for path in args.files if re.search(r"\.out\.\d+$", path)] or args.files
+    areas = {name: count / appends for name, count in profile_areas(dumps).items()} if appends else {}
+    allocs = allocations(dumps) / appends if appends else float("nan")
+    return {"kind": "instructions", "name": args.name, "appends": appends, "failed": args.failed,
+            "per_append": per, "redis_us_per_append": redis_us, "areas": areas,
+            "allocations_per_append": allocs}
+
+
 def fmt_rate(value):
     return f"{value:,.0f}"
 
@@ -227,19 +302,14 @@ def ratio_line(records):
     )
 
 
-# Where the default strategy's instructions per append go beyond the bare handler's, as profiled
-# (callgrind, release build, 64 in flight, 2026-11-30, after issue 17's work on the path); kept here
-# so that every run writes it again beside the counts it explains.
-WHERE_THE_REST_GOES = (
-    "Where a `lua` append's instructions go beyond the bare handler's (callgrind, as profiled on 2026-11-30): "
-    "the edge layers every route shares (request id, trace span, metrics, the pressure windows, the header "
-    "limit) 11.7k when measured by leaving them out of a throwaway build (before the request-id and trace changes that trimmed them), parsing and validating the JSON body (author and text rules, the `Idempotency-Key`) "
-    "about 4.4k, building the stored message and its answer about 2k, the group commit's queue, reply channel "
-    "and time limit about 3k. The bare handler does none of these: it pushes the raw body. They are what the "
-    "service promises (exactly once, validated input, metrics, backpressure), so the 90 % goal against a "
-    "handler without them is not reachable by trimming; what could be trimmed (allocations, copies of a 15 KiB "
-    "future, header-map clones, a tail that read every message with nobody subscribed, per-request label "
-    "lookups) has been."
+# Why the rows of the area table differ: what the default strategy does that the bare handler,
+# which pushes the raw body, does not.
+WHAT_THE_REST_IS = (
+    "The bare handler pushes the raw body: no validation, no stored message to build, no group commit, no "
+    "request id, trace span, metrics or pressure windows. Those are what the service promises (exactly once, "
+    "validated input, observability, backpressure). Already trimmed from them, each measured this way: "
+    "copies of a 15 KiB future, header-map clones, a tail that read every message with nobody subscribed, "
+    "per-request label lookups, exact trimming on every log entry."
 )
 
 
@@ -291,6 +361,35 @@ def cores_section(records):
     return lines
 
 
+def areas_table(counted):
+    """Instructions per append by area (callgrind self cost), bare against the default strategy."""
+    bare = next((r for r in counted if r["name"] == BARE and r.get("areas")), None)
+    ours = next((r for r in counted if r["name"] == DEFAULT_STRATEGY and r.get("areas")), None)
+    if not (bare and ours):
+        return []
+    names = [name for name, _ in AREAS] + [OTHER_AREA]
+    names.sort(key=lambda name: -(ours["areas"].get(name, 0) - bare["areas"].get(name, 0)))
+    lines = [
+        f"Where the instructions go, `{BARE}` against `{DEFAULT_STRATEGY}` (callgrind's self count per function, "
+        "summed by area from the function and source file names, so code inlined into a function counts in "
+        "that function's area; per append):",
+        "",
+        f"| area | `{BARE}` | `{DEFAULT_STRATEGY}` | beyond `{BARE}` |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in names:
+        b, o = bare["areas"].get(name, 0), ours["areas"].get(name, 0)
+        lines.append(f"| {name} | {b:,.0f} | {o:,.0f} | {o - b:+,.0f} |")
+    b, o = sum(bare["areas"].values()), sum(ours["areas"].values())
+    lines += [f"| all | {b:,.0f} | {o:,.0f} | {o - b:+,.0f} |", ""]
+    if bare.get("allocations_per_append") and ours.get("allocations_per_append"):
+        lines += [f"Heap allocations per append (calls to malloc, calloc and realloc in the same profile): "
+                  f"`{BARE}` {bare['allocations_per_append']:.1f}, `{DEFAULT_STRATEGY}` "
+                  f"{ours['allocations_per_append']:.1f}.", ""]
+    lines += [WHAT_THE_REST_IS, ""]
+    return lines
+
+
 def instructions_section(records):
     """Instructions per append under callgrind (`CALLGRIND=1`), when this run counted them."""
     counted = [r for r in records if r["kind"] == "instructions"]
@@ -309,7 +408,7 @@ def instructions_section(records):
         versus = f"{r['per_append'] / bare['per_append']:.2f}×" if bare and bare["per_append"] else "—"
         flag = " (non-2xx answers counted in)" if r.get("failed") else ""
         lines.append(f"| `{r['name']}`{flag} | {r['per_append']:,.0f} | {versus} | {r['redis_us_per_append']:.1f} |")
-    return [*lines, "", WHERE_THE_REST_GOES, ""]
+    return [*lines, "", *areas_table(counted)]
 
 
 def appends_section(records):
@@ -415,6 +514,14 @@ def main():
     w.add_argument("--clk-tck", type=float, default=100.0)
     w.add_argument("command", nargs=argparse.REMAINDER)
 
+    ins = sub.add_parser("record-instructions")
+    ins.add_argument("--name", required=True)
+    ins.add_argument("--appends", type=int, required=True)
+    ins.add_argument("--failed", type=int, default=0)
+    ins.add_argument("--redis-cpu-before", type=float, required=True)
+    ins.add_argument("--redis-cpu-after", type=float, required=True)
+    ins.add_argument("files", nargs="+")
+
     rep = sub.add_parser("report")
     rep.add_argument("--jsonl", required=True)
     rep.add_argument("--doc", default="")
@@ -428,6 +535,8 @@ def main():
         print(json.dumps(record_redis_benchmark(args)))
     elif args.action == "record-wrk":
         print(json.dumps(record_wrk(args)))
+    elif args.action == "record-instructions":
+        print(json.dumps(record_instructions(args)))
     else:
         report(args)
 
