@@ -97,12 +97,12 @@ impl NewMessage {
         };
         check_length("author", author, MAX_AUTHOR_CHARS)?;
         check_length("text", &text, MAX_TEXT_CHARS)?;
-        if author.chars().any(char::is_control) {
+        if has_control(author, None) {
             return Err(InputError::Invalid(
                 "author must not contain control characters".into(),
             ));
         }
-        if text.chars().any(|c| c.is_control() && c != '\n') {
+        if has_control(&text, Some(b'\n')) {
             return Err(InputError::Invalid(
                 "text must not contain control characters other than newline".into(),
             ));
@@ -185,18 +185,48 @@ pub fn format_created_at(created_at: OffsetDateTime) -> String {
 
 /// Builds the full stored JSON from an id and a [`NewMessage::json_tail`].
 pub fn stored_json(id: u64, tail: &str) -> String {
-    use std::fmt::Write as _;
-    // One allocation of the final size (`format!` grows its buffer as it goes).
+    // One allocation of the final size (`format!` grows its buffer as it goes), and the id's
+    // digits written by hand (`write!` goes through the formatting machinery).
     let mut json = String::with_capacity(tail.len() + 28);
     json.push_str("{\"id\":");
-    write!(json, "{id}").expect("writing to a String cannot fail");
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut rest = id;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    json.extend(digits[start..].iter().map(|&digit| char::from(digit)));
     json.push(',');
     json.push_str(tail);
     json
 }
 
+/// True when `value` holds a control character (`char::is_control`) other than `allowed`.
+fn has_control(value: &str, allowed: Option<u8>) -> bool {
+    // ASCII text (nearly every message) is checked byte by byte, without decoding characters.
+    if value.is_ascii() {
+        value
+            .bytes()
+            .any(|byte| (byte < 0x20 || byte == 0x7f) && Some(byte) != allowed)
+    } else {
+        value
+            .chars()
+            .any(|c| c.is_control() && Some(c) != allowed.map(char::from))
+    }
+}
+
 fn check_length(field: &str, value: &str, max: usize) -> Result<(), InputError> {
-    let chars = value.chars().count();
+    // In ASCII, characters are bytes: no need to count them.
+    let chars = if value.is_ascii() {
+        value.len()
+    } else {
+        value.chars().count()
+    };
     if chars == 0 {
         return Err(InputError::Invalid(format!("{field} must not be empty")));
     }
@@ -298,6 +328,11 @@ mod tests {
     fn the_stored_json_round_trips_with_escapes() {
         let message = NewMessage::new("<b>\"Mary\"</b>", "line\nbreak \\ done").unwrap();
         let created = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        assert_eq!(stored_json(0, "}"), "{\"id\":0,}");
+        assert_eq!(
+            stored_json(u64::MAX, "}"),
+            format!("{{\"id\":{},}}", u64::MAX)
+        );
         let json = stored_json(42, &message.json_tail(created));
         let stored = parse_stored(&json).unwrap();
         assert_eq!(stored.id, 42);
@@ -323,6 +358,15 @@ mod tests {
                 serde_json::to_string(&served).unwrap()
             );
         }
+    }
+
+    #[test]
+    fn control_characters_are_found_in_ascii_and_beyond() {
+        assert!(has_control("a\u{7f}", None));
+        assert!(has_control("é\u{85}", None));
+        assert!(has_control("é\n", None));
+        assert!(!has_control("é\n", Some(b'\n')));
+        assert!(!has_control("plain text", None));
     }
 
     #[test]

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use bytes::BytesMut;
-use futures_util::StreamExt;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
+use bytes::BytesMut;
+use futures_util::StreamExt;
 use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
