@@ -65,8 +65,14 @@ impl<S: Send + Sync> FromRequest<S> for LimitedBody {
 /// Requiring it is a CSRF defence: a cross-site HTML form can only send form or plain-text
 /// bodies, and a browser preflights anything else, which our closed CORS refuses.
 pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Err(ApiError::UnsupportedMediaType);
+    };
+    // The type every client sends, exactly: no need to split, trim or fold case.
+    if value.as_bytes() == b"application/json" {
+        return Ok(());
+    }
+    let is_json = Some(value)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(';').next())
         .is_some_and(|mime| {
