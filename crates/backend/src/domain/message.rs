@@ -67,6 +67,31 @@ mod borrowed {
     }
 }
 
+/// The author and text of a body in the shape clients send, `{"author":"…","text":"…"}`,
+/// without whitespace, escapes or control characters: read in one pass, without serde_json
+/// (about a thousand instructions a post). Anything else is `None` and goes through
+/// serde_json, which accepts the same values from this shape and words every refusal.
+fn plain_body(body: &[u8]) -> Option<(&str, &str)> {
+    let rest = body.strip_prefix(b"{\"author\":\"")?;
+    let (author, rest) = plain_string(rest)?;
+    let rest = rest.strip_prefix(b",\"text\":\"")?;
+    let (text, rest) = plain_string(rest)?;
+    (rest == b"}").then_some((author, text))
+}
+
+/// The contents of a JSON string up to its closing quote, when they hold no escape and no
+/// control character (which JSON forbids raw) and are UTF-8; and what follows the quote.
+fn plain_string(input: &[u8]) -> Option<(&str, &[u8])> {
+    let end = input
+        .iter()
+        .position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20)?;
+    if input[end] != b'"' {
+        return None;
+    }
+    let contents = std::str::from_utf8(&input[..end]).ok()?;
+    Some((contents, &input[end + 1..]))
+}
+
 /// A message that passed validation: trimmed, within limits, free of control characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
@@ -77,6 +102,9 @@ pub struct NewMessage {
 impl NewMessage {
     /// Parses and validates a request body.
     pub fn from_json(body: &[u8]) -> Result<Self, InputError> {
+        if let Some((author, text)) = plain_body(body) {
+            return Self::new(author, text);
+        }
         let body: borrowed::NewMessageBody<'_> = from_json_object(body)?;
         Self::new(&body.author, &body.text)
     }
@@ -358,6 +386,45 @@ mod tests {
                 serde_json::to_string(&served).unwrap()
             );
         }
+    }
+
+    #[test]
+    fn plain_bodies_are_read_as_serde_json_reads_them() {
+        for body in [
+            &br#"{"author":"Mary","text":"Hello"}"#[..],
+            "{\"author\":\" Mary \",\"text\":\"café 字\"}".as_bytes(),
+            br#"{"author":"","text":""}"#,
+        ] {
+            let (author, text) = plain_body(body).expect("a plain body");
+            let serde: NewMessageBody = serde_json::from_slice(body).unwrap();
+            assert_eq!((author, text), (serde.author.as_str(), serde.text.as_str()));
+        }
+    }
+
+    #[test]
+    fn other_bodies_are_left_to_serde_json() {
+        for body in [
+            &br#"{"author":"M\"ary","text":"Hello"}"#[..],
+            br#"{"author":"M\u0061ry","text":"Hello"}"#,
+            br#"{"author":"Mary","text":"Hel\nlo"}"#,
+            b"{\"author\":\"Mary\",\"text\":\"a\tb\"}",
+            br#"{ "author":"Mary","text":"Hello"}"#,
+            br#"{"author":"Mary","text":"Hello"} "#,
+            br#"{"text":"Hello","author":"Mary"}"#,
+            br#"{"author":"Mary","text":"Hello","admin":true}"#,
+            br#"{"author":"Mary","text":"Hello"#,
+            b"{\"author\":\"M\xffry\",\"text\":\"Hello\"}",
+        ] {
+            assert_eq!(plain_body(body), None, "{}", String::from_utf8_lossy(body));
+        }
+        assert!(matches!(
+            NewMessage::from_json(b"{\"author\":\"M\xffry\",\"text\":\"Hello\"}"),
+            Err(InputError::Malformed(_))
+        ));
+        assert!(matches!(
+            NewMessage::from_json(br#"{"author":"Mary","text":"Hello"} x"#),
+            Err(InputError::Malformed(_))
+        ));
     }
 
     #[test]
