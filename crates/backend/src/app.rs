@@ -154,8 +154,9 @@ pub fn app(state: AppState) -> Router {
         // fault injection off they stay a plain 404.
         faults = faults.route_layer(axum::middleware::from_fn(same_origin::guard));
     }
+    // The body limit is a layer on every route but the messages', whose bodies come through
+    // `LimitedBody`, which enforces the same limit without the layer's per-request extension.
     let routes = Router::new()
-        .merge(messages)
         .merge(routes::data::routes())
         .merge(routes::slow::routes())
         .merge(faults)
@@ -166,7 +167,8 @@ pub fn app(state: AppState) -> Router {
             crate::openapi::json(),
         )))
         .fallback(|| async { ApiError::NotFound.into_response() })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .merge(messages);
     service::wrap(routes, metrics, shedder, Identity::new()).with_state(state)
 }
 

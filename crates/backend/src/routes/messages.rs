@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
@@ -254,12 +255,15 @@ fn page_json(messages: &[RawMessage]) -> String {
 }
 
 /// A pre-encoded JSON body.
-pub fn json(body: String) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
+///
+/// Built directly rather than as `([(CONTENT_TYPE, ..)], body)`: a `String`'s own response
+/// carries a `text/plain` content type, which the tuple's header then replaces, two header
+/// writes per answer for one header.
+pub fn json(body: String) -> Response {
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
