@@ -105,6 +105,11 @@ impl NewMessage {
         if let Some((author, text)) = plain_body(body) {
             return Self::new(author, text);
         }
+        Self::from_json_by_serde(body)
+    }
+
+    /// [`Self::from_json`] without the one-pass reader: the reference it must agree with.
+    pub(crate) fn from_json_by_serde(body: &[u8]) -> Result<Self, InputError> {
         let body: borrowed::NewMessageBody<'_> = from_json_object(body)?;
         Self::new(&body.author, &body.text)
     }

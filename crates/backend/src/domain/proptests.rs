@@ -49,6 +49,23 @@ fn field(max: usize) -> impl Strategy<Value = String> {
     ]
 }
 
+/// Bytes as a client might put them between a field's quotes, valid JSON or not.
+fn raw_field() -> impl Strategy<Value = Vec<u8>> {
+    let piece = prop_oneof![
+        6 => "[a-zA-Z0-9 ]{1,8}".prop_map(String::into_bytes),
+        1 => prop::sample::select(vec![
+            &b"\\\""[..], b"\\n", b"\\u0041", b"\\", b"\"", b"\n", b"\t", b"\x7f", b"\x00",
+            b"\xc3\xa9", b"\xe5\xad\x97", b"\xff", b"\xc3", b"\xc2\x85", b"\xe2\x80\xa8",
+        ])
+        .prop_map(<[u8]>::to_vec),
+        1 => any::<u8>().prop_map(|byte| vec![byte]),
+    ];
+    prop_oneof![
+        prop::collection::vec(piece, 0..10).prop_map(|pieces| pieces.concat()),
+        (MAX_TEXT_CHARS - 1..=MAX_TEXT_CHARS + 1).prop_map(|n| "é".repeat(n).into_bytes()),
+    ]
+}
+
 /// The rule, written from the README: at most `max` characters as sent, 1..=`max` after
 /// trimming (CRLF counted as one), no control characters (the text may contain newlines).
 fn oracle(author: &str, text: &str) -> Option<(String, String)> {
@@ -121,6 +138,25 @@ proptest! {
             // An `extra` named `author` or `text` replaces that field with a number: still invalid.
             prop_assert!(matches!(outcome, Err(InputError::Invalid(_))), "{} gave {:?}", body, outcome);
         }
+    }
+
+    /// The one-pass reader of bodies in the usual shape must answer exactly as serde_json
+    /// alone: the same message, or the same refusal in the same words. The raw field bytes mix
+    /// what the reader must hand on (quotes, backslashes, control bytes, invalid UTF-8) with
+    /// what it takes itself (ASCII, multi-byte characters).
+    #[test]
+    fn a_plain_body_is_read_as_serde_json_reads_it(
+        author in raw_field(),
+        text in raw_field(),
+        prefix in prop::sample::select(vec!["{\"author\":\"", "{ \"author\":\"", "{\"author\": \""]),
+        suffix in prop::sample::select(vec!["\"}", "\" }", "\"}x", "\"", "\",\"extra\":1}"]),
+    ) {
+        let mut body = prefix.as_bytes().to_vec();
+        body.extend_from_slice(&author);
+        body.extend_from_slice(b"\",\"text\":\"");
+        body.extend_from_slice(&text);
+        body.extend_from_slice(suffix.as_bytes());
+        prop_assert_eq!(NewMessage::from_json(&body), NewMessage::from_json_by_serde(&body));
     }
 
     #[test]
