@@ -154,8 +154,13 @@ async fn invalid_posts_are_refused_with_the_right_status_and_write_nothing() {
         ),
     ];
 
-    for (case, content_type, key, body, expected) in cases {
-        let mut request = client.post(app.url("/api/messages")).body(body);
+    // The default book's route and another book's take their bodies the same way.
+    let both = ["/api/messages", "/api/books/validation/messages"];
+    for (path, (case, content_type, key, body, expected)) in both
+        .into_iter()
+        .flat_map(|path| cases.iter().cloned().map(move |case| (path, case)))
+    {
+        let mut request = client.post(app.url(path)).body(body);
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
         }
@@ -165,10 +170,10 @@ async fn invalid_posts_are_refused_with_the_right_status_and_write_nothing() {
         let response = request.send().await.expect("answers");
         let status = response.status().as_u16();
         let body: serde_json::Value = response.json().await.unwrap_or_default();
-        assert_eq!(status, expected, "{case}: {body}");
+        assert_eq!(status, expected, "{path} {case}: {body}");
         assert!(
             body["error"].as_str().is_some_and(|e| !e.is_empty()),
-            "{case}: a JSON error, got {body}"
+            "{path} {case}: a JSON error, got {body}"
         );
         let code = match expected {
             400 => "bad-request",
@@ -176,12 +181,66 @@ async fn invalid_posts_are_refused_with_the_right_status_and_write_nothing() {
             415 => "unsupported-media-type",
             _ => "invalid",
         };
-        assert_eq!(body["code"], code, "{case}: {body}");
+        assert_eq!(body["code"], code, "{path} {case}: {body}");
     }
     assert!(
         read_all(&client, &app.base).await.is_empty(),
         "nothing was written"
     );
+}
+
+/// A body sent in chunks, with no Content-Length: the limit counts across chunks (413 once
+/// past 16 KiB, nothing written) and a body within it is joined whole.
+#[tokio::test]
+async fn a_chunked_body_is_joined_and_limited_across_its_chunks() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::with_lua().await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let post = |chunks: Vec<Vec<u8>>| {
+        let address = address.clone();
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(&address)
+                .await
+                .expect("connects");
+            let mut request = format!(
+                "POST /api/messages HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\n\
+                 transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+            )
+            .into_bytes();
+            for chunk in chunks {
+                request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                request.extend_from_slice(&chunk);
+                request.extend_from_slice(b"\r\n");
+            }
+            request.extend_from_slice(b"0\r\n\r\n");
+            // The server may answer 413 and close before reading it all.
+            let _ = stream.write_all(&request).await;
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer).await;
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+    };
+
+    let whole = br#"{"author":"chunks","text":"joined from three"}"#;
+    let answer = post(vec![
+        whole[..5].to_vec(),
+        whole[5..20].to_vec(),
+        whole[20..].to_vec(),
+    ])
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert!(answer.contains(r#""text":"joined from three""#), "{answer}");
+
+    let mut big = br#"{"author":"a","text":""#.to_vec();
+    big.extend(std::iter::repeat_n(b'x', 17 * 1024));
+    big.extend_from_slice(br#""}"#);
+    let answer = post(big.chunks(1024).map(<[u8]>::to_vec).collect()).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("too-large"), "{answer}");
+
+    let client = http();
+    let stored = read_all(&client, &app.base).await;
+    assert_eq!(stored.len(), 1, "only the joined message: {stored:?}");
 }
 
 #[tokio::test]
