@@ -24,6 +24,9 @@
 #   BARE_BIN     [target/release/guestbook-bare-append]   BARE [1] 0 = skip the bare handler
 #   BENCHMARKS_MD  file whose generated sections are rewritten; by default BENCHMARKS.md for a
 #                  run of the full default matrix and nothing for a partial run; "" = never.
+#   PAIRS        [5] rounds of the paired 2b ratio: the bare handler and `lua` (1 instance,
+#                64 in flight, DURATION each) in turn; the goal's ratio is the median of the
+#                rounds' own ratios. 0 = skip (the ratio then comes from the matrix rows).
 #   CALLGRIND    [0] 1 = also count instructions per append (valgrind's callgrind), which a
 #                busy machine does not disturb as it does appends per second: the bare handler
 #                and each strategy (one instance), each under callgrind, driven by
@@ -61,6 +64,8 @@ BIN=${BIN:-target/release/guestbook-backend}
 BARE_BIN=${BARE_BIN:-target/release/guestbook-bare-append}
 BARE=${BARE:-1}
 CALLGRIND=${CALLGRIND:-0}
+PAIRS=${PAIRS:-5}
+RATIO_IN_FLIGHT=64
 CALLGRIND_CONNECTIONS=${CALLGRIND_CONNECTIONS:-16}
 CALLGRIND_DURATION=${CALLGRIND_DURATION:-3}
 
@@ -224,12 +229,13 @@ ports_csv() { # count → "18081,18082,..."
 
 # CPU ticks (1/CLK_TCK s) so far: of the processes given (utime + stime), of the whole
 # machine (busy, idle) and of wrk, so each row can say where the cores went.
-process_ticks() { # pid...
-  local pid total=0 stat fields
+process_ticks() { # [--system] pid... (--system: stime only, the kernel's part)
+  local pid total=0 stat fields system=0
+  if [[ ${1:-} == --system ]]; then system=1; shift; fi
   for pid in "$@"; do
     stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
     read -r -a fields <<<"${stat##*) }"
-    total=$((total + fields[11] + fields[12]))
+    total=$((total + fields[12] + (system ? 0 : fields[11])))
   done
   echo "$total"
 }
@@ -243,21 +249,22 @@ children_ticks() {
   read -r -a fields <<<"${stat##*) }"
   echo $((fields[13] + fields[14]))
 }
-cpu_snapshot() { # → "backend redis busy idle wrk"
-  echo "$(process_ticks "${BACKEND_PIDS[@]}") $(process_ticks "$REDIS_PID") $(machine_ticks) $(children_ticks)"
+cpu_snapshot() { # → "backend redis busy idle wrk backend_system"
+  echo "$(process_ticks "${BACKEND_PIDS[@]}") $(process_ticks "$REDIS_PID") $(machine_ticks)" \
+    "$(children_ticks) $(process_ticks --system "${BACKEND_PIDS[@]}")"
 }
 
 # One row: wrk against `count` instances with `conns` connections in flight.
-measure() { # strategy, count, conns
-  local strategy=$1 count=$2 conns=$3 threads in_flight ports summary
+measure() { # strategy, count, conns [, port, round]: a round of the paired 2b ratio
+  local strategy=$1 count=$2 conns=$3 port=${4:-$BASE_PORT} round=${5:-} threads in_flight ports summary
   threads=$(( count == 1 ? 2 : count ))
   threads=$(( conns < threads ? conns : threads ))
   in_flight=$(( conns / threads * threads ))
-  ports=$(ports_csv "$count")
+  if [[ -n $round ]]; then ports=$port; else ports=$(ports_csv "$count"); fi
   summary="$OUT_DIR/wrk-summary.json"
   rm -f "$summary"
   local cmd=(wrk -t"$threads" -c"$in_flight" -d"${DURATION}s" --timeout "$WRK_TIMEOUT" --latency
-             -s "$WRK_SCRIPT" "http://127.0.0.1:$BASE_PORT/api/messages")
+             -s "$WRK_SCRIPT" "http://127.0.0.1:$port/api/messages")
   local env="BENCH_PORTS=$ports BENCH_IDEMPOTENCY=$IDEMPOTENCY"
   flush
   echo "wrk: $strategy, $count instance(s), $in_flight in flight ..." >&2
@@ -270,7 +277,7 @@ measure() { # strategy, count, conns
   "${REPORT[@]}" record-wrk --summary "$summary" --strategy "$strategy" --instances "$count" \
     --requested "$conns" --in-flight "$in_flight" --threads "$threads" --env "$env" \
     --cpu-before "$before" --cpu-after "$after" --clk-tck "$(getconf CLK_TCK)" \
-    -- "${cmd[@]}" >>"$JSONL"
+    ${round:+--round "$round"} -- "${cmd[@]}" >>"$JSONL"
 }
 
 # --- the bare handler: one RPUSH per POST, one instance ---------------------------------------
@@ -303,6 +310,30 @@ for strategy in $STRATEGIES; do
     stop_backends
   done
 done
+
+# --- the 2b ratio, paired: bare and lua at 64 in flight in turn, PAIRS rounds -----------------
+# This machine's speed drifts by tens of percent over minutes (other guests on the host), and
+# the matrix measures bare and lua minutes apart; rounds seconds apart, and the median of their
+# own ratios, cancel most of that drift.
+if [[ $BARE != 0 && $PAIRS != 0 && " $STRATEGIES " == *" lua "* ]]; then
+  for port in "$BASE_PORT" "$((BASE_PORT + 1))"; do
+    port_in_use "$port" && die "port $port is in use; set BASE_PORT to a free range"
+  done
+  "$BARE_BIN" --listen "127.0.0.1:$BASE_PORT" --redis "redis://127.0.0.1:$REDIS_PORT" \
+    >>"$LOG_DIR/bare-append.log" 2>&1 &
+  BACKEND_PIDS+=("$!")
+  APPEND_STRATEGY=lua LISTEN_ADDR=127.0.0.1:$((BASE_PORT + 1)) REDIS_URL=redis://127.0.0.1:$REDIS_PORT \
+    MAX_MESSAGES=$MAX_MESSAGES RATE_LIMIT_WRITES_PER_SEC=0 LOG_FORMAT=json RUST_LOG=warn \
+    SHUTDOWN_DELAY_SECS=0 "$BIN" >>"$LOG_DIR/backend-lua-pairs.log" 2>&1 &
+  BACKEND_PIDS+=("$!")
+  wait_http "http://127.0.0.1:$BASE_PORT/liveness" "${BACKEND_PIDS[0]}"
+  wait_http "http://127.0.0.1:$((BASE_PORT + 1))/liveness" "${BACKEND_PIDS[1]}"
+  for ((round = 1; round <= PAIRS; round++)); do
+    measure bare 1 "$RATIO_IN_FLIGHT" "$BASE_PORT" "$round"
+    measure lua 1 "$RATIO_IN_FLIGHT" "$((BASE_PORT + 1))" "$round"
+  done
+  stop_backends
+fi
 
 # --- instructions per append (CALLGRIND=1) ----------------------------------------------------
 redis_cpu_seconds() {
