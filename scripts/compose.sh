@@ -15,7 +15,8 @@
 #               through the `backend` alias loses nothing while backend-2 is SIGKILLed under it
 #            5. Sentinel: the Redis primary is SIGKILLed under a bounded write load (the backends
 #               run with REDIS_MIN_REPLICAS_ACK=1); the sentinels promote a replica, appends
-#               succeed again within FAILOVER_BOUND seconds (the measured outage is printed),
+#               succeed again within FAILOVER_BOUND seconds (the measured outage is printed;
+#               30 s more when a sentinel entered TILT mode, which waits 30 s by design),
 #               nothing acknowledged is lost; the old primary, started again, rejoins as a replica
 #            6. `down -v` leaves nothing behind
 #
@@ -216,7 +217,16 @@ failover() { # check step 5
   fi
   local rc=0
   wait "$load" || rc=$?
-  python3 - "$STATE/failover.json" "$STATE/failover.log" "$FAILOVER_BOUND" <<'PY' ||
+  # TILT: a sentinel whose timer ran over 2 s late (its clock jumped, or the host did not run it)
+  # trusts nothing and acts on nothing for 30 s, by Sentinel's design. The outage then includes
+  # those 30 s, which say nothing of the guestbook: the bound allows them, and says so.
+  local bound=$FAILOVER_BOUND
+  compose logs --no-color sentinel-1 sentinel-2 sentinel-3 >"$STATE/sentinels.log" 2>/dev/null || true
+  if grep -q '+tilt ' "$STATE/sentinels.log"; then
+    bound=$(python3 -c "print($FAILOVER_BOUND + 30)")
+    echo "a sentinel entered TILT mode (the host stalled it or its clock jumped): the bound is $bound s, not $FAILOVER_BOUND s"
+  fi
+  python3 - "$STATE/failover.json" "$STATE/failover.log" "$bound" <<'PY' ||
 import csv, json, sys
 text = open(sys.argv[1]).read()
 report = json.loads(text[text.index("{"):])

@@ -15,7 +15,9 @@ import { BOOK_NAME_RULE, isValidBookName } from "../../frontend/js/validate.js";
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const SHOTS = path.join(ROOT, "target", "ui-screenshots");
 // Generous: a functional bound for slow CI machines, not a speed measurement.
-const SEEN = { timeout: 10000 };
+// How long to wait for what must happen. Generous: a host that stalls the VM for seconds (seen
+// in CI) must not fail a page that would have been ready; nothing that must NOT happen uses it.
+const SEEN = { timeout: 30000 };
 
 let browser;
 let stack;
