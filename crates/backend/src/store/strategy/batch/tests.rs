@@ -252,3 +252,28 @@ async fn a_batch_keeps_exactly_the_newest_entries_up_to_the_cap() {
     assert_eq!(kept.iter().map(|m| m.id).collect::<Vec<_>>(), [5, 6, 7]);
     assert!(kept[2].json.contains("\"text\":\"m7\""), "{}", kept[2].json);
 }
+
+/// The same with the default cap (`MAX_MESSAGES` 10,000) and full batches: past the cap, every
+/// batch trims exactly as many entries as it adds.
+#[tokio::test]
+async fn with_the_default_cap_full_batches_keep_exactly_the_newest_ten_thousand() {
+    let f = fixture().await;
+    let cap = f.ctx.limits.max_messages;
+    assert_eq!(cap, 10_000, "the default retention cap");
+    let batch: Vec<_> = (0..MAX_BATCH)
+        .map(|n| (message(&format!("m{n}")), None))
+        .collect();
+    let batches = cap / MAX_BATCH as u64 + 2;
+    for _ in 0..batches {
+        let verdicts = one_batch(&f, &batch).await;
+        assert!(
+            verdicts.iter().all(|v| v.starts_with("created")),
+            "{verdicts:?}"
+        );
+    }
+    let written = batches * MAX_BATCH as u64;
+    let ids = log_ids(&f).await;
+    assert_eq!(ids.len() as u64, cap);
+    assert_eq!(ids.first().copied(), Some(written - cap + 1));
+    assert_eq!(ids.last().copied(), Some(written));
+}
