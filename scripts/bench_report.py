@@ -344,7 +344,7 @@ WHAT_THE_REST_IS = (
 
 
 def cores_section(records):
-    """Where the cores went in the two rows of the 2b ratio, and what that predicts.
+    """Where the cores went in the matrix's bare and lua rows at 64 in flight, and what that predicts.
 
     Every process shares the same cores, so when they are busy the appends per second are the
     cores' time over what an append costs all the processes together; this splits that cost so
@@ -355,7 +355,8 @@ def cores_section(records):
         return []
     cost = {}
     lines = [
-        f"Where the cores went in the two rows of that ratio (CPU time over the row from `/proc`, per "
+        f"Where the cores went in the matrix's `{BARE}` and `{DEFAULT_STRATEGY}` rows at {RATIO_IN_FLIGHT} in flight "
+        "(1 instance; CPU time over the row from `/proc`, per "
         "2xx answer; \"the rest\" is the machine's busy time no process was charged with, such as the "
         "kernel's loopback work, and anything else running):",
         "",
