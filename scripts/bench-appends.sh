@@ -281,12 +281,16 @@ measure() { # strategy, count, conns [, port, round]: a round of the paired 2b r
 }
 
 # --- the bare handler: one RPUSH per POST, one instance ---------------------------------------
-if [[ $BARE != 0 ]]; then
+start_bare() { # on BASE_PORT; its PID is the last of BACKEND_PIDS
   port_in_use "$BASE_PORT" && die "port $BASE_PORT is in use; set BASE_PORT to a free range"
   "$BARE_BIN" --listen "127.0.0.1:$BASE_PORT" --redis "redis://127.0.0.1:$REDIS_PORT" \
     >>"$LOG_DIR/bare-append.log" 2>&1 &
   BACKEND_PIDS+=("$!")
-  wait_http "http://127.0.0.1:$BASE_PORT/liveness" "${BACKEND_PIDS[0]}"
+  wait_http "http://127.0.0.1:$BASE_PORT/liveness" "$!"
+}
+
+if [[ $BARE != 0 ]]; then
+  start_bare
   if [[ $WARMUP != 0 ]]; then
     BENCH_PORTS=$BASE_PORT wrk -t1 -c4 -d"${WARMUP}s" -s "$WRK_SCRIPT" \
       "http://127.0.0.1:$BASE_PORT/api/messages" >/dev/null
@@ -316,18 +320,9 @@ done
 # the matrix measures bare and lua minutes apart; rounds seconds apart, and the median of their
 # own ratios, cancel most of that drift.
 if [[ $BARE != 0 && $PAIRS != 0 && " $STRATEGIES " == *" lua "* ]]; then
-  for port in "$BASE_PORT" "$((BASE_PORT + 1))"; do
-    port_in_use "$port" && die "port $port is in use; set BASE_PORT to a free range"
-  done
-  "$BARE_BIN" --listen "127.0.0.1:$BASE_PORT" --redis "redis://127.0.0.1:$REDIS_PORT" \
-    >>"$LOG_DIR/bare-append.log" 2>&1 &
-  BACKEND_PIDS+=("$!")
-  APPEND_STRATEGY=lua LISTEN_ADDR=127.0.0.1:$((BASE_PORT + 1)) REDIS_URL=redis://127.0.0.1:$REDIS_PORT \
-    MAX_MESSAGES=$MAX_MESSAGES RATE_LIMIT_WRITES_PER_SEC=0 LOG_FORMAT=json RUST_LOG=warn \
-    SHUTDOWN_DELAY_SECS=0 "$BIN" >>"$LOG_DIR/backend-lua-pairs.log" 2>&1 &
-  BACKEND_PIDS+=("$!")
-  wait_http "http://127.0.0.1:$BASE_PORT/liveness" "${BACKEND_PIDS[0]}"
-  wait_http "http://127.0.0.1:$((BASE_PORT + 1))/liveness" "${BACKEND_PIDS[1]}"
+  # lua one port up (start_backends reads BASE_PORT), then bare on BASE_PORT.
+  BASE_PORT=$((BASE_PORT + 1)) start_backends lua 1
+  start_bare
   for ((round = 1; round <= PAIRS; round++)); do
     measure bare 1 "$RATIO_IN_FLIGHT" "$BASE_PORT" "$round"
     measure lua 1 "$RATIO_IN_FLIGHT" "$((BASE_PORT + 1))" "$round"
