@@ -58,7 +58,9 @@ pub struct WindowSnapshot {
 /// Latencies of the last `window`, in `buckets` age buckets.
 pub struct LatencyWindow {
     shards: Vec<Mutex<Shard>>,
-    bucket_len: Duration,
+    /// An age bucket's length in nanoseconds, so that finding a sample's bucket is one 64-bit
+    /// division (a `Duration`'s `as_nanos` is 128-bit, and its division a library call).
+    bucket_nanos: u64,
     buckets: u64,
     start: Instant,
 }
@@ -86,7 +88,7 @@ impl LatencyWindow {
             .collect();
         Self {
             shards,
-            bucket_len,
+            bucket_nanos: u64::try_from(bucket_len.as_nanos()).unwrap_or(u64::MAX),
             buckets: u64::from(buckets),
             start: Instant::now(),
         }
@@ -95,8 +97,13 @@ impl LatencyWindow {
     /// The epoch (age-bucket number since start) of now. Epochs start at 1, so a slot's
     /// initial epoch 0 never counts as live.
     fn epoch(&self, now: Instant) -> u64 {
-        let elapsed = now.saturating_duration_since(self.start).as_nanos();
-        u64::try_from(elapsed / self.bucket_len.as_nanos()).unwrap_or(u64::MAX - 1) + 1
+        let elapsed = now.saturating_duration_since(self.start);
+        // u64 nanoseconds last 584 years; a longer uptime stays in the last epoch.
+        let elapsed = elapsed
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(elapsed.subsec_nanos()));
+        (elapsed / self.bucket_nanos).min(u64::MAX - 2) + 1
     }
 
     /// Records one latency.
@@ -128,21 +135,29 @@ impl LatencyWindow {
     pub fn snapshot(&self) -> WindowSnapshot {
         let now = self.epoch(Instant::now());
         let oldest = now.saturating_sub(self.buckets - 1);
-        let mut merged = empty();
+        // Built from the first live bucket with samples: an idle shard or bucket costs a
+        // comparison, not a pass over its counts, and an idle window no allocation at all.
+        let mut merged: Option<Histogram<u64>> = None;
         for shard in &self.shards {
             let shard = shard
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             for slot in &shard.slots {
-                if slot.epoch >= oldest && slot.epoch <= now {
+                if slot.epoch < oldest || slot.epoch > now || slot.histogram.is_empty() {
+                    continue;
+                }
+                match merged.as_mut() {
                     // Same bounds everywhere, so adding cannot fail.
-                    let _ = merged.add(&slot.histogram);
+                    Some(merged) => {
+                        let _ = merged.add(&slot.histogram);
+                    }
+                    None => merged = Some(slot.histogram.clone()),
                 }
             }
         }
-        if merged.is_empty() {
+        let Some(merged) = merged else {
             return WindowSnapshot::default();
-        }
+        };
         let seconds = |q: f64| merged.value_at_quantile(q) as f64 / 1e6;
         WindowSnapshot {
             samples: merged.len(),
