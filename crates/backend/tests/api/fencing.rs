@@ -130,3 +130,40 @@ async fn a_holder_paused_past_its_lock_ttl_is_fenced_off_and_nothing_is_lost() {
         "no fenced write slipped into the log"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_lock_append_has_released_the_lock_by_the_time_it_answers() {
+    // Arrange: the default lock TTL and wait, so a lock left behind would still be there when
+    // each answer comes back (the release rides on the commit's round trip, and a replay's on
+    // the read's).
+    let redis = RedisServer::start().await;
+    let app = TestApp::spawn(settings(&redis, AppendStrategy::Lock)).await;
+    let client = http();
+    let mut conn = redis.connection().await;
+
+    for (text, key, expected) in [
+        ("plain", None, (201, false)),
+        ("keyed", Some("release-1"), (201, false)),
+        ("keyed", Some("release-1"), (200, true)),
+    ] {
+        // Act
+        let (status, replayed, body) = post(&client, &app.base, "a", text, key)
+            .await
+            .expect("answers");
+
+        // Assert
+        assert_eq!((status, replayed), expected, "{text} {key:?}: {body}");
+        let held: bool = redis::cmd("EXISTS")
+            .arg("{guestbook:default}:lock")
+            .query_async(&mut conn)
+            .await
+            .expect("EXISTS");
+        assert!(
+            !held,
+            "{text} {key:?}: the lock outlived the append's answer"
+        );
+    }
+    let stored = read_all(&client, &app.base).await;
+    let texts: Vec<&str> = stored.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["plain", "keyed"]);
+}

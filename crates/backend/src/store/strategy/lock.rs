@@ -2,15 +2,20 @@
 //!
 //! 1. Queue behind this process's other appends to the same book (a local FIFO mutex), so
 //!    only one task per process and book polls Redis for the book's lock.
-//! 2. Acquire: `SET lock <random token> NX PX <ttl>` and `INCR fence-seq` in one MULTI; the
-//!    counter's value is this holder's *fencing token*. Retry with jittered backoff until
-//!    `LOCK_WAIT_MS`.
-//! 3. Fenced read (`scripts/fenced_read.lua`): refuse if a newer token has touched the data,
-//!    else record this token as the newest, and read the idempotency record and the sequence.
-//! 4. Compute the new id and message here, in the application (the read-modify-write).
-//! 5. Fenced commit (`scripts/fenced_commit.lua`): write only if no newer token touched the
-//!    data since step 3.
-//! 6. Release with compare-and-delete (`scripts/unlock.lua`).
+//! 2. Acquire and read (`scripts/acquire_and_read.lua`), one round trip: `SET lock <random
+//!    value> NX PX <ttl>`; if taken, `INCR fence-seq`, whose value is this holder's *fencing
+//!    token*; then the fenced read: refuse if a newer token has touched the data, else record
+//!    this token as the newest, and read the idempotency record and the sequence. While the
+//!    lock is busy, retry with jittered backoff until `LOCK_WAIT_MS`.
+//! 3. Compute the new id and message here, in the application (the read-modify-write).
+//! 4. Commit and release (`scripts/commit_and_release.lua`), one round trip: write only if no
+//!    newer token touched the data since step 2, then compare-and-delete the lock.
+//!
+//! Two round trips per append, not four: the lock spans the same read-modify-write, and each
+//! script is atomic, so merging the acquire with the read and the commit with the release
+//! changes what the lock protects in nothing. Its throughput is one append per two round
+//! trips per book (the appends of a book are serialized, which is this strategy's point);
+//! with four it was under the goal of three times the original Node guestbook's lock.
 //!
 //! # Why a fencing token and not just a lock
 //! A lock with a TTL can expire while its holder is paused (GC, SIGSTOP, a slow network);
@@ -20,6 +25,10 @@
 //! the *read* as well as the write matters: a newer holder may read before the stale one
 //! writes, and that read would otherwise be based on data the stale write then changes.
 //! A fenced append is retried from step 2 until `LOCK_WAIT_MS` runs out.
+//!
+//! Release: the commit script releases the lock, written or not; the first script releases it
+//! itself when it answers a replay or a fenced read. Only a failed call (an error or a lost
+//! answer) leaves the release to `scripts/unlock.lua`, best effort, and then to the TTL.
 //!
 //! # Why it runs in a task of its own
 //! A request future is dropped when its client goes away. Dropped between steps 2 and 6, it
@@ -34,14 +43,14 @@ use redis::Script;
 
 use crate::store::entry::{RawMessage, stored_json};
 use crate::store::error::StoreError;
-use crate::store::keys::Keys;
 use crate::store::primary::PrimaryLinks;
 use crate::store::sequence::script_with_sequence;
-use crate::store::strategy::{AppendRequest, Ctx, Written, full_jitter, script_reply};
+use crate::store::strategy::{AppendRequest, Ctx, Written, full_jitter};
 
-static FENCED_READ: LazyLock<Script> = LazyLock::new(|| script_with_sequence!("fenced_read.lua"));
-static FENCED_COMMIT: LazyLock<Script> =
-    LazyLock::new(|| script_with_sequence!("fenced_commit.lua"));
+static ACQUIRE_AND_READ: LazyLock<Script> =
+    LazyLock::new(|| script_with_sequence!("acquire_and_read.lua"));
+static COMMIT_AND_RELEASE: LazyLock<Script> =
+    LazyLock::new(|| script_with_sequence!("commit_and_release.lua"));
 static UNLOCK: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../scripts/unlock.lua")));
 
@@ -78,19 +87,21 @@ async fn locked_append(
     request: AppendRequest,
 ) -> Result<Written, StoreError> {
     let book = Arc::clone(&request.book);
-    let keys = book.keys();
     let started = Instant::now();
     let deadline = started + ctx.limits.lock_wait;
     let Ok(_local) = tokio::time::timeout(ctx.limits.lock_wait, book.local.lock()).await else {
         return Err(StoreError::LockTimeout(ctx.limits.lock_wait));
     };
     loop {
-        let held = acquire(&ctx, keys, &links, deadline).await?;
+        let (held, read) = acquire_and_read(&ctx, &links, &request, deadline).await?;
         ctx.metrics
             .lock_wait_seconds
             .observe(started.elapsed().as_secs_f64());
-        let outcome = critical_section(&ctx, &links, &held, &request).await;
-        release(&ctx, keys, &links, &held).await;
+        let outcome = match read {
+            Read::Fenced => Err(StoreError::Fenced { token: held.token }),
+            Read::Replay(existing) => return Ok(Written::Recorded(existing)),
+            Read::Sequence(seq) => commit_and_release(&ctx, &links, &held, &request, seq).await,
+        };
         match outcome {
             Err(StoreError::Fenced { token }) => {
                 ctx.metrics.fenced_writes.inc();
@@ -107,36 +118,55 @@ async fn locked_append(
     }
 }
 
-async fn acquire(
+/// What the fenced read found, the lock taken.
+enum Read {
+    /// A newer token has touched the data: this holder's lock expired (released already).
+    Fenced,
+    /// The idempotency key's stored record (the lock released already).
+    Replay(String),
+    /// The sequence to continue from; the lock is held for the commit.
+    Sequence(u64),
+}
+
+/// Step 2: takes the lock (retrying while it is busy, until `deadline`) and reads, fenced.
+async fn acquire_and_read(
     ctx: &Ctx,
-    keys: &Keys,
     links: &PrimaryLinks,
+    request: &AppendRequest,
     deadline: Instant,
-) -> Result<Held, StoreError> {
+) -> Result<(Held, Read), StoreError> {
+    let keys = request.book.keys();
+    let (record, _, has_key) = request.script_record(&keys.seq);
     let ttl_ms = u64::try_from(ctx.limits.lock_ttl.as_millis()).unwrap_or(u64::MAX);
     let mut attempt = 0;
     loop {
         let owner = uuid::Uuid::new_v4().simple().to_string();
+        let mut invocation = ACQUIRE_AND_READ.prepare_invoke();
+        invocation
+            .key(&keys.lock)
+            .key(&keys.fence_seq)
+            .key(&keys.fence_seen)
+            .key(record)
+            .key(&keys.seq)
+            .key(&keys.term)
+            .arg(&owner)
+            .arg(ttl_ms)
+            .arg(has_key)
+            .arg(request.known);
         let mut conn = links.conn.clone();
-        let (set, token): (redis::Value, u64) = ctx
+        // A lost answer may leave the lock taken: it expires after its TTL, as a holder's
+        // that died would (releasing here would double the wait when Redis is unreachable).
+        let reply: redis::Value = ctx
             .hop
-            .call(
-                "lock_acquire",
-                redis::pipe()
-                    .atomic()
-                    .cmd("SET")
-                    .arg(&keys.lock)
-                    .arg(&owner)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .cmd("INCR")
-                    .arg(&keys.fence_seq)
-                    .query_async(&mut conn),
-            )
+            .call("lock_acquire_read", invocation.invoke_async(&mut conn))
             .await?;
-        if set != redis::Value::Nil {
-            return Ok(Held { owner, token });
+        match taken(reply) {
+            Ok(Some((token, read))) => return Ok((Held { owner, token }, read)),
+            Ok(None) => {}
+            Err(err) => {
+                release(ctx, &keys.lock, links, &owner).await;
+                return Err(err);
+            }
         }
         let now = Instant::now();
         if now >= deadline {
@@ -148,72 +178,91 @@ async fn acquire(
     }
 }
 
-async fn critical_section(
+/// Parses `acquire_and_read.lua`'s answer: `None` while another holder has the lock.
+fn taken(reply: redis::Value) -> Result<Option<(u64, Read)>, StoreError> {
+    let corrupt = |what: &dyn std::fmt::Debug| {
+        StoreError::Corrupt(format!("acquire and read replied {what:?}"))
+    };
+    let redis::Value::Array(items) = reply else {
+        return Err(corrupt(&reply));
+    };
+    let (status, token, payload) = match items.as_slice() {
+        [redis::Value::Int(-2)] => return Ok(None),
+        [
+            redis::Value::Int(status),
+            redis::Value::Int(token),
+            rest @ ..,
+        ] => (*status, *token, rest.first()),
+        _ => return Err(corrupt(&items)),
+    };
+    let token = u64::try_from(token).map_err(|_| corrupt(&token))?;
+    let text = |value: Option<&redis::Value>| -> Result<String, StoreError> {
+        let value = value.ok_or_else(|| corrupt(&items))?;
+        redis::from_redis_value_ref::<String>(value).map_err(|_| corrupt(value))
+    };
+    let read = match status {
+        -1 => Read::Fenced,
+        0 => Read::Replay(text(payload)?),
+        1 => {
+            let seq = text(payload)?;
+            Read::Sequence(
+                seq.parse()
+                    .map_err(|_| StoreError::Corrupt(format!("sequence value {seq:?}")))?,
+            )
+        }
+        _ => return Err(corrupt(&items)),
+    };
+    Ok(Some((token, read)))
+}
+
+/// Step 3 and 4: the id and the message, then the fenced write and the release.
+async fn commit_and_release(
     ctx: &Ctx,
     links: &PrimaryLinks,
     held: &Held,
     request: &AppendRequest,
+    seq: u64,
 ) -> Result<Written, StoreError> {
     let keys = request.book.keys();
     let (record, suffix, has_key) = request.script_record(&keys.seq);
-    let mut conn = links.conn.clone();
-
-    let mut read = FENCED_READ.prepare_invoke();
-    read.key(&keys.fence_seen)
-        .key(record)
-        .key(&keys.seq)
-        .key(&keys.term)
-        .arg(held.token)
-        .arg(has_key)
-        .arg(request.known);
-    let reply: redis::Value = ctx
-        .hop
-        .call("fenced_read", read.invoke_async(&mut conn))
-        .await?;
-    let seq: u64 = match script_reply(reply)? {
-        (-1, _) => return Err(StoreError::Fenced { token: held.token }),
-        (0, Some(existing)) => return Ok(Written::Recorded(existing)),
-        (1, Some(seq)) => seq
-            .parse()
-            .map_err(|_| StoreError::Corrupt(format!("sequence value {seq:?}")))?,
-        other => {
-            return Err(StoreError::Corrupt(format!(
-                "fenced read replied {other:?}"
-            )));
-        }
-    };
-
     let id = seq + 1;
     let json = stored_json(id, &request.tail);
-    let mut commit = FENCED_COMMIT.prepare_invoke();
+    let mut commit = COMMIT_AND_RELEASE.prepare_invoke();
     commit
         .key(&keys.fence_seen)
         .key(&keys.seq)
         .key(&keys.log)
         .key(record)
         .key(&keys.term)
+        .key(&keys.lock)
         .arg(held.token)
         .arg(id)
         .arg(&json)
         .arg(ctx.limits.max_messages)
         .arg(ctx.limits.idempotency_ttl_secs)
         .arg(has_key)
-        .arg(suffix);
-    let written: i64 = ctx
+        .arg(suffix)
+        .arg(&held.owner);
+    let mut conn = links.conn.clone();
+    match ctx
         .hop
-        .call("fenced_commit", commit.invoke_async(&mut conn))
-        .await?;
-    if written == 1 {
-        Ok(Written::Created(RawMessage { id, json }))
-    } else {
-        Err(StoreError::Fenced { token: held.token })
+        .call::<i64, _, _>("lock_commit_release", commit.invoke_async(&mut conn))
+        .await
+    {
+        Ok(1) => Ok(Written::Created(RawMessage { id, json })),
+        Ok(_) => Err(StoreError::Fenced { token: held.token }),
+        Err(err) => {
+            // The script may not have run: release, or leave it to the TTL if that fails too.
+            release(ctx, &keys.lock, links, &held.owner).await;
+            Err(err)
+        }
     }
 }
 
-/// Best effort: a lock that cannot be released expires on its own after its TTL.
-async fn release(ctx: &Ctx, keys: &Keys, links: &PrimaryLinks, held: &Held) {
+/// Best effort, after a failed call: a lock that cannot be released expires after its TTL.
+async fn release(ctx: &Ctx, lock: &str, links: &PrimaryLinks, owner: &str) {
     let mut unlock = UNLOCK.prepare_invoke();
-    unlock.key(&keys.lock).arg(&held.owner);
+    unlock.key(lock).arg(owner);
     let mut conn = links.conn.clone();
     if let Err(err) = ctx
         .hop

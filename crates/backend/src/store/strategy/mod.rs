@@ -3,8 +3,8 @@
 //! | strategy | round trips | under contention | safe |
 //! |---|---|---|---|
 //! | [`lua`] | 1 (EVALSHA), shared by a [`batch`] | nothing to contend: Redis serialises scripts | yes |
-//! | [`watch`] | 2 per attempt | every concurrent writer aborts all others; retries | yes |
-//! | [`lock`] | 4 + waiting | one writer at a time, cluster-wide; fenced | yes |
+//! | [`watch`] | 2 per attempt, and the pool's check of its connection | every concurrent writer aborts all others; retries | yes |
+//! | [`lock`] | 2 + waiting | one writer at a time, cluster-wide; fenced | yes |
 //! | [`naive`] | 3–4 | last writer wins: messages vanish | **no** |
 //!
 //! # Why the id must be assigned inside the atomic step
