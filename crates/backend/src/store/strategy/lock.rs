@@ -120,7 +120,9 @@ async fn locked_append(
 
 /// What the fenced read found, the lock taken.
 enum Read {
-    /// A newer token has touched the data: this holder's lock expired (released already).
+    /// A newer token than the one just drawn has touched the data: the token counter went
+    /// back (a failover lost its latest increments). The lock is released already; the next
+    /// attempt draws a higher token.
     Fenced,
     /// The idempotency key's stored record (the lock released already).
     Replay(String),
