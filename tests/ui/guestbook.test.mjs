@@ -58,9 +58,34 @@ async function openPage(context = null, viewport = { width: 1280, height: 800 },
     errors.push(`a dialog opened: ${dialog.message()}`);
     dialog.dismiss();
   });
-  await page.goto(new URL(address, stack.clientUrl).href);
-  // The script has wired the form (before that the button is disabled).
-  await page.locator("html[data-ready=true]").waitFor({ state: "attached", ...SEEN });
+  // What the page's loads met, for a page that never becomes ready.
+  const trouble = [];
+  page.on("requestfailed", (request) => trouble.push(`${request.url()}: ${request.failure()?.errorText}`));
+  page.on("response", (response) => {
+    if (response.status() >= 400) trouble.push(`${response.url()}: ${response.status()}`);
+  });
+  page.on("console", (message) => {
+    if (message.type() === "error") trouble.push(`console: ${message.text()}`);
+  });
+  const href = new URL(address, stack.clientUrl).href;
+  await page.goto(href);
+  // The script has wired the form (before that the button is disabled). In CI a page has twice
+  // never run its script (once with a 10 s wait, once with 30 s; the cause went unrecorded), on
+  // a host that stalled its Sentinels in the same runs: what the page's loads met is printed,
+  // and it is loaded once more; a second failure fails the test.
+  const ready = page.locator("html[data-ready=true]");
+  try {
+    await ready.waitFor({ state: "attached", ...SEEN });
+  } catch (err) {
+    console.error(`openPage ${href}: not ready after ${SEEN.timeout} ms; its loads met: ${JSON.stringify(trouble)}; loading it again`);
+    trouble.length = 0;
+    await page.goto(href);
+    try {
+      await ready.waitFor({ state: "attached", ...SEEN });
+    } catch {
+      throw new Error(`${err.message}; loaded again, still not ready; its loads met: ${JSON.stringify(trouble)}`);
+    }
+  }
   return { page, errors, api, close: () => (owned ? ctx.close() : page.close()) };
 }
 
