@@ -27,11 +27,12 @@
 //! A fenced append is retried from step 2 until `LOCK_WAIT_MS` runs out.
 //!
 //! Release: the commit script releases the lock, written or not; the first script releases it
-//! itself when it answers a replay or a fenced read. Only a failed call (an error or a lost
-//! answer) leaves the release to `scripts/unlock.lua`, best effort, and then to the TTL.
+//! itself when it answers a replay or a fenced read. A failed commit call (an error or a lost
+//! answer) leaves the release to `scripts/unlock.lua`, best effort, and then to the TTL; a failed
+//! first call leaves it to the TTL alone, as a holder that died would.
 //!
 //! # Why it runs in a task of its own
-//! A request future is dropped when its client goes away. Dropped between steps 2 and 6, it
+//! A request future is dropped when its client goes away. Dropped between steps 2 and 4, it
 //! would leave the lock held until its TTL ran out, stalling every replica's appends for
 //! `LOCK_TTL_MS`. [`crate::store::Store::append`] therefore runs this strategy in a spawned
 //! task, which finishes (and releases) whatever happens to the request.
