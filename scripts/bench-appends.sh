@@ -175,7 +175,7 @@ done
 redis-cli -p "$REDIS_PORT" PING >/dev/null || die "redis-server did not answer on port $REDIS_PORT"
 
 BACKEND_ENV="APPEND_STRATEGY=<strategy> LISTEN_ADDR=127.0.0.1:<port> REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
-BACKEND_ENV+=" MAX_MESSAGES=$MAX_MESSAGES RATE_LIMIT_WRITES_PER_SEC=0 LOG_FORMAT=json RUST_LOG=warn SHUTDOWN_DELAY_SECS=0 $BIN"
+BACKEND_ENV+=" MAX_MESSAGES=$MAX_MESSAGES RATE_LIMIT_WRITES_PER_SEC=0 LOG_FORMAT=json SHUTDOWN_DELAY_SECS=0 $BIN"
 INVOCATION="DURATION=$DURATION STRATEGIES=\"$STRATEGIES\" INSTANCES=\"$INSTANCES\""
 INVOCATION+=" CONNECTIONS=\"$CONNECTIONS\" IDEMPOTENCY=$IDEMPOTENCY scripts/bench-appends.sh"
 "${REPORT[@]}" run-info --invocation "$INVOCATION" --duration "$DURATION" \
@@ -211,7 +211,7 @@ start_backends() { # strategy, count
     port=$((BASE_PORT + i))
     port_in_use "$port" && die "port $port is in use; set BASE_PORT to a free range"
     APPEND_STRATEGY=$strategy LISTEN_ADDR=127.0.0.1:$port REDIS_URL=redis://127.0.0.1:$REDIS_PORT \
-      MAX_MESSAGES=$MAX_MESSAGES RATE_LIMIT_WRITES_PER_SEC=0 LOG_FORMAT=json RUST_LOG=warn \
+      MAX_MESSAGES=$MAX_MESSAGES RATE_LIMIT_WRITES_PER_SEC=0 LOG_FORMAT=json \
       SHUTDOWN_DELAY_SECS=0 "$BIN" >>"$LOG_DIR/backend-$strategy-$count-$port.log" 2>&1 &
     BACKEND_PIDS+=("$!")
   done
@@ -360,7 +360,7 @@ count_instructions() { # bare | a strategy
     # SHEDDING=false: under valgrind every request is slow, and latency shedding would answer
     # 503s whose cost counts against the appends made (the layer still runs and records).
     APPEND_STRATEGY=$name LISTEN_ADDR=127.0.0.1:$BASE_PORT REDIS_URL=redis://127.0.0.1:$REDIS_PORT \
-      MAX_MESSAGES=$MAX_MESSAGES RATE_LIMIT_WRITES_PER_SEC=0 LOG_FORMAT=json RUST_LOG=warn \
+      MAX_MESSAGES=$MAX_MESSAGES RATE_LIMIT_WRITES_PER_SEC=0 LOG_FORMAT=json \
       SHUTDOWN_DELAY_SECS=0 SHEDDING=false "${valgrind[@]}" "$BIN" \
       >>"$LOG_DIR/callgrind-$name.log" 2>&1 &
   fi

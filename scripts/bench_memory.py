@@ -72,7 +72,7 @@ class Sampler:
 
 
 def start(binary, env, url):
-    process = subprocess.Popen([binary], env=dict(os.environ, RUST_LOG="warn", SHUTDOWN_DELAY_SECS="0",
+    process = subprocess.Popen([binary], env=dict(os.environ, SHUTDOWN_DELAY_SECS="0",
                                                   DRAIN_TIMEOUT_SECS="1", **env),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_http(url, process, WHO)

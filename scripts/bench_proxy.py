@@ -43,7 +43,7 @@ from benchkit import append_jsonl, benchmarks_md, cpu_seconds, env_int, how_to_r
 BACKEND = "target/release/guestbook-backend"
 CLIENT = "target/release/guestbook-client"
 BARE = "target/release/guestbook-bare-proxy"
-QUIET = {"RUST_LOG": "warn", "LOG_FORMAT": "json", "SHUTDOWN_DELAY_SECS": "0", "DRAIN_TIMEOUT_SECS": "1"}
+QUIET = {"LOG_FORMAT": "json", "SHUTDOWN_DELAY_SECS": "0", "DRAIN_TIMEOUT_SECS": "1"}
 
 # Symbol patterns, first match wins: where a sampled function's time goes. Ordered so that the
 # stack's own layers are named before the generic runtime they run on.
@@ -245,7 +245,8 @@ def main():
         "",
         f"Machine: {machine()}. wrk -t2 -c64, {duration} s per run, the {len(runs)} paths interleaved (order rotated "
         f"each round), {rounds} rounds, medians. wrk, the proxies, the backend and Redis share the cores, and "
-        "other work on the machine adds noise: compare within one run, not across runs. "
+        "other work on the machine adds noise: compare within one run, not across runs. The client and the "
+        "backend run with their default settings, logging at `info` included (the bare proxy logs nothing). "
         f"Failed (non-2xx or socket errors) in all runs: {failed}.",
         "",
         "| path | req/s (runs) | median req/s | vs bare proxy | proxy CPU µs/request | vs bare proxy | backend CPU µs/request |",

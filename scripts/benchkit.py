@@ -67,7 +67,6 @@ def start_backend(binary, port, redis_port, who, extra_env=None, preexec_fn=None
         os.environ,
         LISTEN_ADDR=f"127.0.0.1:{port}",
         REDIS_URL=f"redis://127.0.0.1:{redis_port}",
-        RUST_LOG="warn",
         **(extra_env or {}),
     )
     backend = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, preexec_fn=preexec_fn)

@@ -2,8 +2,11 @@
 //!
 //! Logs are JSON when stdout is not a terminal (a container, a file) and human-readable when
 //! it is; `RUST_LOG` overrides the level. Every request gets an `x-request-id` (kept when the
-//! caller sends one) that is echoed in the response and carried by the request span, so every
-//! log line written while serving it names it.
+//! caller sends one) that is echoed in the response and set as the request's context, so every
+//! log line written while serving it names it, with the method and route (see
+//! [`request_context`]).
+
+pub mod request_context;
 
 use std::io::IsTerminal;
 
@@ -16,6 +19,7 @@ use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::MatchedPath;
 
 use http::{HeaderName, HeaderValue, Request, Response};
+use tokio::task::futures::TaskLocalFuture;
 use tower::{Layer, Service};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
@@ -26,6 +30,8 @@ use tower_http::trace::{
 };
 use tracing::Level;
 use tracing_subscriber::EnvFilter;
+
+use request_context::{RequestContext, WithRequest};
 
 /// The header that carries the request id in both directions.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -54,11 +60,17 @@ pub fn init(format: LogFormat) {
     let _ = if json {
         builder
             .json()
-            .with_current_span(true)
-            .with_span_list(false)
+            .event_format(WithRequest::json(
+                tracing_subscriber::fmt::format()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false),
+            ))
             .try_init()
     } else {
-        builder.try_init()
+        builder
+            .event_format(WithRequest::text(tracing_subscriber::fmt::format()))
+            .try_init()
     };
 }
 
@@ -139,18 +151,24 @@ where
                 id
             }
         };
+        let context = RequestContext::new(
+            request.method().clone(),
+            request.extensions().get::<MatchedPath>().cloned(),
+            id.clone(),
+        );
         RequestIdFuture {
-            inner: self.0.call(request),
+            inner: context.scope(self.0.call(request)),
             id,
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The answer, with the request's id unless it has one.
+    /// The answer, with the request's id unless it has one; the request's context is current
+    /// while the inner future runs.
     pub struct RequestIdFuture<F> {
         #[pin]
-        inner: F,
+        inner: TaskLocalFuture<RequestContext, F>,
         id: Option<HeaderValue>,
     }
 }
@@ -179,7 +197,8 @@ pub fn propagate_request_id_layer() -> PropagateRequestIdLayer {
     PropagateRequestIdLayer::new(REQUEST_ID_HEADER)
 }
 
-/// The function that opens one span per request.
+/// The function that gives tower-http's trace layer its span: none, as the request's context
+/// labels its lines (see [`request_context`]).
 pub type MakeSpan = fn(&Request<axum::body::Body>) -> tracing::Span;
 
 /// The request tracing layer's full type.
@@ -193,13 +212,14 @@ pub type Trace = TraceLayer<
     (),
 >;
 
-/// A span per request named by route template (never the raw path) and request id.
+/// tower-http's request and response events (`DEBUG`), with no span of their own: they are
+/// written inside the request's context, which names the request.
 ///
 /// Failures are not logged here: the services' error types log each 5xx once, with its
 /// cause chain, and a second generic line per failed request would double an outage's logs.
 pub fn trace_layer() -> Trace {
     TraceLayer::new_for_http()
-        .make_span_with(request_span as MakeSpan)
+        .make_span_with(no_span as MakeSpan)
         .on_response(DefaultOnResponse::new().level(Level::DEBUG))
         .on_failure(())
 }
@@ -207,7 +227,7 @@ pub fn trace_layer() -> Trace {
 /// [`trace_layer`], taken by a request only when the subscriber would record something of it.
 ///
 /// # Why
-/// With the span and tower-http's events all filtered out (`RUST_LOG=warn`), the trace layer
+/// With tower-http's events filtered out (the default `info`), the trace layer
 /// still reads the clock twice, wraps the response body (boxed again by axum) and polls
 /// through the wrapper: a few thousand instructions per request that record nothing
 /// (issue 17). The check is per request, so a filter changed at run time is followed.
@@ -215,11 +235,10 @@ pub fn trace_if_enabled_layer() -> TraceIfEnabledLayer {
     TraceIfEnabledLayer(trace_layer())
 }
 
-/// True when the request span, or one of the events tower-http's trace layer writes (at
-/// their default `DEBUG`, with their module as target), would be recorded.
+/// True when one of the events tower-http's trace layer writes (at their default `DEBUG`,
+/// with their module as target) would be recorded.
 fn tracing_wanted() -> bool {
-    tracing::span_enabled!(Level::INFO)
-        || tracing::event_enabled!(target: "tower_http::trace::on_request", Level::DEBUG)
+    tracing::event_enabled!(target: "tower_http::trace::on_request", Level::DEBUG)
         || tracing::event_enabled!(target: "tower_http::trace::on_response", Level::DEBUG)
         || tracing::event_enabled!(target: "tower_http::trace::on_eos", Level::DEBUG)
 }
@@ -298,17 +317,8 @@ where
     }
 }
 
-fn request_span(request: &Request<axum::body::Body>) -> tracing::Span {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str);
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("-");
-    tracing::info_span!("request", method = %request.method(), route, request_id)
+fn no_span(_request: &Request<axum::body::Body>) -> tracing::Span {
+    tracing::Span::none()
 }
 
 #[cfg(test)]
@@ -340,7 +350,7 @@ mod tests {
         let wanted =
             |filter: &str| tracing::subscriber::with_default(subscriber(filter), tracing_wanted);
         assert!(!wanted("warn"));
-        assert!(wanted("info"));
+        assert!(!wanted("info"));
         assert!(wanted("warn,tower_http=debug"));
         assert!(!wanted("warn,tower_http=info"));
     }

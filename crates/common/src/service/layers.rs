@@ -1,10 +1,11 @@
 //! The one middleware order both services wrap their routes in.
 //!
 //! Outermost first:
-//! 1. set a request id (`x-request-id`, kept when the caller sent one) and put it on the
-//!    answer;
-//! 2. trace: one span per request, named by route template and request id (skipped when the
-//!    log filter would record nothing of it);
+//! 1. set a request id (`x-request-id`, kept when the caller sent one), put it on the answer,
+//!    and make it, the method and the route template the context of every log line written
+//!    while the request is served;
+//! 2. trace: tower-http's request and response events at `DEBUG` (skipped when the log filter
+//!    would record neither);
 //! 3. the service's `edge` layer (the client's security headers; nothing in the backend): it
 //!    sees every answer, the refusals below included;
 //! 4. metrics: the HTTP histogram (`http_requests`) counts every answer the service gives;
