@@ -27,6 +27,7 @@ use tower::ServiceExt;
 
 use super::ConnectionArgs;
 use super::activity::{Activity, Tracked};
+use super::coarse_timer::CoarseTimer;
 use crate::error_body::{ErrorBody, ErrorCode, respond_retry_after};
 use crate::metrics::ConnectionMetrics;
 
@@ -68,6 +69,9 @@ pub(super) struct Connections {
     main: http1::Builder,
     overflow: http1::Builder,
     idle_timeout: Duration,
+    /// How often a main-lane connection's idle clock looks, and so wakes the connection for
+    /// its [`CoarseTimer`]: every half of the shorter of the idle and header-read timeouts.
+    idle_tick: Duration,
     slots: Arc<Semaphore>,
     overflow_slots: Arc<Semaphore>,
     metrics: ConnectionMetrics,
@@ -81,7 +85,7 @@ pub(super) struct Connections {
 impl Connections {
     pub(super) fn new(router: Router, limits: &ConnectionArgs, metrics: ConnectionMetrics) -> Self {
         let mut main = http1::Builder::new();
-        main.timer(TokioTimer::new())
+        main.timer(CoarseTimer)
             .header_read_timeout(limits.header_read_timeout());
         let mut overflow = http1::Builder::new();
         overflow
@@ -93,6 +97,8 @@ impl Connections {
             main,
             overflow,
             idle_timeout: limits.idle_timeout(),
+            // The idle clock also wakes the connection for the coarse header-read timer.
+            idle_tick: limits.idle_timeout().min(limits.header_read_timeout()) / 2,
             slots: Arc::new(Semaphore::new(limits.max_connections)),
             overflow_slots: Arc::new(Semaphore::new(OVERFLOW_CONNECTIONS)),
             metrics,
@@ -183,14 +189,14 @@ impl Connections {
             .serve_connection(io, self.service(remote, Lane::Main));
         let graceful = self.graceful.clone();
         let force = self.force.clone();
-        let idle_timeout = self.idle_timeout;
+        let (idle_timeout, idle_tick) = (self.idle_timeout, self.idle_tick);
         let open = self.metrics.open();
         async move {
             let _slot = slot;
             let _open = open;
             let mut connection = pin!(connection);
             let mut draining = pin!(graceful.cancelled_owned());
-            let mut idle = pin!(activity.idle_for(idle_timeout));
+            let mut idle = pin!(activity.idle_for(idle_timeout, idle_tick));
             let mut forced = pin!(force.cancelled_owned());
             let controls = Controls::new();
             let control_waker = Waker::from(Arc::clone(&controls));

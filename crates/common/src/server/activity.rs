@@ -33,11 +33,11 @@ impl Activity {
         self.moves.store(moves.wrapping_add(1), Ordering::Relaxed);
     }
 
-    /// Completes once nothing has moved for `timeout`: checked every half `timeout`, so the
-    /// connection is closed between `timeout` and 1.5 `timeout` after its last byte. One
-    /// timer wake-up per half `timeout`, however busy the connection is.
-    pub(super) async fn idle_for(self: Arc<Self>, timeout: Duration) {
-        let period = (timeout / 2).max(Duration::from_millis(1));
+    /// Completes once nothing has moved for `timeout`: checked every `tick` (at most half
+    /// `timeout`), so the connection is closed between `timeout` and 1.5 `timeout` after its
+    /// last byte. One timer wake-up per tick, however busy the connection is.
+    pub(super) async fn idle_for(self: Arc<Self>, timeout: Duration, tick: Duration) {
+        let period = tick.min(timeout / 2).max(Duration::from_millis(1));
         let mut seen = self.moves.load(Ordering::Relaxed);
         let mut quiet_since = Instant::now();
         loop {
@@ -120,7 +120,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn idleness_is_measured_from_the_last_byte() {
         let activity = Activity::new();
-        let idle = tokio::spawn(Arc::clone(&activity).idle_for(Duration::from_secs(10)));
+        let idle = tokio::spawn(
+            Arc::clone(&activity).idle_for(Duration::from_secs(10), Duration::from_secs(5)),
+        );
         tokio::time::sleep(Duration::from_secs(6)).await;
         activity.touch();
         tokio::time::sleep(Duration::from_secs(9)).await;
@@ -133,7 +135,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_connection_that_keeps_moving_is_never_idle() {
         let activity = Activity::new();
-        let idle = tokio::spawn(Arc::clone(&activity).idle_for(Duration::from_secs(10)));
+        let idle = tokio::spawn(
+            Arc::clone(&activity).idle_for(Duration::from_secs(10), Duration::from_secs(5)),
+        );
         for _ in 0..20 {
             tokio::time::sleep(Duration::from_secs(3)).await;
             activity.touch();

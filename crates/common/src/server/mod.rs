@@ -6,7 +6,9 @@
 //! to send its headers or sit silent: a slowloris holds connections (and their memory and file
 //! descriptors) forever. Here every connection has
 //! - a header-read timeout ([`ConnectionArgs::header_read_timeout_secs`], hyper's own, which
-//!   also bounds the wait for the next request on an idle keep-alive connection);
+//!   also bounds the wait for the next request on an idle keep-alive connection). Its clock is
+//!   coarse (`coarse_timer`): a trickled header is cut at its first byte past the timeout, a
+//!   silent one between one and one and a half timeouts after the head began;
 //! - an idle timeout ([`ConnectionArgs::idle_timeout_secs`]): no byte read or written for that
 //!   long closes it, whatever it is doing (a stalled request body, a reader that stopped
 //!   reading; it is closed between one and one and a half timeouts after its last byte).
@@ -22,6 +24,7 @@
 
 mod accept;
 mod activity;
+mod coarse_timer;
 
 use std::future::Future;
 use std::io;
