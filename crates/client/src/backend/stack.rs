@@ -2,19 +2,21 @@
 //!
 //! 1. **circuit breaker**: judges *calls* as callers see them, after retries; once open,
 //!    calls fail at once with `CircuitOpen` and no attempt reaches the backend;
-//! 2. **total deadline** (`REQUEST_DEADLINE_MS`): the most a caller waits, retries included.
-//!    Inside the breaker, so a call cut off by the deadline counts as a failure: a backend
-//!    that hangs opens the circuit like one that fails (outside it, the cut-off call would
-//!    drop its permit and count as nothing);
-//! 3. **retry** ([`RetryPolicy`]): safe requests, transient failures, jittered backoff, an
-//!    earned budget; no retry once the circuit is open, and a sleeping one is woken;
-//! 4. **open gate** ([`OpenGateLayer`]): an attempt that would start while the circuit is open
+//! 2. **total deadline** (`REQUEST_DEADLINE_MS`) and **retry** ([`RetryPolicy`]), one layer
+//!    ([`RetryWithin`]): the deadline is the most a caller waits, retries included; the retries
+//!    take safe requests, transient failures, jittered backoff, an earned budget; no retry
+//!    once the circuit is open, and a sleeping one is woken. Inside the breaker, so a call
+//!    cut off by the deadline counts as a failure: a backend that hangs opens the circuit
+//!    like one that fails (outside it, the cut-off call would drop its permit and count as
+//!    nothing). The deadline's timer is armed only once a call goes past its first attempt,
+//!    which the per-attempt timeout bounds (see [`RetryWithin`]);
+//! 3. **open gate** ([`OpenGateLayer`]): an attempt that would start while the circuit is open
 //!    fails at once with `CircuitOpen` (how a woken retry ends without a backend call);
-//! 5. **per-attempt timeout** (`BACKEND_TIMEOUT_MS`): one slow attempt cannot eat the deadline;
-//! 6. **concurrency limit**: bounds the calls in flight to the backend (requests queue here,
+//! 4. **per-attempt timeout** (`BACKEND_TIMEOUT_MS`): one slow attempt cannot eat the deadline;
+//! 5. **concurrency limit**: bounds the calls in flight to the backend (requests queue here,
 //!    under the deadline, rather than opening unbounded connections). Its semaphore is
 //!    shared with the live-update stream passthrough, which holds a permit while open;
-//! 7. the backend service: reqwest, over pools whose connections have a bounded lifetime.
+//! 6. the backend service: reqwest, over pools whose connections have a bounded lifetime.
 //!
 //! # Why the breaker sits outside the retry
 //! Polly and resilience4j often put the breaker inside the retry, so it counts attempts.
@@ -34,14 +36,13 @@ use guestbook_common::dependency::Wait;
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower::limit::{ConcurrencyLimit, GlobalConcurrencyLimitLayer};
-use tower::retry::Retry;
 use tower::timeout::Timeout;
 
 use crate::backend::BackendService;
 use crate::middleware::circuit_breaker::{
     Breaker, CircuitBreaker, CircuitBreakerLayer, HttpClassifier, OpenGate, OpenGateLayer,
 };
-use crate::middleware::retry::RetryPolicy;
+use crate::middleware::retry::{RetryPolicy, RetryWithin, RetryWithinLayer};
 
 /// The assembled stack, cheap to clone (a few `Arc`s); a `Service<Request<Bytes>>` answering
 /// `Response<Bytes>` or a `BoxError`.
@@ -50,7 +51,7 @@ use crate::middleware::retry::RetryPolicy;
 /// boxed one costs an allocation for the clone and another for the call's future (issue 17).
 pub type BackendStack = Wait<
     CircuitBreaker<
-        Timeout<Retry<RetryPolicy, OpenGate<Timeout<ConcurrencyLimit<BackendService>>>>>,
+        RetryWithin<OpenGate<Timeout<ConcurrencyLimit<BackendService>>>>,
         HttpClassifier,
     >,
 >;
@@ -82,8 +83,11 @@ pub fn build(
             Arc::clone(&breaker),
             HttpClassifier,
         ))
-        .timeout(config.deadline)
-        .retry(retry)
+        .layer(RetryWithinLayer::new(
+            retry,
+            config.deadline,
+            config.attempt_timeout,
+        ))
         .layer(OpenGateLayer::new(breaker))
         .timeout(config.attempt_timeout)
         .layer(GlobalConcurrencyLimitLayer::with_semaphore(Arc::clone(

@@ -1,4 +1,5 @@
-//! The retry policy of the client's backend stack (`tower::retry` with our [`RetryPolicy`]).
+//! The retries of the client's backend stack: [`RetryWithin`] runs a call's attempts by our
+//! [`RetryPolicy`] within the call's total deadline.
 //!
 //! Seed 002 retried 5 times with 1–8 s waits, on every failure including 4xx, and retried
 //! writes that carried no idempotency key. Here a request is retried only when:
@@ -24,6 +25,8 @@
 
 mod budget;
 mod policy;
+mod within;
 
 pub use budget::{RETRIES_PER_SUCCESS, RetryBudget, Spent, WINDOW as BUDGET_WINDOW};
 pub use policy::{RetryConfig, RetryMetrics, RetryPolicy, RetryWait, is_retry_safe};
+pub use within::{RetryCall, RetryWithin, RetryWithinLayer};
