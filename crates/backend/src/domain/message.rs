@@ -241,11 +241,15 @@ pub fn stored_json(id: u64, tail: &str) -> String {
 
 /// True when `value` holds a control character (`char::is_control`) other than `allowed`.
 fn has_control(value: &str, allowed: Option<u8>) -> bool {
-    // ASCII text (nearly every message) is checked byte by byte, without decoding characters.
+    // ASCII text (nearly every message) is checked byte by byte, without decoding characters,
+    // and without stopping at the first hit: a loop with no early exit is vectorised, several
+    // times faster on the text that has none (the common case), issue 17.
     if value.is_ascii() {
-        value
-            .bytes()
-            .any(|byte| (byte < 0x20 || byte == 0x7f) && Some(byte) != allowed)
+        // Never equal to an ASCII byte when nothing is allowed.
+        let allowed = allowed.unwrap_or(0x80);
+        value.bytes().fold(false, |found, byte| {
+            found | ((byte < 0x20) & (byte != allowed)) | (byte == 0x7f)
+        })
     } else {
         value
             .chars()
@@ -439,6 +443,13 @@ mod tests {
         assert!(has_control("é\n", None));
         assert!(!has_control("é\n", Some(b'\n')));
         assert!(!has_control("plain text", None));
+        // ASCII only, where bytes are checked without decoding.
+        assert!(!has_control("one\ntwo", Some(b'\n')));
+        assert!(has_control("one\ntwo", None));
+        assert!(has_control("one\ttwo", Some(b'\n')));
+        assert!(has_control(&format!("{}\u{1}", "x".repeat(100)), None));
+        assert!(has_control(&format!("\u{1b}{}", "x".repeat(100)), Some(b'\n')));
+        assert!(!has_control(&"x ~".repeat(100), None));
     }
 
     #[test]
