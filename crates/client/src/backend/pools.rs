@@ -24,8 +24,9 @@
 //! is the share of the recent picks that landed on it. 16 pools renewed every 2 s make 240
 //! picks in 30 s (a new pod of three gets 33 % ± 3 %); with 8 pools, one run of
 //! `scripts/bench_resilience.py` gave the new pod 26.5 % over 30 s and 12–47 % per 5 s. The
-//! price is 8 new connections a second at any load (and as many TLS handshakes on
-//! `https://`), nothing next to a pod's capacity.
+//! price is 8 pool renewals a second, each opening as many connections as its calls in flight
+//! need (and as many TLS handshakes on `https://`): at 64 calls in flight, about 40 new
+//! connections a second, some 0.2 % of a core on loopback, nothing next to a pod's capacity.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
