@@ -26,7 +26,7 @@
 //! `scripts/bench_resilience.py` gave the new pod 26.5 % over 30 s and 12–47 % per 5 s. The
 //! price is 8 pool renewals a second, each opening as many connections as its calls in flight
 //! need (and as many TLS handshakes on `https://`): at 64 calls in flight, about 40 new
-//! connections a second, some 0.2 % of a core on loopback, nothing next to a pod's capacity.
+//! connections a second (counted with strace), nothing next to a pod's capacity.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
