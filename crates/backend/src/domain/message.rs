@@ -448,7 +448,10 @@ mod tests {
         assert!(has_control("one\ntwo", None));
         assert!(has_control("one\ttwo", Some(b'\n')));
         assert!(has_control(&format!("{}\u{1}", "x".repeat(100)), None));
-        assert!(has_control(&format!("\u{1b}{}", "x".repeat(100)), Some(b'\n')));
+        assert!(has_control(
+            &format!("\u{1b}{}", "x".repeat(100)),
+            Some(b'\n')
+        ));
         assert!(!has_control(&"x ~".repeat(100), None));
     }
 
