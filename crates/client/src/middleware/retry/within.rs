@@ -99,7 +99,7 @@ where
             deadline: None,
         };
         if !self.first_attempt_bounded {
-            call.arm();
+            arm(&mut call.deadline, ends);
         }
         call
     }
@@ -131,11 +131,10 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<S: Service<Request<Bytes>>> RetryCall<S> {
-    fn arm(&mut self) {
-        if self.deadline.is_none() {
-            self.deadline = Some(Box::pin(tokio::time::sleep_until(self.ends)));
-        }
+/// Starts the deadline's timer, unless it runs already.
+fn arm(deadline: &mut Option<Pin<Box<Sleep>>>, ends: Instant) {
+    if deadline.is_none() {
+        *deadline = Some(Box::pin(tokio::time::sleep_until(ends)));
     }
 }
 
@@ -160,9 +159,7 @@ where
                         return Poll::Ready(result);
                     };
                     // Past the first attempt: from here on only the deadline bounds the call.
-                    if this.deadline.is_none() {
-                        *this.deadline = Some(Box::pin(tokio::time::sleep_until(*this.ends)));
-                    }
+                    arm(this.deadline, *this.ends);
                     this.state.set(State::Waiting { wait });
                 }
                 StateProj::Waiting { wait } => {
@@ -251,9 +248,21 @@ mod tests {
         )
     }
 
+    /// One call through `layer` to a backend failing each attempt after `answer_after`: its
+    /// result, how long it took (paused time) and the attempts made.
+    async fn call(
+        layer: RetryWithinLayer,
+        answer_after: Duration,
+    ) -> (Result<Response<Bytes>, BoxError>, Duration, u32) {
+        let attempts = Arc::new(AtomicU32::new(0));
+        let service = layer.layer(failing(answer_after, Arc::clone(&attempts)));
+        let started = Instant::now();
+        let result = service.oneshot(get()).await;
+        (result, started.elapsed(), attempts.load(Ordering::Relaxed))
+    }
+
     #[tokio::test(start_paused = true)]
     async fn retries_past_the_first_attempt_are_cut_at_the_deadline() {
-        let attempts = Arc::new(AtomicU32::new(0));
         // Each attempt fails after 400 ms and each wait is 300 ms: attempts start at 0, 0.7,
         // 1.4 and 2.1 s, so a 2 s deadline ends the call during the wait after the third.
         let layer = RetryWithinLayer::new(
@@ -261,43 +270,37 @@ mod tests {
             Duration::from_secs(2),
             Duration::from_secs(1),
         );
-        let service = layer.layer(failing(Duration::from_millis(400), Arc::clone(&attempts)));
-        let started = Instant::now();
-        let result = service.oneshot(get()).await;
+        let (result, took, attempts) = call(layer, Duration::from_millis(400)).await;
         assert!(is_deadline(&result), "{:?}", result.map(|r| r.status()));
-        assert_eq!(started.elapsed(), Duration::from_secs(2));
-        assert_eq!(attempts.load(Ordering::Relaxed), 3);
+        assert_eq!(took, Duration::from_secs(2));
+        assert_eq!(attempts, 3);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_first_attempt_longer_than_the_deadline_is_cut_at_the_deadline() {
-        let attempts = Arc::new(AtomicU32::new(0));
         // No attempt timeout below shorter than the deadline: the deadline is armed at once.
         let layer = RetryWithinLayer::new(
             policy(3, Duration::ZERO),
             Duration::from_secs(2),
             Duration::from_secs(10),
         );
-        let service = layer.layer(failing(Duration::from_secs(60), Arc::clone(&attempts)));
-        let started = Instant::now();
-        let result = service.oneshot(get()).await;
+        let (result, took, attempts) = call(layer, Duration::from_secs(60)).await;
         assert!(is_deadline(&result), "{:?}", result.map(|r| r.status()));
-        assert_eq!(started.elapsed(), Duration::from_secs(2));
-        assert_eq!(attempts.load(Ordering::Relaxed), 1);
+        assert_eq!(took, Duration::from_secs(2));
+        assert_eq!(attempts, 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_call_within_the_deadline_ends_with_its_last_answer() {
-        let attempts = Arc::new(AtomicU32::new(0));
+        // The defaults' shape: an attempt timeout (3 s) shorter than the deadline (5 s).
         let layer = RetryWithinLayer::new(
             policy(3, Duration::from_millis(100)),
             Duration::from_secs(5),
             Duration::from_secs(3),
         );
-        let service = layer.layer(failing(Duration::from_millis(10), Arc::clone(&attempts)));
-        let result = service.oneshot(get()).await;
+        let (result, _, attempts) = call(layer, Duration::from_millis(10)).await;
         let status = result.expect("an answer").status();
         assert_eq!(status, http::StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(attempts.load(Ordering::Relaxed), 3);
+        assert_eq!(attempts, 3);
     }
 }
