@@ -60,12 +60,7 @@ pub fn init(format: LogFormat) {
     let _ = if json {
         builder
             .json()
-            .event_format(WithRequest::json(
-                tracing_subscriber::fmt::format()
-                    .json()
-                    .with_current_span(true)
-                    .with_span_list(false),
-            ))
+            .event_format(request_context::json_lines())
             .try_init()
     } else {
         builder

@@ -23,7 +23,7 @@ use http::{HeaderValue, Method};
 use serde::Serialize;
 use tokio::task::futures::TaskLocalFuture;
 use tracing::{Event, Subscriber};
-use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::format::{Format, Json, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -108,6 +108,17 @@ pub fn current() -> Option<RequestContext> {
 pub struct WithRequest<F> {
     inner: F,
     json: bool,
+}
+
+/// The services' JSON lines: tracing-subscriber's JSON format (the current span, if any, but
+/// no span list) with the request's members.
+pub fn json_lines() -> WithRequest<Format<Json>> {
+    WithRequest::json(
+        tracing_subscriber::fmt::format()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false),
+    )
 }
 
 impl<F> WithRequest<F> {
@@ -199,6 +210,16 @@ mod tests {
         }
     }
 
+    /// The services' JSON subscriber, writing into `lines`.
+    fn json_subscriber(lines: &Lines) -> impl Subscriber + Send + Sync + use<> {
+        let writer = lines.clone();
+        tracing_subscriber::fmt()
+            .json()
+            .event_format(json_lines())
+            .with_writer(move || writer.clone())
+            .finish()
+    }
+
     fn context(id: &'static str) -> RequestContext {
         RequestContext::new(Method::POST, None, Some(HeaderValue::from_static(id)))
     }
@@ -206,20 +227,7 @@ mod tests {
     #[tokio::test]
     async fn a_json_line_written_while_serving_a_request_names_it_and_others_do_not() {
         let lines = Lines::default();
-        let writer = lines.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .event_format(WithRequest::json(
-                tracing_subscriber::fmt::format()
-                    .json()
-                    .with_current_span(true)
-                    .with_span_list(false),
-            ))
-            .with_writer(move || writer.clone())
-            .finish();
-        let _default = tracing::subscriber::set_default(subscriber);
+        let _default = tracing::subscriber::set_default(json_subscriber(&lines));
 
         tracing::warn!("before");
         context("abc-123\"quoted")
@@ -252,13 +260,7 @@ mod tests {
         use tower::{Layer as _, ServiceExt as _};
 
         let lines = Lines::default();
-        let writer = lines.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .event_format(WithRequest::json(tracing_subscriber::fmt::format().json()))
-            .with_writer(move || writer.clone())
-            .finish();
-        let _default = tracing::subscriber::set_default(subscriber);
+        let _default = tracing::subscriber::set_default(json_subscriber(&lines));
         let handler = tower::service_fn(|_request: http::Request<()>| async {
             tokio::task::yield_now().await;
             tracing::warn!("from the handler");
