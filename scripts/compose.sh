@@ -43,7 +43,9 @@ LABEL=com.docker.compose.project=$COMPOSE_PROJECT_NAME
 FAILOVER_BOUND=${FAILOVER_BOUND:-30}
 
 step() { printf '\n--> %s\n' "$*"; }
-die() { echo "compose: $*" >&2; exit 1; }
+# The reason is kept on file as well: `check` tears the stack down after a failure, and the
+# teardown's own output would otherwise bury the reason at the top of a CI log.
+die() { echo "compose: $*" >&2; echo "$*" >>"$STATE/failure"; exit 1; }
 mkdir -p "$STATE"
 
 if [[ -z ${ENGINE:-} ]]; then
@@ -277,8 +279,21 @@ j = json.load(urllib.request.urlopen(sys.argv[1], timeout=5))
 print(eval(sys.argv[2]))' "$1" "$2"
 }
 
+# After a failed check: down, then the reason again, last, where a CI log's tail shows it.
+down_after_failure() {
+  local rc=$?
+  down || true
+  if [[ -s $STATE/failure ]]; then
+    echo "compose-check FAILED: $(tr '\n' ' ' <"$STATE/failure")" >&2
+  else
+    echo "compose-check FAILED (exit $rc): a command failed; see above" >&2
+  fi
+  exit "$rc"
+}
+
 check() {
-  trap 'down' EXIT
+  rm -f "$STATE/failure"
+  trap down_after_failure EXIT
   local start=$SECONDS
   up
 
