@@ -105,10 +105,22 @@ impl RotatingPools {
                     tracing::warn!(error = %err, "backend client could not be renewed; keeping the old one");
                 }
             }
-            slot.retire_at = Some(now + max_age);
+            slot.retire_at = Some(next_retirement(retire_at, max_age, now));
         }
         slot.client.clone()
     }
+}
+
+/// The slot's next retirement after `now`, on its own schedule: `retire_at` plus whole
+/// multiples of `max_age`. Counting from `now` instead would lose the stagger: after an idle
+/// spell longer than `max_age` every slot is due, and all would be renewed together from then
+/// on, every `max_age`, a burst of handshakes each time.
+fn next_retirement(retire_at: Instant, max_age: Duration, now: Instant) -> Instant {
+    let late = now.saturating_duration_since(retire_at).as_nanos();
+    // max_age is at least a millisecond (the settings' bounds), so this never divides by 0;
+    // the periods fit in u32 for any idle spell below 136 years at 1 ms.
+    let periods = u32::try_from(late / max_age.as_nanos().max(1) + 1).unwrap_or(u32::MAX);
+    retire_at + max_age.saturating_mul(periods)
 }
 
 #[cfg(test)]
@@ -151,6 +163,43 @@ mod tests {
             let _ = pools.pick();
         }
         assert_eq!(built.load(Ordering::SeqCst), 2 * POOLS + POOLS / 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_an_idle_spell_the_pools_are_still_replaced_in_turn() {
+        let built = Arc::new(AtomicUsize::new(0));
+        let pools =
+            RotatingPools::new(counting(&built), Some(Duration::from_secs(2))).expect("pools");
+        // Longer than max_age without a call: every pool is due, and the next round renews
+        // them all at once (nothing can be done about that round).
+        tokio::time::advance(Duration::from_secs(10)).await;
+        for _ in 0..POOLS {
+            let _ = pools.pick();
+        }
+        assert_eq!(built.load(Ordering::SeqCst), 2 * POOLS);
+
+        // From then on, as at the start: a quarter of max_age later, a quarter of them.
+        tokio::time::advance(Duration::from_millis(500)).await;
+        for _ in 0..POOLS {
+            let _ = pools.pick();
+        }
+        assert_eq!(
+            built.load(Ordering::SeqCst),
+            2 * POOLS + POOLS / 4,
+            "the renewals kept their stagger"
+        );
+    }
+
+    #[test]
+    fn the_next_retirement_keeps_the_slots_phase() {
+        let start = Instant::now();
+        let age = Duration::from_secs(2);
+        let due = start + Duration::from_millis(250);
+        // On time: one period on.
+        assert_eq!(next_retirement(due, age, due), due + age);
+        // 7.1 s late: the first whole period after now, at the same phase.
+        let now = due + Duration::from_millis(7_100);
+        assert_eq!(next_retirement(due, age, now), due + Duration::from_secs(8));
     }
 
     #[tokio::test(start_paused = true)]
