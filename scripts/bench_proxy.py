@@ -56,7 +56,7 @@ AREAS = [
     ("tracing, spans", r"tracing|telemetry"),
     ("pressure, shedding, dependency wait", r"guestbook_common::(pressure|dependency|bulkhead|limits|window)"),
     ("JSON (serde_json)", r"serde_json|serde::"),
-    ("allocation (malloc, free, memcpy)", r"malloc|_int_free|^free|cfree|realloc|_int_|unlink_chunk|memcpy|memmove|memset|tcache"),
+    ("allocation (mimalloc, malloc, free, memcpy)", r"^_?mi_|mimalloc|malloc|_int_free|^free|cfree|realloc|_int_|unlink_chunk|memcpy|memmove|memset|tcache"),
     ("HTTP client (reqwest, hyper-util pool)", r"reqwest|hyper_util::client|hyper::client|pool"),
     ("HTTP server (hyper, axum, tower glue)", r"hyper|axum|tower|http::"),
     ("tokio scheduler, I/O driver", r"tokio|mio|parking_lot|futures"),

@@ -56,6 +56,11 @@ fn verdict<R: serde::Serialize>(
     }
 }
 
+// mimalloc rather than glibc's malloc, whose arena lock the tokio workers contended for under
+// load; why, and what it measured: docs/design.md, "the allocator".
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

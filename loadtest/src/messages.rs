@@ -107,6 +107,7 @@ impl MessagesRun {
             } else {
                 self.concurrency
             })
+            .pool_idle_timeout(guestbook_api::POOL_IDLE_TIMEOUT)
             .build()?;
         let target = trim(&self.target);
         if let Some(token) = &self.clear_with {

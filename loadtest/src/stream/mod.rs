@@ -113,6 +113,7 @@ impl StreamRun {
         let client = reqwest::Client::builder()
             .timeout(self.post_timeout)
             .pool_max_idle_per_host(POSTS_IN_FLIGHT)
+            .pool_idle_timeout(guestbook_api::POOL_IDLE_TIMEOUT)
             .build()?;
         let rss_before = self.resident_bytes(&client).await;
 

@@ -135,6 +135,7 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(256)
+        .pool_idle_timeout(guestbook_api::POOL_IDLE_TIMEOUT)
         .build()
         .expect("client builds")
 }

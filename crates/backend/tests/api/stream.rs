@@ -183,6 +183,7 @@ fn client_from(ip: &str) -> reqwest::Client {
     reqwest::Client::builder()
         .local_address(ip.parse::<std::net::IpAddr>().expect("an address"))
         .connect_timeout(std::time::Duration::from_secs(5))
+        .pool_idle_timeout(guestbook_api::POOL_IDLE_TIMEOUT)
         .build()
         .expect("client builds")
 }

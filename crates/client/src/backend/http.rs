@@ -7,14 +7,13 @@
 //! certificate fails the call, and `/fetch` answers 503.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustls::RootCertStore;
 
 /// How long an unused pooled connection to the backend is kept: below the backend's default
-/// `HEADER_READ_TIMEOUT_SECS` (10 s), after which it closes a keep-alive connection that sends
-/// no request, so the client drops the connection first and never sends on one being closed.
-pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// `HEADER_READ_TIMEOUT_SECS`, so the client drops an idle connection first and never sends on
+/// one the backend is closing.
+pub use guestbook_api::POOL_IDLE_TIMEOUT;
 
 /// What the clients need to know about the backend's URL.
 #[derive(Debug, Clone)]

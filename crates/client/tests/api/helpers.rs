@@ -205,6 +205,7 @@ pub fn http() -> reqwest::Client {
     guestbook_testkit::install_ring_provider();
     reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
+        .pool_idle_timeout(guestbook_api::POOL_IDLE_TIMEOUT)
         .build()
         .expect("client")
 }

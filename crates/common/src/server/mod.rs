@@ -46,7 +46,7 @@ pub struct ConnectionArgs {
     /// Seconds a client has to send a request's headers, counted from when the server starts
     /// waiting for them: from the connection's start, and after each answer on a keep-alive
     /// connection (so it also closes a keep-alive connection that sends no next request).
-    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = guestbook_api::DEFAULT_HEADER_READ_TIMEOUT_SECS)]
     pub header_read_timeout_secs: u64,
 
     /// Seconds without a byte read or written after which a connection is closed (within

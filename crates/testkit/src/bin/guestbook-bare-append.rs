@@ -28,6 +28,11 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// The list every append goes to.
 const LIST: &str = "bare:log";
 
+// mimalloc rather than glibc's malloc, whose arena lock the tokio workers contended for under
+// load; why, and what it measured: docs/design.md, "the allocator".
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let (listen, redis_url) = match parse(std::env::args().skip(1)) {

@@ -26,6 +26,11 @@ struct Bare {
     data_url: reqwest::Url,
 }
 
+// mimalloc rather than glibc's malloc, whose arena lock the tokio workers contended for under
+// load; why, and what it measured: docs/design.md, "the allocator".
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let (listen, backend) = match parse(std::env::args().skip(1)) {
@@ -41,7 +46,10 @@ async fn main() -> ExitCode {
     // reqwest is built without a TLS provider of its own; plain http:// still builds its TLS
     // machinery, which needs one installed.
     guestbook_testkit::install_ring_provider();
-    let client = match reqwest::Client::builder().build() {
+    let client = match reqwest::Client::builder()
+        .pool_idle_timeout(guestbook_api::POOL_IDLE_TIMEOUT)
+        .build()
+    {
         Ok(client) => client,
         Err(err) => {
             eprintln!("guestbook-bare-proxy: HTTP client: {err}");
