@@ -129,7 +129,7 @@ compose-up: ## deploy/compose for real (builds the images when missing): UI :808
 compose-down: ## stop the compose stack, remove its volumes; fails if anything is left
 	scripts/compose.sh down
 
-compose-check: ## up, then the UI in chromium, /fetch, Prometheus + HPA query, a backend killed under load, the Redis primary killed (Sentinel promotes a replica), down
+compose-check: ## up, then the UI in chromium, /fetch, Prometheus + HPA query, a backend killed under load, the Redis primary frozen (Sentinel promotes a replica), down
 	scripts/compose.sh check
 
 kube-play-check: ## the kustomize and Helm renders as pods (podman kube play): probes pass, they answer

@@ -6,10 +6,10 @@
 #   - every startup, liveness and readiness probe of the render passes, run as the kubelet
 #     would (httpGet from inside the pod, tcpSocket, exec), within PROBE_SECONDS;
 #   - in Sentinel mode, every Sentinel names the same primary and sees all the replicas and
-#     the other Sentinels; the primary's Redis is stopped, a replica must be promoted (within
-#     PROBE_SECONDS tries, 30 more for each time a Sentinel entered TILT mode, at most 3; the
-#     Sentinel's events are printed), and the old primary, started again, must come back as a
-#     replica of the new one (then the messages below go through the promoted primary);
+#     the other Sentinels; the primary's Redis is frozen (podman pause), a replica must be
+#     promoted (within PROBE_SECONDS tries, 30 more for each time a Sentinel entered TILT mode,
+#     at most 3; the Sentinel's events are printed), and the old primary, thawed, must be made
+#     a replica of the new one (then the messages below go through the promoted primary);
 #   - the backend answers through its Service name: `guestbook-loadtest messages` from a
 #     container on the same network posts COUNT messages to http://<backend>:8080 and finds each
 #     exactly once; the client answers /fetch with status ok through http://<client>:8081.
@@ -45,7 +45,10 @@ podman image exists redis:7.0.15-bookworm || timeout 60 podman pull -q redis:7.0
 work=$(mktemp -d "${TMPDIR:-/tmp}/kube-play.XXXXXX")
 network=""
 played=""
+frozen=""
 cleanup() {
+  # A paused container can be neither stopped nor cleaned up by kube down.
+  [[ -z $frozen ]] || podman unpause "$frozen" >/dev/null 2>&1 || true
   if [[ -n $played ]]; then
     podman kube down "$played" >/dev/null 2>&1 || true
     # kube down leaves the volumes (the PVCs and ConfigMap volumes) it created.
@@ -90,16 +93,19 @@ tilts_since() { # tilts_since TIME: the most TILT periods any one Sentinel enter
 
 sentinel_failover() { # sentinel_failover NAME PRIMARY SENTINEL_POD
   local name=$1 primary=$2 sentinel_pod=$3 now="" role=""
-  step "$name: the primary's Redis stopped; the Sentinels promote a replica; started again, it rejoins"
-  # Stopped, not killed: podman would restart a killed container (restartPolicy Always) before
-  # the Sentinels' 5 s, and then nothing fails over. The container, not its pod: as a crashed
-  # container in a cluster, its pod keeps its address and its name. A stopped pod's name no
-  # longer resolves, and Sentinel, which resolves names synchronously, then stalled for
-  # seconds on each lookup that the upstream resolver left unanswered, into TILT (promotions
-  # after 29-57 s, and in CI none within 90 s), which says nothing of the manifests.
+  step "$name: the primary's Redis frozen; the Sentinels promote a replica; thawed, it rejoins as a replica"
+  # Frozen (podman pause: the cgroup freezer), as a hung process or a partitioned node: the
+  # Sentinels' pings go unanswered. Not stopped: podman drops a stopped container's name from
+  # its DNS at once, where a cluster keeps a crashed pod's record (the headless Services
+  # publish not-ready addresses), and Sentinel, which resolves names synchronously, then
+  # stalled on every lookup that podman's DNS and the upstream resolver left unanswered (40 s
+  # for one lookup, measured), into TILT: promotions after 29-57 s, and none within 223 s in
+  # CI. Not killed: podman would restart a killed container (restartPolicy Always) before
+  # the Sentinels' 5 s, and then nothing fails over.
   local since
   since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-  podman stop -t 0 "$primary-redis" >/dev/null
+  podman pause "$primary-redis" >/dev/null
+  frozen="$primary-redis"
   local stopped=$SECONDS tries=$PROBE_SECONDS tilts=0 seen
   # TILT: a Sentinel whose timer ran over 2 s late (the host did not run it, or its clock
   # jumped) trusts nothing and acts on nothing for 30 s, by Sentinel's design; CI machines
@@ -114,20 +120,22 @@ sentinel_failover() { # sentinel_failover NAME PRIMARY SENTINEL_POD
       if ((seen > tilts && tilts < 3)); then
         tilts=$((seen < 3 ? seen : 3))
         tries=$((PROBE_SECONDS + 30 * tilts))
-        echo "a Sentinel entered TILT mode $seen time(s) since the stop: $tries tries, not $PROBE_SECONDS"
+        echo "a Sentinel entered TILT mode $seen time(s) since the freeze: $tries tries, not $PROBE_SECONDS"
       fi
     fi
   done
   if [[ -z $now || $now == "$primary" ]]; then
     sentinel_logs
-    die "$name: no replica promoted within $tries tries ($((SECONDS - stopped)) s) of stopping $primary"
+    die "$name: no replica promoted within $tries tries ($((SECONDS - stopped)) s) of freezing $primary"
   fi
   # What Sentinel did, and when, for the record of a slow failover.
   podman logs --since "$since" "$sentinel_pod-sentinel" 2>&1 |
     grep -E '[+-](sdown|odown|tilt|try-failover|failover-end|switch-master) ' | sed 's/^/  /' || true
-  echo "the Sentinels promoted $now about $((SECONDS - stopped)) s after $primary stopped"
-  # The container restarts with start-redis.sh, which asks the Sentinels who the primary is.
-  podman start "$primary-redis" >/dev/null
+  echo "the Sentinels promoted $now about $((SECONDS - stopped)) s after $primary froze"
+  # Thawed, the old primary still believes it is one; the Sentinels see it and make it a
+  # replica of the new primary (+convert-to-slave), discarding what it holds by a full sync.
+  podman unpause "$primary-redis" >/dev/null
+  frozen=""
   for ((i = 0; i < PROBE_SECONDS; i++)); do
     role=$(in_pod "$primary" redis redis-cli info replication 2>/dev/null |
       tr -d '\r' | awk -F: '$1 == "role" || $1 == "master_host" {printf "%s ", $2}' || true)
@@ -135,7 +143,7 @@ sentinel_failover() { # sentinel_failover NAME PRIMARY SENTINEL_POD
     sleep 1
   done
   [[ $role == "slave $now " ]] || die "$name: $primary came back as '$role', not a replica of $now"
-  echo "$primary, started again, is a replica of $now (start-redis.sh asked the Sentinels)"
+  echo "$primary, thawed, is a replica of $now (the Sentinels converted it)"
   # Every replica, the other one included, must follow the new primary: WAIT counts only those.
   local want replicas=""
   want=$(($(podman pod ps --filter "network=$network" --format '{{.Name}}' | grep -c -- '-redis-[0-9]*\.') - 1))
