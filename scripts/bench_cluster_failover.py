@@ -18,8 +18,9 @@ Results: target/bench/cluster_failover.jsonl and the section between
 RELIABILITY_MD="").
 
 Environment: COUNT [3000] messages per row, RATE [400] messages started per second (open
-loop, so the fault lands mid-run), BASE_PORT [30110] (nodes on BASE_PORT..+5, their
-cluster bus 10000 above), PORT [18121].
+loop, so the fault lands mid-run), BASE_PORT [21110] (nodes on BASE_PORT..+5, their
+cluster bus 10000 above, below the ephemeral ports from 32768 that
+outgoing connections take), PORT [18121].
 """
 
 import datetime
@@ -125,7 +126,7 @@ def run_row(min_acks, ports, count, rate, port):
 def main():
     count = env_int("COUNT", 3000)
     rate = env_int("RATE", 400)
-    base = env_int("BASE_PORT", 30110)
+    base = env_int("BASE_PORT", 21110)
     port = env_int("PORT", 18121)
     doc = os.environ.get("RELIABILITY_MD", "RELIABILITY.md")
     ports = [base + i for i in range(6)]

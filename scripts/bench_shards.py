@@ -22,8 +22,9 @@ here; the section projects one from the measured CPU per append, with its assump
 Results: target/bench/shards.jsonl and the section between <!-- shards:begin --> and
 <!-- shards:end --> of BENCHMARKS.md (unless BENCHMARKS_MD="").
 
-Environment: COUNT [30000] messages per row, BOOKS [30], CONCURRENCY [64], BASE_PORT [30150]
-(nodes on BASE_PORT..+2, their cluster bus 10000 above), PORT [18131].
+Environment: COUNT [30000] messages per row, BOOKS [30], CONCURRENCY [64], BASE_PORT [21150]
+(nodes on BASE_PORT..+2, their cluster bus 10000 above, below the ephemeral ports from 32768 that
+outgoing connections take), PORT [18131].
 """
 
 import datetime
@@ -208,7 +209,7 @@ def main():
     count = env_int("COUNT", 30000)
     books = env_int("BOOKS", 30)
     concurrency = env_int("CONCURRENCY", 64)
-    base = env_int("BASE_PORT", 30150)
+    base = env_int("BASE_PORT", 21150)
     port = env_int("PORT", 18131)
     ports = [base + i for i in range(3)]
     prepare(WHO, binaries=(BACKEND, LOADTEST), ports=(*ports, *(p + 10000 for p in ports), port))
