@@ -10,11 +10,6 @@ use std::sync::Arc;
 
 use rustls::RootCertStore;
 
-/// How long an unused pooled connection to the backend is kept: below the backend's default
-/// `HEADER_READ_TIMEOUT_SECS`, so the client drops an idle connection first and never sends on
-/// one the backend is closing.
-pub use guestbook_api::POOL_IDLE_TIMEOUT;
-
 /// What the clients need to know about the backend's URL.
 #[derive(Debug, Clone)]
 pub struct Transport {
@@ -48,7 +43,9 @@ impl Transport {
         reqwest::Client::builder()
             .tls_backend_preconfigured(self.tls.clone())
             .https_only(self.https)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            // Below the backend's default HEADER_READ_TIMEOUT_SECS: the client drops an idle
+            // connection first and never sends on one the backend is closing.
+            .pool_idle_timeout(guestbook_api::POOL_IDLE_TIMEOUT)
     }
 }
 

@@ -11,7 +11,7 @@ mod service;
 mod stack;
 
 pub use crate::middleware::outcome::{BackendOutcome, Transport as TransportFailure};
-pub use http::{POOL_IDLE_TIMEOUT, Transport};
+pub use http::Transport;
 pub use pools::{MakeClient, POOLS, RotatingPools};
 pub use service::{AttemptMetrics, BackendService, MAX_RESPONSE_BYTES};
 pub use stack::{BackendStack, StackConfig, build};

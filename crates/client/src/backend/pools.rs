@@ -117,10 +117,10 @@ impl RotatingPools {
 /// on, every `max_age`, a burst of handshakes each time.
 fn next_retirement(retire_at: Instant, max_age: Duration, now: Instant) -> Instant {
     let late = now.saturating_duration_since(retire_at).as_nanos();
-    // max_age is at least a millisecond (the settings' bounds), so this never divides by 0;
-    // the periods fit in u32 for any idle spell below 136 years at 1 ms.
-    let periods = u32::try_from(late / max_age.as_nanos().max(1) + 1).unwrap_or(u32::MAX);
-    retire_at + max_age.saturating_mul(periods)
+    // How far `now` is into the slot's current period: below max_age, so it fits a u64 of
+    // nanoseconds whatever the idle spell (max_age is at least 100 ms by the settings' bounds).
+    let into_period = late % max_age.as_nanos().max(1);
+    now + max_age - Duration::from_nanos(u64::try_from(into_period).unwrap_or(0))
 }
 
 #[cfg(test)]
