@@ -155,7 +155,7 @@ def main():
         f"| backend `GET /data` directly | {rates(direct_runs)} | "
         f"{med_p(direct_runs, 'p50'):.2f} | {med_p(direct_runs, 'p99'):.2f} | {tool(direct_runs):.1f} | {direct_cpu:.1f} | — | "
         f"{direct_total:.1f} |",
-        f"| client `GET /fetch` (deadline, breaker, retry, timeout, limit, reqwest) | "
+        f"| client `GET /fetch` (deadline, breaker, retry, timeout, limit, hyper-util) | "
         f"{rates(client_runs)} | "
         f"{med_p(client_runs, 'p50'):.2f} | {med_p(client_runs, 'p99'):.2f} | {tool(client_runs):.1f} | {backend_cpu:.1f} | "
         f"{client_cpu:.1f} | {client_total:.1f} |",

@@ -207,15 +207,9 @@ impl AppState {
             let transport = transport.clone();
             let connect_timeout = settings.attempt_timeout();
             let idle_per_pool = settings.backend_concurrency.div_ceil(backend::POOLS);
-            Box::new(move || {
-                transport
-                    .builder()
-                    .connect_timeout(connect_timeout)
-                    .pool_max_idle_per_host(idle_per_pool)
-                    .build()
-            })
+            Box::new(move || transport.client(connect_timeout, idle_per_pool))
         };
-        let pools = backend::RotatingPools::new(make_client, settings.connection_max_age())?;
+        let pools = backend::RotatingPools::new(make_client, settings.connection_max_age());
         let backend = BackendService::new(
             Arc::new(pools),
             &settings.backend_url,

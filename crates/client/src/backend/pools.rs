@@ -6,9 +6,9 @@
 //! modest rate one pooled connection carries every call, so even the second of two original
 //! replicas may get nothing (issue 14 measured exactly that).
 //!
-//! reqwest (hyper's pool) has no maximum connection age, and `pool_max_idle_per_host(0)`
+//! hyper-util's pool has no maximum connection age, and `pool_max_idle_per_host(0)`
 //! (a connection per call) would pay a TCP, and for `https://` a TLS, handshake on every
-//! call. So the client keeps [`POOLS`] independent reqwest clients, each with its own pool,
+//! call. So the client keeps [`POOLS`] independent clients, each with its own pool,
 //! takes them in turn, and replaces a client once it is `max_age` old. A replaced client
 //! takes no new call; its connections finish the calls they carry and are closed when its
 //! last clone goes, so nothing in flight is cut. The next calls open fresh connections, which
@@ -34,19 +34,21 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::http::BackendClient;
+
 /// Independent pools taken in turn.
 pub const POOLS: usize = 16;
 
-/// Builds one reqwest client (each has a pool of its own).
-pub type MakeClient = Box<dyn Fn() -> reqwest::Result<reqwest::Client> + Send + Sync>;
+/// Builds one client (each has a pool of its own).
+pub type MakeClient = Box<dyn Fn() -> BackendClient + Send + Sync>;
 
 struct Slot {
-    client: reqwest::Client,
+    client: BackendClient,
     /// When this client stops taking new calls; `None` never.
     retire_at: Option<Instant>,
 }
 
-/// [`POOLS`] reqwest clients, each replaced once `max_age` old.
+/// [`POOLS`] clients, each replaced once `max_age` old.
 pub struct RotatingPools {
     make: MakeClient,
     max_age: Option<Duration>,
@@ -67,28 +69,28 @@ impl RotatingPools {
     /// [`POOLS`] clients from `make`; `max_age` of `None` keeps each for ever (as one plain
     /// client would). The first lifetimes are staggered over `max_age` so that the pools
     /// are never all replaced at once.
-    pub fn new(make: MakeClient, max_age: Option<Duration>) -> reqwest::Result<Self> {
+    pub fn new(make: MakeClient, max_age: Option<Duration>) -> Self {
         let now = Instant::now();
         let slots = (0..POOLS)
             .map(|index| {
                 let retire_at =
                     max_age.map(|age| now + age.mul_f64((index + 1) as f64 / POOLS as f64));
-                Ok(Mutex::new(Slot {
-                    client: make()?,
+                Mutex::new(Slot {
+                    client: make(),
                     retire_at,
-                }))
+                })
             })
-            .collect::<reqwest::Result<Vec<_>>>()?;
-        Ok(Self {
+            .collect();
+        Self {
             make,
             max_age,
             slots,
             next: AtomicUsize::new(0),
-        })
+        }
     }
 
     /// The client for the next call: the pools in turn, an old one replaced first.
-    pub fn pick(&self) -> reqwest::Client {
+    pub fn pick(&self) -> BackendClient {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let mut slot = self.slots[index]
             .lock()
@@ -99,12 +101,7 @@ impl RotatingPools {
         {
             // Building a client is a few microseconds (its TLS configuration is cloned,
             // not loaded), cheap enough under this slot's lock.
-            match (self.make)() {
-                Ok(client) => slot.client = client,
-                Err(err) => {
-                    tracing::warn!(error = %err, "backend client could not be renewed; keeping the old one");
-                }
-            }
+            slot.client = (self.make)();
             slot.retire_at = Some(next_retirement(retire_at, max_age, now));
         }
         slot.client.clone()
@@ -136,15 +133,14 @@ mod tests {
             crate::backend::Transport::for_url("http://127.0.0.1:8080").expect("plain transport");
         Box::new(move || {
             built.fetch_add(1, Ordering::SeqCst);
-            transport.builder().build()
+            transport.client(Duration::from_secs(1), 4)
         })
     }
 
     #[tokio::test(start_paused = true)]
     async fn each_pool_is_replaced_once_max_age_old_and_not_before() {
         let built = Arc::new(AtomicUsize::new(0));
-        let pools =
-            RotatingPools::new(counting(&built), Some(Duration::from_secs(2))).expect("pools");
+        let pools = RotatingPools::new(counting(&built), Some(Duration::from_secs(2)));
         assert_eq!(built.load(Ordering::SeqCst), POOLS);
         for _ in 0..POOLS {
             let _ = pools.pick();
@@ -168,8 +164,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn after_an_idle_spell_the_pools_are_still_replaced_in_turn() {
         let built = Arc::new(AtomicUsize::new(0));
-        let pools =
-            RotatingPools::new(counting(&built), Some(Duration::from_secs(2))).expect("pools");
+        let pools = RotatingPools::new(counting(&built), Some(Duration::from_secs(2)));
         // Longer than max_age without a call: every pool is due, and the next round renews
         // them all at once (nothing can be done about that round).
         tokio::time::advance(Duration::from_secs(10)).await;
@@ -205,7 +200,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn without_a_max_age_no_pool_is_ever_replaced() {
         let built = Arc::new(AtomicUsize::new(0));
-        let pools = RotatingPools::new(counting(&built), None).expect("pools");
+        let pools = RotatingPools::new(counting(&built), None);
         tokio::time::advance(Duration::from_secs(3_600)).await;
         for _ in 0..100 {
             let _ = pools.pick();

@@ -7,7 +7,10 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use guestbook_common::metrics::latency_histogram;
-use http::{HeaderName, Request, Response};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderName, HeaderValue, Request, Response, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
@@ -93,23 +96,89 @@ impl AttemptMetrics {
 pub struct BackendService {
     /// Connections with a bounded lifetime, so that new replicas get calls (see `pools`).
     clients: Arc<RotatingPools>,
-    // Parsed once: parsing a URL string per call (host, IDNA) was a visible share of the
-    // client's CPU in a profile. Behind an `Arc` because the stack clones this service twice
-    // per call (the caller's `oneshot` and tower's retry), and a `Url` clone copies its string.
-    urls: Arc<Urls>,
+    // Parsed once, behind an `Arc` because the stack clones this service twice per call (the
+    // caller's `oneshot` and tower's retry).
+    target: Arc<Target>,
     metrics: AttemptMetrics,
 }
 
-/// The backend's base URL, and the URL of `/fetch`'s call ready made.
-struct Urls {
-    base: reqwest::Url,
-    /// `base` with [`DATA_PATH`]: `/fetch` calls it on every request, and setting a path
-    /// re-parses it (a few thousand instructions a call, issue 17).
-    data: reqwest::Url,
+/// Where the calls go: `BACKEND_URL`'s scheme and host, `/fetch`'s URI ready made, and the
+/// credentials the URL carried.
+struct Target {
+    scheme: Scheme,
+    authority: Authority,
+    /// The absolute URI of [`DATA_PATH`]: `/fetch` calls it on every request, and a clone of
+    /// a parsed URI is a few reference counts where building one parses it again.
+    data: Uri,
+    /// `Basic` credentials from `BACKEND_URL`'s `user:password@`, sent with every call (as
+    /// reqwest sent them); the URI itself never carries them.
+    authorization: Option<HeaderValue>,
 }
 
 /// The backend path `/fetch` calls.
 const DATA_PATH: &str = "/data";
+
+impl Target {
+    fn parse(base: &str) -> Result<Self, BoxError> {
+        let url = reqwest::Url::parse(base)?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("{} is not http:// or https://", url.scheme()).into());
+        }
+        let authorization = basic_credentials(&url)?;
+        // Only the scheme, host and port are kept: the path and query are each call's own.
+        let origin: Uri = url.origin().ascii_serialization().parse()?;
+        let (Some(scheme), Some(authority)) = (origin.scheme(), origin.authority()) else {
+            return Err("BACKEND_URL has no host".into());
+        };
+        let data = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query(DATA_PATH)
+            .build()?;
+        Ok(Self {
+            scheme: scheme.clone(),
+            authority: authority.clone(),
+            data,
+            authorization,
+        })
+    }
+
+    /// The URI this request goes to: the base's scheme, host and port with the request's path
+    /// and query, taken as they are (the routes build them from checked parts).
+    fn uri_for(&self, uri: &Uri) -> Result<Uri, http::Error> {
+        if uri.path() == DATA_PATH && uri.query().is_none() {
+            return Ok(self.data.clone());
+        }
+        let path_and_query = uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+    }
+}
+
+/// `Authorization: Basic ...` for a URL's percent-decoded `user:password`, if it has either.
+fn basic_credentials(url: &reqwest::Url) -> Result<Option<HeaderValue>, BoxError> {
+    use base64::Engine;
+    if url.username().is_empty() && url.password().is_none() {
+        return Ok(None);
+    }
+    let decode = |part: &str| -> Result<String, BoxError> {
+        Ok(percent_encoding::percent_decode_str(part)
+            .decode_utf8()?
+            .into_owned())
+    };
+    let user = decode(url.username())?;
+    let password = decode(url.password().unwrap_or_default())?;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let mut value = HeaderValue::try_from(format!("Basic {encoded}"))?;
+    value.set_sensitive(true);
+    Ok(Some(value))
+}
 
 impl BackendService {
     /// A service for `base`, an absolute `http(s)` URL whose path is ignored.
@@ -118,27 +187,11 @@ impl BackendService {
         base: &str,
         metrics: AttemptMetrics,
     ) -> Result<Self, BoxError> {
-        let base = reqwest::Url::parse(base)?;
-        let mut data = base.clone();
-        data.set_path(DATA_PATH);
-        data.set_query(None);
         Ok(Self {
             clients,
-            urls: Arc::new(Urls { base, data }),
+            target: Arc::new(Target::parse(base)?),
             metrics,
         })
-    }
-
-    /// The URL this request goes to: the base's scheme, host and port with its path and query.
-    fn url_for(&self, request: &Request<Bytes>) -> reqwest::Url {
-        let uri = request.uri();
-        if uri.path() == DATA_PATH && uri.query().is_none() {
-            return self.urls.data.clone();
-        }
-        let mut url = self.urls.base.clone();
-        url.set_path(uri.path());
-        url.set_query(uri.query());
-        url
     }
 }
 
@@ -148,7 +201,7 @@ impl Service<Request<Bytes>> for BackendService {
     type Future = Pin<Box<dyn Future<Output = Result<Response<Bytes>, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // reqwest's pool queues internally; concurrency is bounded by a layer above.
+        // hyper-util's pool queues internally; concurrency is bounded by a layer above.
         Poll::Ready(Ok(()))
     }
 
@@ -156,32 +209,45 @@ impl Service<Request<Bytes>> for BackendService {
         let client = self.clients.pick();
         let metrics = self.metrics.clone();
         let started = Instant::now();
-        let url = self.url_for(&request);
+        let target = Arc::clone(&self.target);
         Box::pin(async move {
             let (parts, body) = request.into_parts();
-            let mut headers = parts.headers;
-            strip_hop_by_hop(&mut headers);
-            let sent = client
-                .request(parts.method, url)
-                .headers(headers)
-                .body(body)
-                .send()
-                .await;
-            let mut response = match sent {
+            let uri = match target.uri_for(&parts.uri) {
+                Ok(uri) => uri,
+                Err(err) => {
+                    metrics.observe("error", started);
+                    return Err(err.into());
+                }
+            };
+            // A fresh request: HTTP/1.1 whatever the caller's version, no extensions carried.
+            let mut outgoing = Request::new(Full::new(body));
+            *outgoing.method_mut() = parts.method;
+            *outgoing.uri_mut() = uri;
+            *outgoing.headers_mut() = parts.headers;
+            strip_hop_by_hop(outgoing.headers_mut());
+            if let Some(credentials) = &target.authorization {
+                outgoing
+                    .headers_mut()
+                    .entry(http::header::AUTHORIZATION)
+                    .or_insert_with(|| credentials.clone());
+            }
+            let response = match client.request(outgoing).await {
                 Ok(response) => response,
                 Err(err) => {
                     metrics.observe("error", started);
                     return Err(err.into());
                 }
             };
-            let status = response.status();
-            // Taken, not cloned: the body is read by its own length, never by these headers.
-            let mut headers = std::mem::take(response.headers_mut());
+            let (head, body) = response.into_parts();
+            let mut headers = head.headers;
+            let length = content_length(&headers);
             strip_hop_by_hop(&mut headers);
+            // The body is read by its own framing; the answer's length is set anew by whoever
+            // sends it on.
             headers.remove(http::header::CONTENT_LENGTH);
-            let body = read_bounded(response).await;
+            let body = read_bounded(body, length).await;
             metrics.observe(
-                match (&body, status.as_u16()) {
+                match (&body, head.status.as_u16()) {
                     (Err(_), _) => "error",
                     (Ok(_), 200..=299) => "2xx",
                     (Ok(_), 400..=499) => "4xx",
@@ -191,11 +257,21 @@ impl Service<Request<Bytes>> for BackendService {
             );
             let body = body?;
             let mut answer = Response::new(body);
-            *answer.status_mut() = status;
+            *answer.status_mut() = head.status;
             *answer.headers_mut() = headers;
             Ok(answer)
         })
     }
+}
+
+/// The `Content-Length` an answer declares, if it is a number.
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Removes the [`HOP_BY_HOP`] headers. A map rarely holds any (a `/fetch` call's request has
@@ -209,35 +285,42 @@ fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
     }
 }
 
-/// The response body, refusing more than [`MAX_RESPONSE_BYTES`].
-async fn read_bounded(mut response: reqwest::Response) -> Result<Bytes, BoxError> {
-    if response
-        .content_length()
-        .is_some_and(|len| len > MAX_RESPONSE_BYTES as u64)
-    {
+/// The response body, refusing more than [`MAX_RESPONSE_BYTES`] (declared or sent).
+async fn read_bounded(mut body: Incoming, length: Option<u64>) -> Result<Bytes, BoxError> {
+    if length.is_some_and(|len| len > MAX_RESPONSE_BYTES as u64) {
         return Err("backend response over the size limit".into());
     }
     // A small answer arrives as one chunk: it is returned as it is, and only a second chunk
     // starts a buffer (a copy and an allocation per call saved on the common path).
-    let Some(first) = response.chunk().await? else {
+    let Some(first) = next_chunk(&mut body).await? else {
         return Ok(Bytes::new());
     };
     if first.len() > MAX_RESPONSE_BYTES {
         return Err("backend response over the size limit".into());
     }
-    let Some(second) = response.chunk().await? else {
+    let Some(second) = next_chunk(&mut body).await? else {
         return Ok(first);
     };
-    let mut body = BytesMut::from(&first[..]);
+    let mut collected = BytesMut::from(&first[..]);
     let mut next = Some(second);
     while let Some(chunk) = next {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+        if collected.len() + chunk.len() > MAX_RESPONSE_BYTES {
             return Err("backend response over the size limit".into());
         }
-        body.extend_from_slice(&chunk);
-        next = response.chunk().await?;
+        collected.extend_from_slice(&chunk);
+        next = next_chunk(&mut body).await?;
     }
-    Ok(body.freeze())
+    Ok(collected.freeze())
+}
+
+/// The body's next chunk of data; trailers are skipped.
+async fn next_chunk(body: &mut Incoming) -> Result<Option<Bytes>, BoxError> {
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            return Ok(Some(data));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -246,8 +329,10 @@ mod tests {
 
     fn service(base: &str) -> BackendService {
         let transport = crate::backend::Transport::for_url(base).expect("plain transport");
-        let pools =
-            RotatingPools::new(Box::new(move || transport.builder().build()), None).expect("pools");
+        let pools = RotatingPools::new(
+            Box::new(move || transport.client(std::time::Duration::from_secs(1), 4)),
+            None,
+        );
         let metrics = AttemptMetrics::register(&mut Registry::default());
         BackendService::new(Arc::new(pools), base, metrics).expect("service")
     }
@@ -270,8 +355,36 @@ mod tests {
                 "http://127.0.0.1:8080/api/messages?limit=5",
             ),
         ] {
-            assert_eq!(backend.url_for(&request(target)).as_str(), expected);
+            let uri = backend
+                .target
+                .uri_for(request(target).uri())
+                .expect("a valid URI");
+            assert_eq!(uri.to_string(), expected);
         }
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_sent_as_basic_authorization_never_in_the_uri() {
+        let backend = service("http://guest%40home:pa%3Ass@127.0.0.1:8080/");
+        let uri = backend
+            .target
+            .uri_for(request("/api/messages").uri())
+            .expect("a valid URI");
+        assert_eq!(uri.to_string(), "http://127.0.0.1:8080/api/messages");
+        assert_eq!(
+            backend.target.data.to_string(),
+            "http://127.0.0.1:8080/data"
+        );
+        // base64("guest@home:pa:ss"), decoded as reqwest decoded it.
+        let credentials = backend.target.authorization.as_ref().expect("credentials");
+        assert_eq!(credentials, "Basic Z3Vlc3RAaG9tZTpwYTpzcw==");
+        assert!(credentials.is_sensitive());
+        assert!(
+            service("http://127.0.0.1:8080")
+                .target
+                .authorization
+                .is_none()
+        );
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub enum BackendOutcome {
 pub enum Transport {
     /// The connection could not be made.
     Connect,
-    /// reqwest's own timeout (a connect timeout).
+    /// No connection within the connect timeout.
     Timeout,
     /// Anything else: a reset, a body over the limit, a TLS failure.
     Other,
@@ -105,15 +105,36 @@ impl BackendOutcome {
         if chain().any(|error| error.is::<tower::timeout::error::Elapsed>()) {
             return Self::Deadline;
         }
-        let cause = match error.downcast_ref::<reqwest::Error>() {
-            Some(error) if error.is_connect() => Transport::Connect,
-            Some(error) if error.is_timeout() => Transport::Timeout,
-            _ => Transport::Other,
+        // The backend calls fail with hyper-util's error, the stream passthrough with reqwest's.
+        let timed_out = chain().any(|error| {
+            error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|error| error.kind() == std::io::ErrorKind::TimedOut)
+        });
+        let cause = if let Some(error) = error.downcast_ref::<reqwest::Error>() {
+            if error.is_connect() {
+                Transport::Connect
+            } else if error.is_timeout() {
+                Transport::Timeout
+            } else {
+                Transport::Other
+            }
+        } else if let Some(error) = error.downcast_ref::<hyper_util::client::legacy::Error>() {
+            match (error.is_connect(), timed_out) {
+                (true, false) => Transport::Connect,
+                (true, true) => Transport::Timeout,
+                (false, _) => Transport::Other,
+            }
+        } else {
+            Transport::Other
         };
-        Self::Unreachable {
-            cause,
-            detail: error.to_string(),
-        }
+        // hyper-util's own text names only the kind ("client error (Connect)"): the causes
+        // below it say what happened.
+        let detail = chain()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(": ");
+        Self::Unreachable { cause, detail }
     }
 
     /// A usable answer: what makes a retry worth its price.

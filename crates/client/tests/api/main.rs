@@ -15,4 +15,5 @@ mod stream_guards;
 mod stream_limits;
 mod surface;
 mod tls;
+mod transport;
 mod ui_files;

@@ -2,7 +2,10 @@
 //! of the resilience around it, so `scripts/bench_proxy.py` can say what the stack costs.
 //!
 //! `guestbook-bare-proxy --listen 127.0.0.1:PORT --backend http://127.0.0.1:PORT` serves
-//! `GET /fetch` by one `GET /data` on the backend through one shared reqwest client, and answers
+//! `GET /fetch` by one `GET /data` on the backend through one shared reqwest client (the
+//! yardstick issue 17 names), or with `--transport hyper` through one hyper-util client, the
+//! transport the client itself uses for its backend calls (so the layers can be measured
+//! apart from the HTTP client library). Either way it answers
 //! `{"status":"ok","data":...}` as the client does: the body is parsed and re-encoded the same
 //! way, so the comparison measures the layers (breaker, deadline, retry, timeouts, limits,
 //! metrics, tracing), not a different amount of JSON work. No retry, no breaker, no deadline,
@@ -17,13 +20,34 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde_json::{Value, json};
 
 /// What a request needs: the shared client and the backend's `/data` URL.
 #[derive(Clone)]
 struct Bare {
-    client: reqwest::Client,
+    client: Transport,
     data_url: reqwest::Url,
+    /// The same URL, parsed once for hyper-util.
+    data_uri: http::Uri,
+}
+
+/// The HTTP client the backend call goes through.
+#[derive(Clone)]
+enum Transport {
+    Reqwest(reqwest::Client),
+    Hyper(Client<HttpConnector, Full<Bytes>>),
+}
+
+/// Which [`Transport`] `--transport` asked for.
+#[derive(Clone, Copy)]
+enum TransportKind {
+    Reqwest,
+    Hyper,
 }
 
 // mimalloc rather than glibc's malloc, whose arena lock the tokio workers contended for under
@@ -33,32 +57,55 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let (listen, backend) = match parse(std::env::args().skip(1)) {
+    let (listen, backend, kind) = match parse(std::env::args().skip(1)) {
         Ok(found) => found,
         Err(why) => {
             eprintln!("guestbook-bare-proxy: {why}");
             eprintln!(
-                "usage: guestbook-bare-proxy --listen 127.0.0.1:PORT --backend http://127.0.0.1:PORT"
+                "usage: guestbook-bare-proxy --listen 127.0.0.1:PORT --backend http://127.0.0.1:PORT [--transport reqwest|hyper]"
             );
             return ExitCode::from(2);
         }
     };
-    // reqwest is built without a TLS provider of its own; plain http:// still builds its TLS
-    // machinery, which needs one installed.
-    guestbook_testkit::install_ring_provider();
-    let client = match reqwest::Client::builder()
-        .pool_idle_timeout(guestbook_api::POOL_IDLE_TIMEOUT)
-        .build()
-    {
-        Ok(client) => client,
+    let client = match kind {
+        TransportKind::Reqwest => {
+            // reqwest is built without a TLS provider of its own; plain http:// still builds
+            // its TLS machinery, which needs one installed.
+            guestbook_testkit::install_ring_provider();
+            match reqwest::Client::builder()
+                .pool_idle_timeout(guestbook_api::POOL_IDLE_TIMEOUT)
+                .build()
+            {
+                Ok(client) => Transport::Reqwest(client),
+                Err(err) => {
+                    eprintln!("guestbook-bare-proxy: HTTP client: {err}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        TransportKind::Hyper => {
+            let mut tcp = HttpConnector::new();
+            // As reqwest and the client set it.
+            tcp.set_nodelay(true);
+            Transport::Hyper(
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(guestbook_api::POOL_IDLE_TIMEOUT)
+                    .pool_timer(TokioTimer::new())
+                    .build(tcp),
+            )
+        }
+    };
+    let data_uri = match backend.as_str().parse() {
+        Ok(uri) => uri,
         Err(err) => {
-            eprintln!("guestbook-bare-proxy: HTTP client: {err}");
+            eprintln!("guestbook-bare-proxy: --backend: {err}");
             return ExitCode::FAILURE;
         }
     };
     let bare = Bare {
         client,
         data_url: backend,
+        data_uri,
     };
     let app = Router::new()
         .route("/fetch", get(fetch))
@@ -82,9 +129,12 @@ async fn main() -> ExitCode {
     }
 }
 
-/// `--listen` and `--backend` (its `/data` URL), both required to be on loopback.
-fn parse(mut args: impl Iterator<Item = String>) -> Result<(SocketAddr, reqwest::Url), String> {
-    let (mut listen, mut backend) = (None, None);
+/// `--listen` and `--backend` (its `/data` URL), both required to be on loopback, and
+/// `--transport` (`reqwest`, the default, or `hyper`).
+fn parse(
+    mut args: impl Iterator<Item = String>,
+) -> Result<(SocketAddr, reqwest::Url, TransportKind), String> {
+    let (mut listen, mut backend, mut kind) = (None, None, TransportKind::Reqwest);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} takes a value"))?;
         match flag.as_str() {
@@ -106,12 +156,20 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<(SocketAddr, reqwest:
                 }
                 backend = Some(url);
             }
+            "--transport" => {
+                kind = match value.as_str() {
+                    "reqwest" => TransportKind::Reqwest,
+                    "hyper" => TransportKind::Hyper,
+                    other => return Err(format!("--transport {other:?}: reqwest or hyper")),
+                };
+            }
             other => return Err(format!("unknown flag {other:?}")),
         }
     }
     Ok((
         listen.ok_or("--listen is required")?,
         backend.ok_or("--backend is required")?,
+        kind,
     ))
 }
 
@@ -128,17 +186,35 @@ fn is_loopback(url: &reqwest::Url) -> bool {
 
 /// One backend call, its JSON wrapped as the client's `ok` answer; anything else is a 502.
 async fn fetch(State(bare): State<Bare>) -> Response {
-    let answer = match bare.client.get(bare.data_url.clone()).send().await {
-        Ok(answer) if answer.status().is_success() => answer,
-        Ok(answer) => return failed(&format!("backend answered {}", answer.status().as_u16())),
-        Err(err) => return failed(&format!("backend unreachable: {err}")),
-    };
-    match answer.bytes().await {
-        Ok(body) => match serde_json::from_slice::<Value>(&body) {
-            Ok(data) => Json(json!({"status": "ok", "data": data})).into_response(),
-            Err(err) => failed(&format!("backend sent no JSON: {err}")),
+    let body = match &bare.client {
+        Transport::Reqwest(client) => match client.get(bare.data_url.clone()).send().await {
+            Ok(answer) if answer.status().is_success() => match answer.bytes().await {
+                Ok(body) => body,
+                Err(err) => return failed(&format!("backend body: {err}")),
+            },
+            Ok(answer) => return failed(&format!("backend answered {}", answer.status().as_u16())),
+            Err(err) => return failed(&format!("backend unreachable: {err}")),
         },
-        Err(err) => failed(&format!("backend body: {err}")),
+        Transport::Hyper(client) => {
+            let mut request = http::Request::new(Full::new(Bytes::new()));
+            *request.uri_mut() = bare.data_uri.clone();
+            match client.request(request).await {
+                Ok(answer) if answer.status().is_success() => {
+                    match answer.into_body().collect().await {
+                        Ok(body) => body.to_bytes(),
+                        Err(err) => return failed(&format!("backend body: {err}")),
+                    }
+                }
+                Ok(answer) => {
+                    return failed(&format!("backend answered {}", answer.status().as_u16()));
+                }
+                Err(err) => return failed(&format!("backend unreachable: {err}")),
+            }
+        }
+    };
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(data) => Json(json!({"status": "ok", "data": data})).into_response(),
+        Err(err) => failed(&format!("backend sent no JSON: {err}")),
     }
 }
 
@@ -164,7 +240,7 @@ mod tests {
 
     #[test]
     fn loopback_flags_are_accepted_and_data_is_the_path() {
-        let (listen, backend) = parse(args(&[
+        let (listen, backend, kind) = parse(args(&[
             "--listen",
             "127.0.0.1:18000",
             "--backend",
@@ -173,6 +249,27 @@ mod tests {
         .expect("loopback flags parse");
         assert_eq!(listen.port(), 18000);
         assert_eq!(backend.as_str(), "http://127.0.0.1:18001/data");
+        assert!(matches!(kind, TransportKind::Reqwest));
+    }
+
+    #[test]
+    fn the_transport_is_reqwest_or_hyper_and_nothing_else() {
+        let with = |transport: &str| {
+            parse(args(&[
+                "--listen",
+                "127.0.0.1:18000",
+                "--backend",
+                "http://127.0.0.1:18001",
+                "--transport",
+                transport,
+            ]))
+        };
+        assert!(matches!(with("hyper"), Ok((_, _, TransportKind::Hyper))));
+        assert!(matches!(
+            with("reqwest"),
+            Ok((_, _, TransportKind::Reqwest))
+        ));
+        assert!(with("curl").is_err());
     }
 
     #[test]
