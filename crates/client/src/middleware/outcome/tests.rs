@@ -111,3 +111,30 @@ fn fetch_keeps_seed_002_wording_and_error_bodies_get_human_text_and_a_code() {
     assert_eq!(gone.error_code(), ErrorCode::BackendUnreachable);
     assert_eq!(gone.message(), "the backend could not be reached");
 }
+
+#[tokio::test]
+async fn a_refused_connection_is_a_connect_failure_and_its_cause_is_in_the_message() {
+    // A port that was just free: nothing listens on it.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        listener.local_addr().expect("bound").port()
+    };
+    let client = crate::backend::Transport::for_url("http://127.0.0.1:1")
+        .expect("plain transport")
+        .client(Duration::from_secs(1), 1);
+    let mut request = http::Request::new(http_body_util::Full::new(bytes::Bytes::new()));
+    *request.uri_mut() = format!("http://127.0.0.1:{port}/data")
+        .parse()
+        .expect("a URI");
+    let refused = client
+        .request(request)
+        .await
+        .expect_err("nothing listens there");
+
+    let outcome = error(refused);
+    assert_eq!(outcome.label(), "connect");
+    assert!(outcome.is_retryable() && outcome.is_failure());
+    // hyper-util's own text is only "client error (Connect)"; the cause says what happened.
+    let message = outcome.fetch_message();
+    assert!(message.contains("Connection refused"), "{message}");
+}
